@@ -1,0 +1,1 @@
+"""Kafka-free operators: plain classes and functions over numpy arrays and records."""

@@ -1,0 +1,185 @@
+"""Decoded audio frames -> 16 kHz mono float32 with stream time.
+
+Stream time is seconds since the channel's first decoded sample, derived
+from PTS (DESIGN.md §2). Small PTS jitter is absorbed; a forward jump up to
+`max_gap_s` is a real gap in the source and stays a gap; a backward jump or a
+larger forward jump is a discontinuity (PTS reset, wrap, splice): stream time
+continues where it was, and the caller resets its framing state.
+A change of sample format, layout or rate rebuilds the resampler (PyAV's
+resampler refuses, or silently passes through, frames that differ from the
+first one it saw).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from operators.framing import SAMPLE_RATE
+
+
+@dataclass
+class Chunk:
+    time: float            # stream time of samples[0]
+    samples: np.ndarray    # float32 mono at 16 kHz
+    reset: bool = False    # framing must restart at `time`
+    reason: str = ""       # "gap" | "discontinuity" | "" ; for logs and metrics
+
+
+class AudioNormalizer:
+    def __init__(self, max_gap_s: float = 5.0, jitter_s: float = 0.1):
+        self.max_gap_s = max_gap_s
+        self.jitter_s = jitter_s
+        self._resampler = None
+        self._key = None
+        self._origin = None       # source PTS (s) at stream time 0
+        self._in_next = 0.0       # stream time just after the last input frame
+        self._out_anchor = 0.0    # stream time of the resampler's first output sample
+        self._out_count = 0       # samples output since the anchor
+        self.gaps = 0
+        self.discontinuities = 0
+        self.format_changes = 0
+        self.samples_out = 0
+        self._pending_gap = None
+
+    def expect_gap(self, seconds: float) -> None:
+        """The next frame follows an outage of `seconds` whatever its PTS says
+        (a reconnected live source restarts its timestamps)."""
+        self._pending_gap = max(0.0, float(seconds))
+
+    @property
+    def time(self) -> float:
+        """Stream time of the newest sample seen (end of the audio so far)."""
+        return self._in_next
+
+    def push(self, frame: av.AudioFrame) -> list[Chunk]:
+        out: list[Chunk] = []
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        pts = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
+        duration = frame.samples / frame.sample_rate
+
+        if self._origin is None:
+            self._origin = pts if pts is not None else 0.0
+            t, reason = 0.0, "start"
+        else:
+            t, reason = self._in_next, ""
+            if self._pending_gap is not None:
+                t, reason = self._in_next + self._pending_gap, "gap"
+                self._origin = (pts if pts is not None else 0.0) - t
+                self._pending_gap = None
+                self.gaps += 1
+            elif pts is not None:
+                t_pts = pts - self._origin
+                jump = t_pts - self._in_next
+                if abs(jump) <= self.jitter_s:
+                    pass
+                elif 0 < jump <= self.max_gap_s:
+                    t, reason = t_pts, "gap"
+                    self.gaps += 1
+                else:
+                    self._origin = pts - self._in_next
+                    reason = "discontinuity"
+                    self.discontinuities += 1
+
+        if key != self._key or reason:
+            if self._key is not None and key != self._key:
+                self.format_changes += 1
+            out.extend(self._flush())
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            self._key = key
+            self._out_anchor, self._out_count = t, 0
+            first_reset = True
+        else:
+            first_reset = False
+
+        for rf in self._resampler.resample(frame):
+            out.append(self._emit(rf, reset=first_reset and reason not in ("",), reason=reason))
+            first_reset = False
+        if first_reset and reason:
+            # resampler held everything back; still tell the caller where the new run starts
+            out.append(Chunk(t, np.zeros(0, np.float32), True, reason))
+        self._in_next = t + duration
+        return out
+
+    def flush(self) -> list[Chunk]:
+        return self._flush()
+
+    def _flush(self) -> list[Chunk]:
+        if self._resampler is None:
+            return []
+        chunks = [self._emit(rf) for rf in self._resampler.resample(None)]
+        self._resampler = None
+        return chunks
+
+    def _emit(self, rf: av.AudioFrame, reset: bool = False, reason: str = "") -> Chunk:
+        a = rf.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+        t = self._out_anchor + self._out_count / SAMPLE_RATE
+        self._out_count += len(a)
+        self.samples_out += len(a)
+        return Chunk(t, a, reset, reason)
+
+
+# Codecs a broadcast audio PID may switch to mid-stream without the container
+# announcing it in a way PyAV sees (the stream keeps its index and PID).
+BROADCAST_AUDIO_CODECS = ("aac", "aac_latm", "mp2", "mp3", "ac3", "eac3")
+
+
+class PacketDecoder:
+    """Decodes one audio stream's packets, surviving a codec change on the same PID.
+
+    Corrupt packets are dropped and counted. After `switch_after` consecutive
+    failures the failing packet is tried with the other broadcast codecs; the
+    first that decodes it takes over.
+    """
+
+    def __init__(self, stream, switch_after: int = 3):
+        self._ctx = stream.codec_context
+        if self._ctx is None:
+            raise UnsupportedCodec(f"no decoder for codec of stream #{stream.index}")
+        self.codec = self._ctx.name
+        self.switch_after = switch_after
+        self.errors = 0
+        self.codec_changes = 0
+        self._consecutive = 0
+
+    def decode(self, packet) -> list:
+        if packet.size == 0:          # demuxer's end-of-stream packet
+            return self.flush()
+        try:
+            frames = self._ctx.decode(packet)
+            self._consecutive = 0
+            return frames
+        except (av.error.FFmpegError, ValueError) as e:
+            self.errors += 1
+            self._consecutive += 1
+            self.last_error = str(e)
+            if self._consecutive >= self.switch_after:
+                return self._try_switch(packet)
+            return []
+
+    def flush(self) -> list:
+        try:
+            return self._ctx.decode(None)
+        except (av.error.FFmpegError, ValueError):   # already flushed, or nothing to flush
+            return []
+
+    def _try_switch(self, packet) -> list:
+        for name in BROADCAST_AUDIO_CODECS:
+            if name == self.codec:
+                continue
+            try:
+                ctx = av.CodecContext.create(name, "r")
+                frames = ctx.decode(packet)
+            except (av.error.FFmpegError, ValueError):
+                continue
+            if frames:
+                self._ctx, self.codec = ctx, name
+                self.codec_changes += 1
+                self._consecutive = 0
+                return frames
+        return []
+
+
+class UnsupportedCodec(RuntimeError):
+    pass

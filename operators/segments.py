@@ -1,0 +1,57 @@
+"""Decided frames -> closed segments covering the stream.
+
+A segment starts at the first frame of its label and ends where the next
+segment's first frame starts (frames start 0.96 s apart and overlap by 15 ms,
+so a frame start is the best estimate of a boundary between two frames);
+the last one ends at the end of the audio.
+"""
+from __future__ import annotations
+
+LABELS = ("non_music", "music")
+
+
+class SegmentBuilder:
+    def __init__(self, channel: str):
+        self.channel = channel
+        self._label = None
+        self._start = 0.0
+        self._conf_sum = 0.0
+        self._count = 0
+
+    @property
+    def open_segment(self) -> dict | None:
+        if self._label is None:
+            return None
+        return {"channel": self.channel, "label": self._label, "start": self._start}
+
+    def push(self, time: float, state: int, posterior: float) -> list[dict]:
+        label = LABELS[state]
+        out = []
+        if self._label is None:
+            self._label, self._start = label, time
+        elif label != self._label:
+            out.append(self._close(time))
+            self._label, self._start = label, time
+        self._conf_sum += posterior
+        self._count += 1
+        return out
+
+    def close(self, end_time: float) -> list[dict]:
+        if self._label is None:
+            return []
+        seg = self._close(max(end_time, self._start))
+        self._label = None
+        return [seg]
+
+    def _close(self, end: float) -> dict:
+        seg = {"channel": self.channel, "label": self._label, "start": round(self._start, 3),
+               "end": round(end, 3), "confidence": round(self._conf_sum / max(self._count, 1), 4)}
+        self._conf_sum, self._count = 0.0, 0
+        return seg
+
+    def state_dict(self) -> dict:
+        return {"label": self._label, "start": self._start, "conf_sum": self._conf_sum, "count": self._count}
+
+    def load_state_dict(self, d: dict) -> None:
+        self._label, self._start = d["label"], d["start"]
+        self._conf_sum, self._count = d["conf_sum"], d["count"]

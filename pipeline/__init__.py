@@ -1,0 +1,1 @@
+"""onair runtime: configuration, CLI, sources, batching, sinks and metrics."""

@@ -1,0 +1,36 @@
+"""Whole-file decoding for training and `onair genre`: any file PyAV opens
+-> 16 kHz mono float32, through the same decode operators as live input."""
+from __future__ import annotations
+
+import av
+import numpy as np
+
+from operators.decode import AudioNormalizer, PacketDecoder
+from operators.framing import FRAME_SAMPLES, HOP_SAMPLES
+
+
+def read_audio(path: str) -> np.ndarray:
+    parts = []
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            raise ValueError(f"{path}: no audio track")
+        stream = c.streams.audio[0]
+        dec, norm = PacketDecoder(stream), AudioNormalizer(max_gap_s=0.0)
+        for packet in c.demux(stream):
+            for frame in dec.decode(packet):
+                parts.extend(ch.samples for ch in norm.push(frame))
+        parts.extend(ch.samples for ch in norm.flush())
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def frames_of(audio: np.ndarray, max_frames: int | None = None) -> np.ndarray:
+    """[N, 15600] frames of a clip; a clip shorter than one frame is zero-padded
+    around its centre; `max_frames` keeps evenly spaced ones."""
+    if len(audio) < FRAME_SAMPLES:
+        pad = FRAME_SAMPLES - len(audio)
+        return np.pad(audio, (pad // 2, pad - pad // 2))[None].astype(np.float32)
+    n = 1 + (len(audio) - FRAME_SAMPLES) // HOP_SAMPLES
+    idx = np.arange(n)
+    if max_frames and n > max_frames:
+        idx = np.unique(np.linspace(0, n - 1, max_frames).round().astype(int))
+    return np.stack([audio[i * HOP_SAMPLES:i * HOP_SAMPLES + FRAME_SAMPLES] for i in idx]).astype(np.float32)

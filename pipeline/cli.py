@@ -1,0 +1,139 @@
+"""`onair` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from pipeline import config as config_mod
+
+log = logging.getLogger("onair")
+
+# TensorFlow's C++ start-up chatter is not ours to show; keep warnings and errors.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+warnings.filterwarnings("ignore", module=r"tensorflow\.lite\..*")
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("tensorflow", "absl", "h5py", "libav"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="pipeline YAML (default: configs/pipeline.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set embedding.batch_size=32 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="onair", description="Music-on-air detection for live broadcast streams.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="direct mode: read sources, write segments (no Kafka)")
+    r.add_argument("--input", action="append", required=True, metavar="CHANNEL=URL",
+                   help="a channel id and any URL or path PyAV opens (repeatable)")
+    r.add_argument("--out", required=True, help="output directory for segments/requests/genres .jsonl")
+    r.add_argument("--metrics-out", help="write the final Prometheus exposition (text format) here")
+    _config_args(r)
+
+    t = sub.add_parser("train", help="fit the music head for an embedding backend")
+    t.add_argument("--backend", choices=["yamnet", "vggish"], help="default: the config's embedding.backend")
+    t.add_argument("--manifest", required=True, help="CSV with path,label[,source] (paths relative to it)")
+    t.add_argument("--music-dir", action="append", default=[], help="folder whose audio files are all music")
+    t.add_argument("--programmes", help="folder of *.labels.csv to fit the HMM transitions")
+    t.add_argument("--out", help="head file (default: <heads.dir>/<backend>/music.json)")
+    t.add_argument("--cache", default=".cache/embeddings", help="embedding cache folder")
+    t.add_argument("--frames-per-file", type=int, default=48, help="at most this many frames per file")
+    t.add_argument("--compose", type=int, default=0, metavar="N",
+                   help="also train on N 15-minute programmes composed from the manifest's clips")
+    t.add_argument("--composer", default=None,
+                   help="broadcast_sim.py that composes them (default: ../shared/tools/broadcast_sim.py)")
+    _config_args(t)
+
+    d = sub.add_parser("demo", help="run on the shared dev programmes, encoded as MPEG-TS, and score them")
+    d.add_argument("--shared", default=None, help="the shared folder (default: ../shared beside the repo)")
+    d.add_argument("--out", default="out/demo", help="output directory")
+    d.add_argument("--codecs", default="aac,mp2", help="comma-separated broadcast codecs to encode")
+    _config_args(d)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging()
+    try:
+        cfg = config_mod.load(args.config, args.set)
+    except config_mod.ConfigError as e:
+        log.error("%s", e)
+        return 2
+    logging.getLogger().setLevel(cfg["runtime"]["log_level"])
+    try:
+        return COMMANDS[args.command](args, cfg)
+    except (config_mod.ConfigError, ValueError) as e:
+        log.error("%s", e)
+        return 2
+    except RuntimeError as e:
+        from pipeline.heads import HeadMissing
+        from pipeline.models import ModelNotFound
+        if isinstance(e, (HeadMissing, ModelNotFound)):
+            log.error("%s", e)
+            return 2
+        raise
+
+
+def cmd_run(args, cfg) -> int:
+    from pipeline.runner import DirectRun, parse_inputs
+    inputs = parse_inputs(args.input)
+    run = DirectRun(inputs, args.out, cfg)
+    results = run.run()
+    for r in results.values():
+        state = "ok" if r.ok else f"FAILED ({r.reason})"
+        log.info("channel %s: %s, %.1f s of audio, %d segments %s", r.channel, state, r.audio_s, r.segments,
+                 json.dumps(r.extra))
+    log.info("done: %s; outputs in %s", json.dumps(run.summary), args.out)
+    if args.metrics_out:
+        run.metrics.write_textfile(args.metrics_out)
+    return 0 if any(r.ok for r in results.values()) else 1
+
+
+def cmd_train(args, cfg) -> int:
+    from pipeline.heads import head_path
+    from pipeline.models import load_embedder
+    from pipeline.train import main_report, train_music_head
+    if args.backend:
+        cfg["embedding"]["backend"] = args.backend
+    embedder = load_embedder(cfg)
+    out = Path(args.out) if args.out else head_path(cfg, embedder.name)
+    meta = train_music_head(embedder, Path(args.manifest), [Path(d) for d in args.music_dir],
+                            Path(args.programmes) if args.programmes else None, out, Path(args.cache),
+                            cap=args.frames_per_file, composer=_composer(args), compose=args.compose,
+                            lag=cfg["hmm"]["lag_frames"])
+    print(main_report(meta))
+    return 0
+
+
+def _composer(args) -> Path | None:
+    if not args.compose:
+        return None
+    path = Path(args.composer) if args.composer else Path(__file__).resolve().parent.parent.parent / "shared" / \
+        "tools" / "broadcast_sim.py"
+    if not path.is_file():
+        raise ValueError(f"--compose needs the programme composer: {path} not found (give --composer PATH)")
+    return path
+
+
+def cmd_demo(args, cfg) -> int:
+    from pipeline.demo import run_demo
+    return run_demo(args, cfg)
+
+
+COMMANDS = {"run": cmd_run, "train": cmd_train, "demo": cmd_demo}
+
+if __name__ == "__main__":
+    sys.exit(main())

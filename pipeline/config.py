@@ -1,0 +1,182 @@
+"""Pipeline configuration: YAML validated against an explicit schema.
+
+Every key has a type, a range or a set of choices and a default; an unknown
+key or a bad value raises ConfigError naming the dotted key and what was
+expected, so a broken config stops the process with one clear line.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "configs" / "pipeline.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Int:
+    default: int
+    lo: int | None = None
+    hi: int | None = None
+
+    def check(self, key, v):
+        if isinstance(v, bool) or not isinstance(v, int) or (self.lo is not None and v < self.lo) \
+                or (self.hi is not None and v > self.hi):
+            raise ConfigError(f"config key '{key}': expected an integer in [{self.lo}, {self.hi}], got {v!r}")
+        return v
+
+
+@dataclass(frozen=True)
+class Float:
+    default: float | None
+    lo: float | None = None
+    hi: float | None = None
+    optional: bool = False
+
+    def check(self, key, v):
+        if v is None and self.optional:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (self.lo is not None and v < self.lo) \
+                or (self.hi is not None and v > self.hi):
+            opt = " or null" if self.optional else ""
+            raise ConfigError(f"config key '{key}': expected a number in [{self.lo}, {self.hi}]{opt}, got {v!r}")
+        return float(v)
+
+
+@dataclass(frozen=True)
+class Choice:
+    default: str
+    choices: tuple
+
+    def check(self, key, v):
+        if v not in self.choices:
+            raise ConfigError(f"config key '{key}': expected one of {', '.join(map(str, self.choices))}, got {v!r}")
+        return v
+
+
+@dataclass(frozen=True)
+class Str:
+    default: str | None
+    optional: bool = False
+
+    def check(self, key, v):
+        if v is None and self.optional:
+            return None
+        if not isinstance(v, str) or not v:
+            raise ConfigError(f"config key '{key}': expected a non-empty string, got {v!r}")
+        return v
+
+
+@dataclass(frozen=True)
+class Track:
+    """Audio track selector: first | index:N | lang:CODE | pid:N (decimal or 0x hex)."""
+    default: str = "first"
+
+    def check(self, key, v):
+        import re
+        if not isinstance(v, str) or not re.fullmatch(r"first|index:\d+|lang:[A-Za-z]{2,3}|pid:(0x[0-9a-fA-F]+|\d+)", v):
+            raise ConfigError(f"config key '{key}': expected first, index:N, lang:CODE or pid:N, got {v!r}")
+        return v
+
+
+SCHEMA: dict[str, dict[str, Any]] = {
+    "embedding": {
+        "backend": Choice("yamnet", ("yamnet", "vggish")),
+        "yamnet_handle": Str("https://tfhub.dev/google/yamnet/1"),
+        "vggish_handle": Str("https://tfhub.dev/google/vggish/1"),
+        "batch_size": Int(64, 1, 4096),
+        "max_wait_ms": Float(20.0, 0.0, 10000.0),
+        "threads": Int(0, 0, 256),
+    },
+    "heads": {
+        "dir": Str("heads"),   # relative to the config file's folder
+    },
+    "hmm": {
+        "lag_frames": Int(5, 0, 60),
+        "p_enter_music": Float(None, 1e-9, 0.5, optional=True),
+        "p_leave_music": Float(None, 1e-9, 0.5, optional=True),
+        "emission_weight": Float(None, 0.01, 10.0, optional=True),
+    },
+    "source": {
+        "audio_track": Track("first"),
+        "live": Choice("auto", ("auto", "yes", "no")),
+        "open_timeout_s": Float(10.0, 0.1, 600.0),
+        "read_timeout_s": Float(5.0, 0.1, 600.0),
+        "reconnect_min_s": Float(1.0, 0.0, 600.0),
+        "reconnect_max_s": Float(30.0, 0.0, 3600.0),
+        "watchdog_s": Float(15.0, 0.5, 3600.0),
+        "max_gap_s": Float(5.0, 0.0, 3600.0),
+    },
+    "runtime": {
+        "queue_frames": Int(512, 1, 1_000_000),
+        "log_level": Choice("INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+    },
+}
+
+
+def defaults() -> dict:
+    return {sec: {k: spec.default for k, spec in keys.items()} for sec, keys in SCHEMA.items()}
+
+
+def validate(raw: Any, source: str = "config") -> dict:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections {sorted(SCHEMA)}, got {type(raw).__name__}")
+    cfg = defaults()
+    for sec, body in raw.items():
+        if sec not in SCHEMA:
+            raise ConfigError(f"config key '{sec}': unknown section (known: {', '.join(SCHEMA)})")
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"config key '{sec}': expected a mapping, got {body!r}")
+        for k, v in body.items():
+            if k not in SCHEMA[sec]:
+                raise ConfigError(f"config key '{sec}.{k}': unknown key (known: {', '.join(SCHEMA[sec])})")
+            cfg[sec][k] = SCHEMA[sec][k].check(f"{sec}.{k}", v)
+    if cfg["source"]["reconnect_max_s"] < cfg["source"]["reconnect_min_s"]:
+        raise ConfigError("config key 'source.reconnect_max_s': must be >= source.reconnect_min_s")
+    return cfg
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    raw = copy.deepcopy(raw or {})
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. embedding.batch_size=32")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2:
+            raise ConfigError(f"config key '{key}': expected SECTION.KEY")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        raw.setdefault(parts[0], {})
+        if not isinstance(raw[parts[0]], dict):
+            raw[parts[0]] = {}
+        raw[parts[0]][parts[1]] = parsed
+    return raw
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    cfg = validate(apply_overrides(raw, overrides or []), str(path))
+    # relative to the config file, so a config works from any working directory
+    cfg["heads"]["dir"] = str((path.parent / cfg["heads"]["dir"]).resolve())
+    return cfg

@@ -1,0 +1,42 @@
+"""Trained heads per embedding backend, under `heads.dir/<backend>/`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from operators.classify import Head
+
+
+class HeadMissing(RuntimeError):
+    pass
+
+
+def head_path(cfg: dict, backend: str, kind: str = "music") -> Path:
+    return Path(cfg["heads"]["dir"]) / backend / f"{kind}.json"
+
+
+def load_music_head(cfg: dict, backend: str, dim: int) -> Head:
+    path = head_path(cfg, backend)
+    if not path.is_file():
+        raise HeadMissing(
+            f"no music head for embedding backend '{backend}' at {path}; train one with: "
+            f"onair train --backend {backend} --manifest ../shared/data/manifest.csv "
+            f"--music-dir ../shared/data/genre --programmes ../shared/data/streams")
+    head = Head.load(path)
+    if head.dim != dim or "music" not in head.classes:
+        raise HeadMissing(f"{path}: head expects {head.dim}-d embeddings with a 'music' class, backend '{backend}' "
+                          f"gives {dim}-d; retrain with onair train --backend {backend}")
+    return head
+
+
+def hmm_params(head: Head, cfg: dict) -> dict:
+    """Transition matrix and priors: fitted values stored with the head, overridable in config."""
+    h = head.meta.get("hmm", {})
+    leave = cfg["hmm"]["p_leave_music"] or h.get("p_leave_music", 0.01)
+    enter = cfg["hmm"]["p_enter_music"] or h.get("p_enter_music", 0.01)
+    A = np.array([[1 - enter, enter], [leave, 1 - leave]])
+    stationary = np.array([leave, enter]) / (leave + enter)
+    class_prior = np.array(h.get("class_prior", [0.5, 0.5]))   # [non_music, music], as the head was fitted
+    weight = cfg["hmm"]["emission_weight"] or h.get("emission_weight", 1.0)
+    return {"transition": A, "prior": stationary, "class_prior": class_prior, "emission_weight": weight}

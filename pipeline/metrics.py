@@ -1,0 +1,40 @@
+"""Prometheus metrics of one onair process (prometheus_client), in a registry
+of its own so tests and several pipelines in one process do not collide."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = self.registry = registry or CollectorRegistry()
+        ch = ["channel"]
+        self.audio_seconds = Counter("onair_audio_decoded_seconds", "Audio decoded, in seconds of 16 kHz mono",
+                                     ch, registry=r)
+        self.decode_errors = Counter("onair_decode_errors", "Corrupt audio packets dropped", ch, registry=r)
+        self.discontinuities = Counter("onair_discontinuities", "PTS gaps and resets that restarted framing",
+                                       ch + ["kind"], registry=r)
+        self.codec_changes = Counter("onair_codec_changes", "Mid-stream audio codec changes", ch, registry=r)
+        self.reconnects = Counter("onair_source_reconnects", "Reconnections of live sources", ch, registry=r)
+        self.input_errors = Counter("onair_input_errors", "Input failures by reason", ch + ["reason"], registry=r)
+        self.source_up = Gauge("onair_source_up", "1 while the source delivers audio", ch, registry=r)
+        self.frames_embedded = Counter("onair_frames_embedded", "0.96 s frames embedded", ["backend"], registry=r)
+        self.embed_batch = Histogram("onair_embedding_batch_size", "Frames per embedding call", ["backend"],
+                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
+        self.embed_latency = Histogram("onair_embedding_batch_latency_seconds", "Wall time of one embedding call",
+                                       ["backend"], buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5,
+                                                             5), registry=r)
+        self.decision_lag = Histogram("onair_hmm_decision_lag_seconds",
+                                      "Stream time from the end of a frame's audio to its HMM decision",
+                                      buckets=(0.5, 1, 2, 3, 4, 5, 6, 8, 10, 20), registry=r)
+        self.music = Gauge("onair_channel_music", "1 while the channel's decided state is music", ch, registry=r)
+        self.segments = Counter("onair_segments", "Closed segments emitted", ch + ["label"], registry=r)
+
+    _COUNTERS = {"decode_errors": "decode_errors", "discontinuities": "discontinuities",
+                 "codec_changes": "codec_changes", "reconnects": "reconnects", "input_errors": "input_errors"}
+
+    def count(self, what: str, channel: str, n: float = 1, **labels) -> None:
+        getattr(self, self._COUNTERS[what]).labels(channel=channel, **labels).inc(n)
+
+    def write_textfile(self, path: str) -> None:
+        write_to_textfile(path, self.registry)

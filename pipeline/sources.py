@@ -1,0 +1,218 @@
+"""Live and file sources: open with PyAV, pick the audio track, decode, and
+hand 16 kHz mono chunks with stream time to a callback.
+
+Files run as fast as the machine allows and end at EOF. Live sources
+(network URLs, or `source.live: yes`) reconnect with exponential backoff
+after EOF or an error, and a watchdog restarts one that delivers no audio for
+`source.watchdog_s`; the outage stays a gap in stream time.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import av
+
+from operators.decode import AudioNormalizer, Chunk, PacketDecoder, UnsupportedCodec
+
+log = logging.getLogger("onair.source")
+
+LIVE_SCHEMES = {"udp", "rtp", "srt", "rtmp", "rtmps", "rtsp", "http", "https", "tcp", "hls"}
+
+
+class SourceError(RuntimeError):
+    """A failure of one input, with a short `reason` for metrics."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class Stalled(SourceError):
+    pass
+
+
+@dataclass
+class SourceStats:
+    reconnects: int = 0
+    decode_errors: int = 0
+    codec_changes: int = 0
+
+
+def is_live(url: str, setting: str = "auto") -> bool:
+    if setting != "auto":
+        return setting == "yes"
+    scheme = urlparse(url).scheme.lower()
+    return scheme in LIVE_SCHEMES
+
+
+def select_audio(container, selector: str):
+    audio = list(container.streams.audio)
+    if not audio:
+        raise SourceError("no_audio", "no audio track in the stream")
+    kind, _, value = selector.partition(":")
+    if kind == "first":
+        return audio[0]
+    if kind == "index":
+        i = int(value)
+        if i >= len(audio):
+            raise SourceError("no_audio", f"audio track index {i} requested, the stream has {len(audio)}")
+        return audio[i]
+    if kind == "lang":
+        for s in audio:
+            if (s.metadata.get("language") or "").lower() == value.lower():
+                return s
+        langs = [s.metadata.get("language") for s in audio]
+        raise SourceError("no_audio", f"no audio track in language {value!r} (tracks: {langs})")
+    pid = int(value, 0)
+    for s in audio:
+        if s.id == pid:
+            return s
+    raise SourceError("no_audio", f"no audio track with PID {pid} (0x{pid:x}); audio PIDs: {[s.id for s in audio]}")
+
+
+class Source:
+    """One channel's input. `run(on_chunk)` blocks until the input ends (file),
+    fails for good (file), or `stop` is set (live)."""
+
+    def __init__(self, channel: str, url: str, cfg: dict, metrics=None, stop: threading.Event | None = None):
+        self.channel = channel
+        self.url = url
+        self.cfg = cfg["source"]
+        self.live = is_live(url, self.cfg["live"])
+        self.metrics = metrics
+        self.stop = stop or threading.Event()
+        self.normalizer = AudioNormalizer(max_gap_s=self.cfg["max_gap_s"])
+        self.stats = SourceStats()
+        self.audio_seen = False
+        self._session_had_audio = False
+        self._last_audio_wall = 0.0
+
+    def run(self, on_chunk) -> None:
+        delay = self.cfg["reconnect_min_s"]
+        while not self.stop.is_set():
+            self._session_had_audio = False
+            try:
+                self._session(on_chunk)
+                if not self.live:
+                    break
+                err = SourceError("eof", "stream ended")
+            except SourceError as e:
+                err = e
+            except av.error.FFmpegError as e:
+                err = SourceError("read_error", _ffmpeg_message(e))
+            self._count("input_errors", reason=err.reason)
+            self._set_up(False)
+            if not self.live:
+                raise err
+            if self._session_had_audio:
+                delay = self.cfg["reconnect_min_s"]
+            log.warning("channel %s: %s: %s; reconnecting in %.1f s", self.channel, self.url, err, delay)
+            if self.stop.wait(delay):
+                break
+            delay = min(max(delay * 2, 0.1), self.cfg["reconnect_max_s"])
+            self.stats.reconnects += 1
+            self._count("reconnects")
+        for chunk in self.normalizer.flush():
+            on_chunk(chunk)
+
+    def _session(self, on_chunk) -> None:
+        timeout = (self.cfg["open_timeout_s"], self.cfg["read_timeout_s"])
+        try:
+            container = av.open(self.url, timeout=timeout, options={"fflags": "+discardcorrupt"})
+        except FileNotFoundError:
+            raise SourceError("not_found", "no such file") from None
+        except av.error.FFmpegError as e:
+            raise SourceError("open_failed", f"cannot open: {_ffmpeg_message(e)}") from None
+        try:
+            stream = select_audio(container, self.cfg["audio_track"])
+            try:
+                decoder = PacketDecoder(stream)
+            except UnsupportedCodec as e:
+                raise SourceError("unsupported_codec", str(e)) from None
+            except (av.error.FFmpegError, ValueError) as e:
+                raise SourceError("unsupported_codec", f"cannot decode audio track: {_ffmpeg_message(e)}") from None
+            if stream.codec_context.name in ("", "none"):
+                raise SourceError("unsupported_codec", "audio track has no supported codec")
+            log.info("channel %s: %s opened, audio track #%d (PID %s, %s, %s Hz)", self.channel, self.url,
+                     stream.index, stream.id, stream.codec_context.name, stream.codec_context.sample_rate)
+            self._set_up(True)
+            self._pump(container, stream, decoder, on_chunk)
+        finally:
+            container.close()
+
+    def _pump(self, container, stream, decoder, on_chunk) -> None:
+        watchdog = self.cfg["watchdog_s"]
+        last_audio = time.monotonic()
+        errors_before = decoder.errors
+        got_audio = False
+        try:
+            for packet in container.demux(stream):
+                if self.stop.is_set():
+                    return
+                frames = decoder.decode(packet)
+                if decoder.errors != errors_before:
+                    n = decoder.errors - errors_before
+                    self.stats.decode_errors += n
+                    self._count("decode_errors", n)
+                    if self.stats.decode_errors == n or self.stats.decode_errors % 100 == 0:
+                        log.warning("channel %s: %d corrupt audio packet(s) dropped (%s)", self.channel,
+                                    self.stats.decode_errors, getattr(decoder, "last_error", ""))
+                    errors_before = decoder.errors
+                if decoder.codec_changes != self.stats.codec_changes:
+                    self.stats.codec_changes = decoder.codec_changes
+                    self._count("codec_changes")
+                    log.warning("channel %s: audio codec changed mid-stream to %s", self.channel, decoder.codec)
+                for frame in frames:
+                    if not self._session_had_audio and self.audio_seen:
+                        # a live outage is a gap in stream time as long as it lasted, not a splice
+                        self.normalizer.expect_gap(time.monotonic() - self._last_audio_wall)
+                    for chunk in self.normalizer.push(frame):
+                        self._note(chunk)
+                        on_chunk(chunk)
+                    got_audio = True
+                    self.audio_seen = True
+                    self._session_had_audio = True
+                    last_audio = self._last_audio_wall = time.monotonic()
+                if self.live and time.monotonic() - last_audio > watchdog:
+                    raise Stalled("stalled", f"no audio for {watchdog:.0f} s")
+        except av.error.FFmpegError as e:
+            if not self.live and not got_audio:
+                raise SourceError("read_error", f"cannot read: {_ffmpeg_message(e)}") from None
+            if self.live:
+                msg = _ffmpeg_message(e)
+                if "timed out" in msg.lower() or "Immediate exit" in msg or "Exit requested" in msg:
+                    raise Stalled("stalled", f"no data for {self.cfg['read_timeout_s']:.0f} s") from None
+                raise SourceError("read_error", msg) from None
+            log.warning("channel %s: input ends with a read error after audio: %s", self.channel,
+                        _ffmpeg_message(e))
+        for frame in decoder.flush():
+            for chunk in self.normalizer.push(frame):
+                self._note(chunk)
+                on_chunk(chunk)
+            got_audio = True
+        if not got_audio and not self.live:
+            raise SourceError("no_audio_decoded", f"no decodable audio ({decoder.errors} corrupt packets)")
+
+    def _note(self, chunk: Chunk) -> None:
+        if chunk.reason in ("gap", "discontinuity"):
+            self._count("discontinuities", kind=chunk.reason)
+            log.warning("channel %s: %s in the source at stream time %.2f s", self.channel, chunk.reason, chunk.time)
+        if self.metrics is not None and len(chunk.samples):
+            self.metrics.audio_seconds.labels(self.channel).inc(len(chunk.samples) / 16000)
+
+    def _count(self, what: str, n: float = 1, **labels) -> None:
+        if self.metrics is not None:
+            self.metrics.count(what, self.channel, n, **labels)
+
+    def _set_up(self, up: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.source_up.labels(self.channel).set(1 if up else 0)
+
+
+def _ffmpeg_message(e: Exception) -> str:
+    s = getattr(e, "strerror", None) or str(e)
+    return str(s).strip().splitlines()[0] if str(s).strip() else type(e).__name__

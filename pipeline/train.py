@@ -1,0 +1,234 @@
+"""`onair train`: fit the music/non-music head on embeddings of a labelled
+manifest, and the HMM transitions on labelled programmes.
+
+Manifest rows (format of ../shared/data/manifest.csv): path (relative to the
+manifest's folder), label (music | speech | noise | silence | other labels
+skipped), source (used to hold out whole sources for validation). Folders
+given with --music-dir add every audio file below them as music.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from operators.classify import fit_head
+from operators.framing import HOP_S
+from operators.hmm import fit_transitions
+from pipeline.audiofile import frames_of, read_audio
+from pipeline.evaluate import music_f1, read_labels, replay
+
+log = logging.getLogger("onair.train")
+
+MUSIC_LABELS = {"music"}
+NON_MUSIC_LABELS = {"speech", "noise", "silence"}
+AUDIO_EXT = {".opus", ".ogg", ".wav", ".flac", ".mp3", ".au", ".m4a", ".aac"}
+
+
+def manifest_items(manifest: Path, music_dirs: list[Path]) -> list[dict]:
+    items = []
+    root = manifest.parent
+    with open(manifest, newline="") as f:
+        for r in csv.DictReader(f):
+            lab = r["label"].strip()
+            if lab in MUSIC_LABELS:
+                cls = "music"
+            elif lab in NON_MUSIC_LABELS:
+                cls = "non_music"
+            else:
+                continue
+            items.append({"path": str(root / r["path"]), "class": cls, "source": r.get("source") or r["path"],
+                          "genre": r.get("genre", "")})
+    for d in music_dirs:
+        for p in sorted(Path(d).rglob("*")):
+            if p.suffix.lower() in AUDIO_EXT:
+                items.append({"path": str(p), "class": "music", "source": f"dir:{d.name}/{p.parent.name}",
+                              "genre": p.parent.name})
+    return items
+
+
+class EmbeddingCache:
+    """Embeddings per (backend, file, frame cap), so retraining does not re-embed."""
+
+    def __init__(self, root: Path, backend: str):
+        self.root = root / backend
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _key(self, path: str, cap: int) -> Path:
+        st = Path(path).stat()
+        h = hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{cap}".encode()).hexdigest()
+        return self.root / f"{h}.npy"
+
+    def get(self, path: str, cap: int, embedder) -> np.ndarray:
+        k = self._key(path, cap)
+        if k.exists():
+            return np.load(k)
+        emb = embedder.embed(frames_of(read_audio(path), cap)).embeddings
+        np.save(k, emb)
+        return emb
+
+
+def embed_items(items, embedder, cache: EmbeddingCache, cap: int):
+    xs, ys, groups, bad = [], [], [], 0
+    t0 = time.monotonic()
+    for i, it in enumerate(items):
+        try:
+            e = cache.get(it["path"], cap, embedder)
+        except Exception as ex:  # a broken training file is skipped, not fatal
+            bad += 1
+            log.warning("skipping %s: %s", it["path"], str(ex).splitlines()[0] if str(ex) else ex)
+            continue
+        xs.append(e)
+        ys.extend([it["class"]] * len(e))
+        groups.extend([it["source"]] * len(e))
+        if (i + 1) % 500 == 0:
+            log.info("embedded %d/%d files (%.0f s)", i + 1, len(items), time.monotonic() - t0)
+    return np.concatenate(xs), ys, groups, bad
+
+
+def programme_states(labels_csv: Path) -> list[int]:
+    """Per-frame states (1 music) of a labelled programme on the 0.96 s frame grid.
+    Speech over music counts as non-music: it is not what we pay to recognise."""
+    rows = read_labels(labels_csv)
+    t = np.arange(0, rows[-1][1], HOP_S) + HOP_S / 2
+    states = np.zeros(len(t), int)
+    for s, e, lab in rows:
+        states[(t >= s) & (t < e)] = 1 if lab == "music" else 0
+    return states.tolist()
+
+
+def programme_audio(labels_csv: Path) -> Path | None:
+    stem = labels_csv.name[:-len(".labels.csv")]
+    for ext in (".opus", ".ts", ".wav", ".flac", ".ogg", ".mp3"):
+        p = labels_csv.with_name(stem + ext)
+        if p.exists():
+            return p
+    return None
+
+
+def composed_frames(composer: Path, manifest: Path, count: int, minutes: float, embedder, cache: Path):
+    """Frames of broadcast-like programmes composed from the manifest's own clips
+    (songs, talk, adverts, jingles, noise, silence at broadcast levels), labelled by
+    the composer. Frames that straddle a block boundary are left out."""
+    import importlib.util
+    import random
+
+    import av
+
+    spec = importlib.util.spec_from_file_location("broadcast_sim", composer)
+    sim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sim)
+    with open(manifest, newline="") as f:
+        clips = [sim.Clip(r["path"], r["label"], float(r["duration_s"]), r["source"], r.get("genre", ""))
+                 for r in csv.DictReader(f)]
+    xs, ys = [], []
+    for seed in range(count):
+        profile = ("radio", "tv")[seed % 2]
+        key = cache / f"composed-{embedder.name}-{seed}-{minutes}-{profile}.npz"
+        if not key.exists():
+            rng = random.Random(1000 + seed)
+            audio, labels, _ = sim.build(sim.Pool(clips, rng), rng, str(manifest.parent), minutes, profile)
+            frame = av.AudioFrame.from_ndarray(audio[None].astype(np.float32), format="flt", layout="mono")
+            frame.sample_rate, frame.pts = sim.SR, 0
+            rs = av.AudioResampler(format="flt", layout="mono", rate=16000)
+            a16 = np.concatenate([f.to_ndarray().reshape(-1) for f in rs.resample(frame) + rs.resample(None)])
+            frames = frames_of(a16)
+            t0 = np.arange(len(frames)) * HOP_S
+            lab = []
+            for a in t0:
+                inside = [L for s, e, L in labels if s <= a and a + 0.975 <= e]
+                lab.append(inside[0] if inside else "")
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(key, emb=embedder.embed(frames).embeddings, labels=np.array(lab))
+            log.info("composed programme %d (%s, %.0f min) embedded", seed, profile, minutes)
+        d = np.load(key)
+        keep = np.isin(d["labels"], ["music", "speech", "noise", "silence", "speech_over_music"])
+        xs.append(d["emb"][keep])
+        ys += ["music" if lab == "music" else "non_music" for lab in d["labels"][keep]]
+    return (np.concatenate(xs) if xs else np.zeros((0, embedder.dim), np.float32)), ys
+
+
+def calibrate_hmm(head, embedder, programmes: list[Path], transition: np.ndarray, lag: int) -> dict:
+    """Pick the class prior and emission weight that give the best mean music F1
+    on labelled programmes (a 2-parameter grid; the transitions stay as fitted)."""
+    probs = []
+    for labels_csv in programmes:
+        audio = programme_audio(labels_csv)
+        if audio is None:
+            continue
+        emb = embedder.embed(frames_of(read_audio(str(audio)))).embeddings
+        probs.append((read_labels(labels_csv), head.predict_proba(emb)[:, head.classes.index("music")]))
+    if not probs:
+        return {}
+    stationary = np.array([transition[1, 0], transition[0, 1]]) / (transition[1, 0] + transition[0, 1])
+    grid = []
+    for prior_non in (0.5, 0.6, 0.7, 0.8):
+        for weight in (0.5, 0.75, 1.0):
+            f1 = [music_f1(rows, replay(p, transition, stationary, [prior_non, 1 - prior_non], lag, weight))
+                  for rows, p in probs]
+            grid.append((float(np.mean(f1)), prior_non, weight, f1))
+    # ties within 0.001 go to the setting closest to a neutral prior: less tuned to these programmes
+    best = max(grid, key=lambda g: (round(g[0], 3), -abs(g[1] - 0.5), g[2]))
+    log.info("HMM calibration: class prior %.2f/%.2f, emission weight %.2f -> F1 %s", best[1], 1 - best[1],
+             best[2], [round(f, 4) for f in best[3]])
+    return {"class_prior": [best[1], round(1 - best[1], 6)], "emission_weight": best[2],
+            "calibration_f1": [round(f, 4) for f in best[3]]}
+
+
+def group_split(groups: list[str], frac: float = 0.2, seed: int = 0):
+    uniq = sorted(set(groups))
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(uniq, max(1, int(len(uniq) * frac)), replace=False))
+    mask = np.array([g in held for g in groups])
+    return ~mask, mask
+
+
+def binary_report(head, x, y) -> dict:
+    p = head.predict_proba(x)[:, head.classes.index("music")] >= 0.5
+    t = np.array([c == "music" for c in y])
+    tp, fp, fn = int(np.sum(p & t)), int(np.sum(p & ~t)), int(np.sum(~p & t))
+    prec = tp / max(tp + fp, 1)
+    rec = tp / max(tp + fn, 1)
+    return {"frames": int(len(t)), "accuracy": round(float(np.mean(p == t)), 4), "precision": round(prec, 4),
+            "recall": round(rec, 4), "f1": round(2 * prec * rec / max(prec + rec, 1e-9), 4)}
+
+
+def train_music_head(embedder, manifest: Path, music_dirs: list[Path], programmes: Path | None, out: Path,
+                     cache_dir: Path, cap: int = 48, l2: float = 1e-3, composer: Path | None = None,
+                     compose: int = 0, lag: int = 4) -> dict:
+    items = manifest_items(manifest, music_dirs)
+    log.info("training on %d files (%d music)", len(items), sum(i["class"] == "music" for i in items))
+    x, y, groups, bad = embed_items(items, embedder, EmbeddingCache(cache_dir, embedder.name), cap)
+    tr, va = group_split(groups)
+    val_head = fit_head(x[tr], [y[i] for i in np.where(tr)[0]], ["non_music", "music"], l2=l2)
+    validation = binary_report(val_head, x[va], [y[i] for i in np.where(va)[0]])
+    log.info("frame validation on held-out sources: %s", validation)
+    if compose:
+        cx, cy = composed_frames(composer, manifest, compose, 15.0, embedder, cache_dir / "composed")
+        x, y = np.concatenate([x, cx]), list(y) + cy
+    head = fit_head(x, y, ["non_music", "music"], l2=l2)
+    hmm = {"p_enter_music": 0.01, "p_leave_music": 0.01, "class_prior": [0.5, 0.5], "emission_weight": 1.0,
+           "fitted_on": []}
+    if programmes:
+        labelled = sorted(Path(programmes).glob("*.labels.csv"))
+        if labelled:
+            A = fit_transitions([programme_states(p) for p in labelled])
+            hmm.update(p_enter_music=round(float(A[0, 1]), 6), p_leave_music=round(float(A[1, 0]), 6),
+                       fitted_on=[p.name for p in labelled])
+            hmm.update(calibrate_hmm(head, embedder, labelled, A, lag))
+    head.meta.update({"backend": embedder.name, "kind": "music", "hmm": hmm, "validation": validation,
+                      "files": len(items) - bad, "frames": int(len(y)), "frames_per_file_max": cap,
+                      "composed_programmes": compose, "l2": l2,
+                      "manifest": manifest.name, "music_dirs": [Path(d).name for d in music_dirs]})
+    head.save(out)
+    log.info("wrote %s", out)
+    return head.meta
+
+
+def main_report(meta: dict) -> str:
+    return json.dumps({k: meta[k] for k in ("backend", "validation", "hmm", "files", "frames")})
