@@ -136,7 +136,7 @@ class PacketDecoder:
     def __init__(self, stream, switch_after: int = 3):
         self._ctx = stream.codec_context
         if self._ctx is None:
-            raise UnsupportedCodec(f"no decoder for codec of stream #{stream.index}")
+            raise UnsupportedCodec(f"unsupported audio codec: no decoder for track #{stream.index}")
         self.codec = self._ctx.name
         self.switch_after = switch_after
         self.errors = 0

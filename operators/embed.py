@@ -105,7 +105,7 @@ class VGGishHub(Embedder):
         from operators.vggish import VGGishNetwork
 
         self._model = hub.load(handle)
-        self._net = VGGishNetwork(self._model.variables)
+        self._net = VGGishNetwork(_model_variables(self._model))
 
     def embed_signature(self, waveform: np.ndarray) -> np.ndarray:
         return self._model(np.asarray(waveform, np.float32)).numpy()
@@ -114,3 +114,14 @@ class VGGishHub(Embedder):
         from operators.features import log_mel_patches
 
         return Embedded(self._net(log_mel_patches(_check(frames))))
+
+
+def _model_variables(model) -> list:
+    """A SavedModel's variables: its `variables` attribute (Reusable SavedModel
+    API) or, where it has none, every variable reachable from the object."""
+    import tensorflow as tf
+
+    found = getattr(model, "variables", None)
+    if found:
+        return list(found)
+    return [t for t in tf.train.TrackableView(model).descendants() if isinstance(t, tf.Variable)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,7 @@ def score(shared: Path, labels: Path, segments: Path, channel: str) -> dict:
 
 def run_demo(args, cfg) -> int:
     shared = _shared(args.shared)
+    os.environ.setdefault("ONAIR_MODEL_DIR", str(shared / "models"))
     out = Path(args.out)
     media = REPO / ".cache" / "streams"
     inputs, truth = [], {}

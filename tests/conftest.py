@@ -1,0 +1,95 @@
+"""Shared fixtures: the shared data and models, and broadcast-like MPEG-TS
+streams made here with PyAV (H.264 video + one audio track, as broadcast)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("ONAIR_SHARED", REPO.parent / "shared"))
+MODELS = SHARED / "models"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not (SHARED / "data").is_dir():
+        pytest.skip(f"shared data not found at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def model_dir(monkeypatch):
+    if MODELS.is_dir() and "ONAIR_MODEL_DIR" not in os.environ:
+        monkeypatch.setenv("ONAIR_MODEL_DIR", str(MODELS))
+
+
+def tone(seconds: float, rate: int = 48000, freq: float = 440.0, level: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def load_clip(path: Path, rate: int = 48000, seconds: float | None = None) -> np.ndarray:
+    with av.open(str(path)) as c:
+        rs = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        parts = []
+        for f in c.decode(audio=0):
+            parts += [x.to_ndarray().reshape(-1) for x in rs.resample(f)]
+        parts += [x.to_ndarray().reshape(-1) for x in rs.resample(None)]
+    a = np.concatenate(parts)
+    return a[: int(seconds * rate)] if seconds else a
+
+
+def write_ts(path: Path, audio: np.ndarray, codec: str = "aac", rate: int = 48000, layout: str = "stereo",
+             video: bool = True, pts_offset: int = 0) -> Path:
+    """Encode mono float audio at `rate` as MPEG-TS (optionally with tiny H.264 video)."""
+    out = av.open(str(path), "w", format="mpegts")
+    v = None
+    if video:
+        v = out.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        v.options = {"preset": "ultrafast", "crf": "40"}
+    a = out.add_stream(codec, rate=rate)
+    a.layout = layout
+    n = {"mp2": 1152, "ac3": 1536}.get(codec, 1024)
+    fmt = {"mp2": "s16"}.get(codec, "fltp")
+    ch = 2 if layout == "stereo" else 1
+    vi = 0
+    for i in range(0, len(audio) - n + 1, n):
+        while v is not None and vi / 25 <= i / rate:
+            for p in v.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 90, np.uint8), format="rgb24")):
+                out.mux(p)
+            vi += 1
+        st = np.stack([audio[i:i + n]] * ch)
+        if fmt == "s16":
+            st = (st * 32767).astype(np.int16).T.reshape(1, -1)
+        fr = av.AudioFrame.from_ndarray(st, format=fmt, layout=layout)
+        fr.sample_rate, fr.pts = rate, i + pts_offset
+        for p in a.encode(fr):
+            out.mux(p)
+    for s in ([v] if v is not None else []) + [a]:
+        for p in s.encode():
+            out.mux(p)
+    out.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def programme(shared, tmp_path_factory):
+    """A 75 s broadcast-like programme: 25 s song, 25 s talk, 25 s song, with its truth."""
+    d = tmp_path_factory.mktemp("programme")
+    clips = shared / "data" / "clips"
+    talk_files = sorted((clips / "speech").glob("debian-fillets-ng__speech__*"))[:40]
+    song = load_clip(clips / "music" / "debian-widelands__music__ingame_02.opus", seconds=25.0)
+    song2 = load_clip(clips / "music" / "debian-0ad__music__Land_Between_Rivers.opus", seconds=25.0)
+    talk = np.concatenate([load_clip(p) for p in talk_files])[: 25 * 48000]
+    audio = np.concatenate([song * 0.8, talk, song2 * 0.8]).astype(np.float32)
+    ts = write_ts(d / "prog.ts", audio)
+    truth = [(0.0, 25.0, "music"), (25.0, 25.0 + len(talk) / 48000, "non_music"),
+             (25.0 + len(talk) / 48000, len(audio) / 48000, "music")]
+    return {"ts": ts, "audio": audio, "truth": truth, "dir": d}

@@ -1,0 +1,89 @@
+"""Embedding backends through the real loading path (DESIGN.md §3)."""
+import numpy as np
+import pytest
+
+from operators.framing import FRAME_SAMPLES, HOP_SAMPLES
+from pipeline import config
+from pipeline.heads import HeadMissing, load_music_head
+from pipeline.models import ModelNotFound, load_embedder
+from tests import standin_vggish
+
+
+@pytest.fixture(scope="module")
+def vggish_dir(tmp_path_factory):
+    """An ONAIR_MODEL_DIR holding only the VGGish stand-in SavedModel."""
+    root = tmp_path_factory.mktemp("models")
+    standin_vggish.build(str(root / "vggish"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def vggish(vggish_dir):
+    import os
+    old = os.environ.get("ONAIR_MODEL_DIR")
+    os.environ["ONAIR_MODEL_DIR"] = str(vggish_dir)
+    try:
+        return load_embedder(config.load(None, ["embedding.backend=vggish"]))
+    finally:
+        if old is None:
+            os.environ.pop("ONAIR_MODEL_DIR")
+        else:
+            os.environ["ONAIR_MODEL_DIR"] = old
+
+
+def test_vggish_batched_path_equals_the_tfhub_signature(vggish):
+    rng = np.random.default_rng(0)
+    # 6 frames from 3 "channels" of different material, embedded in one batched call
+    audio = [rng.normal(0, 0.1, 16000 * 3), np.sin(np.arange(16000 * 3) * 0.05) * 0.5,
+             rng.uniform(-1, 1, 16000 * 3) * np.linspace(0, 1, 16000 * 3)]
+    frames = np.stack([a[k * HOP_SAMPLES:k * HOP_SAMPLES + FRAME_SAMPLES] for a in audio for k in range(2)])
+    batched = vggish.embed(frames.astype(np.float32)).embeddings
+    signature = np.concatenate([vggish.embed_signature(f) for f in frames.astype(np.float32)])
+    assert batched.shape == signature.shape == (6, 128)
+    scale = np.abs(signature).max()
+    np.testing.assert_allclose(batched, signature, atol=1e-4 * scale)
+    # and the frames really differ, so equality is not trivial
+    assert np.abs(batched[0] - batched[2]).max() > 1e-2 * scale
+
+
+def test_vggish_signature_on_exactly_one_hop_gives_no_patch(vggish):
+    # 15 360 samples make 95 STFT frames, not a 96-frame patch: the model gives nothing or raises,
+    # which is why a frame is 15 600 samples
+    import tensorflow as tf
+    try:
+        out = vggish.embed_signature(np.zeros(HOP_SAMPLES, np.float32))
+        assert out.shape[0] == 0
+    except tf.errors.InvalidArgumentError:
+        pass
+    assert vggish.embed_signature(np.zeros(FRAME_SAMPLES, np.float32)).shape == (1, 128)
+
+
+def test_vggish_without_a_head_fails_with_how_to_train(vggish):
+    cfg = config.load(None, ["embedding.backend=vggish"])
+    with pytest.raises(HeadMissing, match="onair train --backend vggish"):
+        load_music_head(cfg, vggish.name, vggish.dim)
+
+
+def test_vggish_handle_is_a_local_savedmodel_too(vggish_dir, monkeypatch):
+    monkeypatch.setenv("ONAIR_MODEL_DIR", str(vggish_dir.parent / "nowhere"))
+    emb = load_embedder(config.load(None, ["embedding.backend=vggish",
+                                           f"embedding.vggish_handle={vggish_dir / 'vggish'}"]))
+    assert emb.embed(np.zeros((2, FRAME_SAMPLES), np.float32)).embeddings.shape == (2, 128)
+
+
+def test_missing_model_names_both_places(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONAIR_MODEL_DIR", str(tmp_path))
+    cfg = config.load(None, ["embedding.backend=vggish", f"embedding.vggish_handle={tmp_path / 'no-such-model'}"])
+    with pytest.raises(ModelNotFound) as e:
+        load_embedder(cfg)
+    assert str(tmp_path / "vggish") in str(e.value) and "no-such-model" in str(e.value)
+
+
+def test_yamnet_tflite_batch_equals_single_frames(shared):
+    emb = load_embedder(config.load())
+    rng = np.random.default_rng(1)
+    frames = rng.normal(0, 0.1, (5, FRAME_SAMPLES)).astype(np.float32)
+    batch = emb.embed(frames)
+    assert batch.embeddings.shape == (5, 1024) and batch.class_scores.shape == (5, 521)
+    for i in (0, 4):
+        np.testing.assert_allclose(emb.embed(frames[i:i + 1]).embeddings[0], batch.embeddings[i], atol=1e-6)
