@@ -76,7 +76,7 @@ def test_good_and_bad_inputs_side_by_side(programme, tmp_path):
     assert 'onair_input_errors_total{channel="missing",reason="not_found"} 1.0' in metrics
 
 
-def test_exit_status_is_non_zero_only_when_every_input_failed(tmp_path):
+def test_exit_status_is_non_zero_only_when_every_input_failed(shared, tmp_path):
     r = onair("run", "--out", str(tmp_path / "o"), "--input", f"a={tmp_path / 'x.ts'}",
               "--input", f"b={tmp_path / 'y.ts'}")
     assert r.returncode == 1
