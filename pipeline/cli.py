@@ -88,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args, cfg) -> int:
-    from pipeline.runner import DirectRun, parse_inputs
+    from pipeline.runner import DirectRun, install_signal_handlers, parse_inputs
     inputs = parse_inputs(args.input)
     run = DirectRun(inputs, args.out, cfg)
+    install_signal_handlers(run.stop)
     results = run.run()
     for r in results.values():
         state = "ok" if r.ok else f"FAILED ({r.reason})"

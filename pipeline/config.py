@@ -63,6 +63,17 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class AutoBool:
+    """`auto`, or a YAML boolean (true/false, yes/no)."""
+    default: object = "auto"
+
+    def check(self, key, v):
+        if v == "auto" or isinstance(v, bool):
+            return v
+        raise ConfigError(f"config key '{key}': expected auto, true or false, got {v!r}")
+
+
+@dataclass(frozen=True)
 class Str:
     default: str | None
     optional: bool = False
@@ -107,7 +118,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "source": {
         "audio_track": Track("first"),
-        "live": Choice("auto", ("auto", "yes", "no")),
+        "live": AutoBool("auto"),
         "open_timeout_s": Float(10.0, 0.1, 600.0),
         "read_timeout_s": Float(5.0, 0.1, 600.0),
         "reconnect_min_s": Float(1.0, 0.0, 600.0),

@@ -2,7 +2,7 @@
 hand 16 kHz mono chunks with stream time to a callback.
 
 Files run as fast as the machine allows and end at EOF. Live sources
-(network URLs, or `source.live: yes`) reconnect with exponential backoff
+(network URLs, or `source.live: true`) reconnect with exponential backoff
 after EOF or an error, and a watchdog restarts one that delivers no audio for
 `source.watchdog_s`; the outage stays a gap in stream time.
 """
@@ -35,6 +35,10 @@ class Stalled(SourceError):
     pass
 
 
+class Unrecoverable(SourceError):
+    """A failure that no reconnect can mend (a live source fails for good)."""
+
+
 @dataclass
 class SourceStats:
     reconnects: int = 0
@@ -42,9 +46,9 @@ class SourceStats:
     codec_changes: int = 0
 
 
-def is_live(url: str, setting: str = "auto") -> bool:
+def is_live(url: str, setting="auto") -> bool:
     if setting != "auto":
-        return setting == "yes"
+        return bool(setting)
     scheme = urlparse(url).scheme.lower()
     return scheme in LIVE_SCHEMES
 
@@ -106,7 +110,7 @@ class Source:
                 err = SourceError("read_error", _ffmpeg_message(e))
             self._count("input_errors", reason=err.reason)
             self._set_up(False)
-            if not self.live:
+            if not self.live or isinstance(err, Unrecoverable):
                 raise err
             if self._session_had_audio:
                 delay = self.cfg["reconnect_min_s"]
@@ -125,6 +129,10 @@ class Source:
             container = av.open(self.url, timeout=timeout, options={"fflags": "+discardcorrupt"})
         except FileNotFoundError:
             raise SourceError("not_found", "no such file") from None
+        except av.error.ProtocolNotFoundError:
+            # retrying cannot help: this FFmpeg build lacks the protocol (PyPI's PyAV has no libsrt)
+            raise Unrecoverable("unsupported_protocol", f"protocol not supported by this PyAV/FFmpeg build: "
+                                f"{urlparse(self.url).scheme}://") from None
         except av.error.FFmpegError as e:
             raise SourceError("open_failed", f"cannot open: {_ffmpeg_message(e)}") from None
         try:

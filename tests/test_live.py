@@ -70,3 +70,74 @@ def test_udp_source_stalls_reconnects_and_recovers(programme, tmp_path):
     # the outage is in stream time: the timeline is longer than the audio it holds
     assert segs[-1]["end"] > decoded + 2.0
     assert any(s["label"] == "music" for s in segs) and np.isfinite(segs[-1]["end"])
+
+
+def hls_dir(tmp_path, audio, seg_s=4.0):
+    """A VOD HLS playlist of MPEG-TS segments with continuous timestamps."""
+    d = tmp_path / "hls"
+    d.mkdir()
+    n = int(seg_s * 48000)
+    names = []
+    for k in range(0, len(audio) // n):
+        name = f"seg{k}.ts"
+        write_ts(d / name, audio[k * n:(k + 1) * n], "aac", pts_offset=k * n)
+        names.append(name)
+    (d / "index.m3u8").write_text("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:5\n#EXT-X-MEDIA-SEQUENCE:0\n"
+                                  + "".join(f"#EXTINF:{seg_s:.3f},\n{x}\n" for x in names) + "#EXT-X-ENDLIST\n")
+    return d, len(names) * seg_s
+
+
+def test_hls_over_http(programme, tmp_path):
+    import functools
+    import http.server
+    d, seconds = hls_dir(tmp_path, programme["audio"][: 24 * 48000])
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(d))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = config.load(None, ["source.live=false"])
+        metrics = Metrics()
+        url = f"http://127.0.0.1:{server.server_address[1]}/index.m3u8"
+        res = DirectRun([("hls", url)], tmp_path / "out", cfg, metrics).run()
+    finally:
+        server.shutdown()
+    assert res["hls"].ok
+    decoded = metrics.registry.get_sample_value("onair_audio_decoded_seconds_total", {"channel": "hls"})
+    assert abs(decoded - seconds) < 0.5
+    assert metrics.registry.get_sample_value("onair_discontinuities_total",
+                                             {"channel": "hls", "kind": "discontinuity"}) is None
+
+
+def test_protocol_missing_from_the_build_fails_once_not_forever(tmp_path):
+    cfg = config.load(None, ["source.reconnect_min_s=0.1"])
+    t0 = time.monotonic()
+    res = DirectRun([("s", "srt://127.0.0.1:9")], tmp_path / "out", cfg).run()
+    assert not res["s"].ok and res["s"].reason in ("unsupported_protocol", "open_failed")
+    assert time.monotonic() - t0 < 20
+
+
+def test_live_run_ends_cleanly_on_sigterm(programme, tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    part = write_ts(tmp_path / "live.ts", programme["audio"][: 30 * 48000], "aac").read_bytes()
+    port = free_udp_port()
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--out", str(out),
+                             "--input", f"live=udp://127.0.0.1:{port}", "--set", "source.read_timeout_s=1"],
+                            cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4.0)                  # model load
+        send_ts(part, port, 30.0, speed=6.0)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    segs = [json.loads(x) for x in (out / "segments.jsonl").read_text().splitlines()]
+    assert segs and segs[0]["start"] == 0.0 and segs[-1]["end"] > 20.0
