@@ -111,7 +111,8 @@ def programme_audio(labels_csv: Path) -> Path | None:
     return None
 
 
-def composed_frames(composer: Path, manifest: Path, count: int, minutes: float, embedder, cache: Path):
+def composed_frames(composer: Path, manifest: Path, count: int, minutes: float, embedder, cache: Path,
+                    root: Path | None = None):
     """Frames of broadcast-like programmes composed from the manifest's own clips
     (songs, talk, adverts, jingles, noise, silence at broadcast levels), labelled by
     the composer. Frames that straddle a block boundary are left out."""
@@ -132,7 +133,8 @@ def composed_frames(composer: Path, manifest: Path, count: int, minutes: float, 
         key = cache / f"composed-{embedder.name}-{seed}-{minutes}-{profile}.npz"
         if not key.exists():
             rng = random.Random(1000 + seed)
-            audio, labels, _ = sim.build(sim.Pool(clips, rng), rng, str(manifest.parent), minutes, profile)
+            audio, labels, _ = sim.build(sim.Pool(clips, rng), rng, str(root or manifest.parent), minutes,
+                                            profile)
             frame = av.AudioFrame.from_ndarray(audio[None].astype(np.float32), format="flt", layout="mono")
             frame.sample_rate, frame.pts = sim.SR, 0
             rs = av.AudioResampler(format="flt", layout="mono", rate=16000)
