@@ -133,10 +133,17 @@ class PacketDecoder:
     first that decodes it takes over.
     """
 
-    def __init__(self, stream, switch_after: int = 3):
-        self._ctx = stream.codec_context
-        if self._ctx is None:
-            raise UnsupportedCodec(f"unsupported audio codec: no decoder for track #{stream.index}")
+    def __init__(self, stream=None, switch_after: int = 3, codec: str | None = None):
+        if codec is not None:
+            # a decoder of its own, outliving the container that brought the first packet
+            try:
+                self._ctx = av.CodecContext.create(codec, "r")
+            except (av.error.FFmpegError, ValueError):
+                raise UnsupportedCodec(f"unsupported audio codec: {codec}") from None
+        else:
+            self._ctx = stream.codec_context
+            if self._ctx is None:
+                raise UnsupportedCodec(f"unsupported audio codec: no decoder for track #{stream.index}")
         self.codec = self._ctx.name
         self.switch_after = switch_after
         self.errors = 0
@@ -183,3 +190,74 @@ class PacketDecoder:
 
 class UnsupportedCodec(RuntimeError):
     pass
+
+
+class ChunkError(ValueError):
+    """A media chunk that cannot be used at all (goes to the dead-letter topic)."""
+
+
+class ChunkDecoder:
+    """Decodes one channel's self-contained MPEG-TS chunks in order with one
+    persistent decoder and normalizer, so the audio is what decoding the whole
+    stream at once gives, chunk edges included."""
+
+    def __init__(self, select, max_gap_s: float = 5.0):
+        self.select = select                 # container -> audio stream (raises ValueError-like errors)
+        self.normalizer = AudioNormalizer(max_gap_s=max_gap_s)
+        self.decoder: PacketDecoder | None = None
+
+    def decode(self, data: bytes) -> list[Chunk]:
+        import io
+        try:
+            container = av.open(io.BytesIO(data), format="mpegts")
+        except (av.error.FFmpegError, ValueError) as e:
+            raise ChunkError(f"not an MPEG-TS chunk: {e}") from None
+        out: list[Chunk] = []
+        with container:
+            try:
+                stream = self.select(container)
+            except Exception as e:
+                raise ChunkError(f"no usable audio track: {e}") from None
+            if stream.codec_context is None or stream.codec_context.name in ("", "none"):
+                raise ChunkError("unsupported audio codec")
+            if self.decoder is None:
+                self.decoder = PacketDecoder(codec=stream.codec_context.name)
+            packets = errors_before = 0
+            errors_before = self.decoder.errors
+            try:
+                for p in container.demux(stream):
+                    if p.size == 0:          # end of this chunk, not of the stream: keep decoder state
+                        continue
+                    packets += 1
+                    for f in self.decoder.decode(p):
+                        out += self.normalizer.push(f)
+            except av.error.FFmpegError as e:
+                if not packets:
+                    raise ChunkError(f"unreadable chunk: {e}") from None
+        # a chunk may carry only video (audio PES of that span went in a neighbour): not an error
+        if packets and not out and self.decoder.errors - errors_before >= packets:
+            raise ChunkError(f"none of {packets} audio packets decodes")
+        return out
+
+    def finish(self) -> list[Chunk]:
+        out: list[Chunk] = []
+        if self.decoder is not None:
+            for f in self.decoder.flush():
+                out += self.normalizer.push(f)
+        return out + self.normalizer.flush()
+
+    def state_dict(self) -> dict:
+        n = self.normalizer
+        return {"codec": self.decoder.codec if self.decoder else None, "origin": n._origin, "in_next": n._in_next,
+                "gaps": n.gaps, "discontinuities": n.discontinuities, "format_changes": n.format_changes,
+                "samples_out": n.samples_out}
+
+    def load_state_dict(self, d: dict) -> None:
+        n = self.normalizer
+        n._origin, n._in_next = d["origin"], d["in_next"]
+        n.gaps, n.discontinuities, n.format_changes, n.samples_out = (d["gaps"], d["discontinuities"],
+                                                                      d["format_changes"], d["samples_out"])
+        # the resampler restarts on the next frame, anchored where the stream left off
+        n._key = None
+        n._out_anchor, n._out_count = n._in_next, 0
+        self.decoder = PacketDecoder(codec=d["codec"]) if d.get("codec") else None

@@ -62,6 +62,18 @@ class FrameRing:
                 self._frames += 1
         return out
 
+    def state_dict(self) -> dict:
+        import base64
+        tail = self._buf[self._read:self._write].astype("<f4").tobytes()
+        return {"run_start": self._run_start, "frames": self._frames, "tail": base64.b64encode(tail).decode()}
+
+    def load_state_dict(self, d: dict) -> None:
+        import base64
+        tail = np.frombuffer(base64.b64decode(d["tail"]), "<f4")
+        self._read, self._write = 0, len(tail)
+        self._buf[:len(tail)] = tail
+        self._run_start, self._frames = d["run_start"], d["frames"]
+
     def _compact(self) -> None:
         # Only the unconsumed tail (< one frame) moves, never the history.
         tail = self._write - self._read

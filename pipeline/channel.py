@@ -51,6 +51,16 @@ class ChannelDetector:
         if self.metrics is not None:
             self.metrics.music.labels(self.channel).set(0)
 
+    def state_dict(self) -> dict:
+        return {"ring": self.ring.state_dict(), "hmm": self.hmm.state_dict(), "segments": self.segments.state_dict(),
+                "newest_time": self.newest_time}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.ring.load_state_dict(d["ring"])
+        self.hmm.load_state_dict(d["hmm"])
+        self.segments.load_state_dict(d["segments"])
+        self.newest_time = d["newest_time"]
+
     def _decided(self, d, newest_time: float) -> None:
         if self.metrics is not None:
             self.metrics.decision_lag.observe(max(0.0, newest_time - (d.time + FRAME_S)))

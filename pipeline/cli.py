@@ -23,6 +23,8 @@ def _setup_logging(level: str = "INFO") -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("tensorflow", "absl", "h5py", "libav"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # kafka-python narrates every connection at INFO; its warnings and errors still show
+    logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -55,6 +57,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--composer", default=None,
                    help="broadcast_sim.py that composes them (default: ../shared/tools/broadcast_sim.py)")
     _config_args(t)
+
+    i = sub.add_parser("ingest", help="read live sources and produce container bytes to the media topic")
+    i.add_argument("--input", action="append", required=True, metavar="CHANNEL=URL")
+    i.add_argument("--audio-only", action="store_true", help="remux only the selected audio track")
+    i.add_argument("--rate", type=float, default=None,
+                   help="pace file inputs at RATE x real time (default: as fast as Kafka takes them)")
+    _config_args(i)
+
+    w = sub.add_parser("worker", help="consume the media topic in a consumer group and produce segments")
+    w.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
+                   help="exit after this long without records (batch jobs, tests)")
+    _config_args(w)
+
+    b = sub.add_parser("broker", help="a local Kafka 0.9 broker for the demo and tests")
+    b.add_argument("action", choices=["start", "stop", "status"])
+    b.add_argument("--dir", default=".cache/broker", help="data folder (topics survive a restart)")
+    b.add_argument("--port", type=int, default=19092)
+    b.add_argument("--zk-port", type=int, default=12181)
+    _config_args(b)
 
     d = sub.add_parser("demo", help="run on the shared dev programmes, encoded as MPEG-TS, and score them")
     d.add_argument("--shared", default=None, help="the shared folder (default: ../shared beside the repo)")
@@ -119,6 +140,44 @@ def cmd_train(args, cfg) -> int:
     return 0
 
 
+def cmd_ingest(args, cfg) -> int:
+    from pipeline.ingest import Ingest
+    from pipeline.runner import install_signal_handlers, parse_inputs
+    ing = Ingest(parse_inputs(args.input), cfg, audio_only=args.audio_only, rate=args.rate)
+    install_signal_handlers(ing.stop)
+    results = ing.run()
+    for ch, r in results.items():
+        log.info("channel %s: %s, %d chunks, %.1f MB", ch, "ok" if r["ok"] else f"FAILED ({r['reason']})",
+                 r["chunks"], r["bytes"] / 1e6)
+    return 0 if any(r["ok"] for r in results.values()) else 1
+
+
+def cmd_worker(args, cfg) -> int:
+    from pipeline.runner import install_signal_handlers
+    from pipeline.worker import Worker
+    w = Worker(cfg)
+    install_signal_handlers(w.stop)
+    w.run(idle_exit_s=args.exit_when_idle)
+    print(json.dumps(w.summary()), flush=True)
+    return 0
+
+
+def cmd_broker(args, cfg) -> int:
+    from pipeline import broker
+    if args.action == "start":
+        b = broker.start(args.dir, args.port, args.zk_port, partitions=cfg["kafka"]["partitions"],
+                         max_message_bytes=cfg["kafka"]["max_message_bytes"] * 2)
+        broker.create_topic(b, cfg["kafka"]["topic_state"], cfg["kafka"]["partitions"], compact=True)
+        print(f"Kafka 0.9.0.1 on {b.bootstrap} (pids {b.kafka_pid}, {b.zk_pid}); data in {b.dir}")
+        return 0
+    if args.action == "stop":
+        print("stopped" if broker.stop(args.dir) else "not running")
+        return 0
+    b = broker.status(args.dir)
+    print(f"running on {b.bootstrap} (pids {b.kafka_pid}, {b.zk_pid})" if b else "not running")
+    return 0 if b else 3
+
+
 def _composer(args) -> Path | None:
     if not args.compose:
         return None
@@ -134,7 +193,8 @@ def cmd_demo(args, cfg) -> int:
     return run_demo(args, cfg)
 
 
-COMMANDS = {"run": cmd_run, "train": cmd_train, "demo": cmd_demo}
+COMMANDS = {"run": cmd_run, "train": cmd_train, "demo": cmd_demo, "ingest": cmd_ingest, "worker": cmd_worker,
+            "broker": cmd_broker}
 
 if __name__ == "__main__":
     sys.exit(main())

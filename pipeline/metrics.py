@@ -30,6 +30,17 @@ class Metrics:
         self.music = Gauge("onair_channel_music", "1 while the channel's decided state is music", ch, registry=r)
         self.segments = Counter("onair_segments", "Closed segments emitted", ch + ["label"], registry=r)
 
+        self.ingest_chunks = Counter("onair_ingest_chunks", "Media chunks produced to Kafka", ch, registry=r)
+        self.ingest_bytes = Counter("onair_ingest_bytes", "Media bytes produced to Kafka", ch, registry=r)
+        self.media_chunks = Counter("onair_media_chunks", "Media chunks consumed and processed by a worker", ch,
+                                    registry=r)
+        self.media_skipped = Counter("onair_media_chunks_skipped",
+                                     "Redelivered chunks already covered by restored state", ch, registry=r)
+        self.dlq = Counter("onair_dlq_records", "Media records sent to the dead-letter topic", ["reason"],
+                           registry=r)
+        self.state_restores = Counter("onair_state_restores", "Channel states restored from the changelog", ch,
+                                      registry=r)
+
     _COUNTERS = {"decode_errors": "decode_errors", "discontinuities": "discontinuities",
                  "codec_changes": "codec_changes", "reconnects": "reconnects", "input_errors": "input_errors"}
 

@@ -78,9 +78,13 @@ def select_audio(container, selector: str):
     raise SourceError("no_audio", f"no audio track with PID {pid} (0x{pid:x}); audio PIDs: {[s.id for s in audio]}")
 
 
-class Source:
-    """One channel's input. `run(on_chunk)` blocks until the input ends (file),
-    fails for good (file), or `stop` is set (live)."""
+class Input:
+    """One channel's input: open with PyAV, pick the audio track, pump packets.
+
+    `run(sink)` blocks until the input ends (file), fails for good (file), or
+    `stop` is set (live); live inputs reconnect with backoff. Subclasses say
+    what a packet becomes: decoded audio (Source) or remuxed bytes (ingest).
+    """
 
     def __init__(self, channel: str, url: str, cfg: dict, metrics=None, stop: threading.Event | None = None):
         self.channel = channel
@@ -89,18 +93,35 @@ class Source:
         self.live = is_live(url, self.cfg["live"])
         self.metrics = metrics
         self.stop = stop or threading.Event()
-        self.normalizer = AudioNormalizer(max_gap_s=self.cfg["max_gap_s"])
         self.stats = SourceStats()
         self.audio_seen = False
         self._session_had_audio = False
         self._last_audio_wall = 0.0
 
-    def run(self, on_chunk) -> None:
+    # -- what subclasses provide
+    def _prepare(self, container, stream) -> None:
+        """Set up for a new session on `stream` (raise SourceError if it cannot be handled)."""
+
+    def _streams(self, container, stream) -> list:
+        return [stream]
+
+    def _packet(self, packet, sink) -> bool:
+        """Handle one packet; True when it gave audio."""
+        raise NotImplementedError
+
+    def _end_session(self, sink) -> bool:
+        return False
+
+    def _finish(self, sink) -> None:
+        """After the last session."""
+
+    # -- the loop
+    def run(self, sink) -> None:
         delay = self.cfg["reconnect_min_s"]
         while not self.stop.is_set():
             self._session_had_audio = False
             try:
-                self._session(on_chunk)
+                self._session(sink)
                 if not self.live:
                     break
                 err = SourceError("eof", "stream ended")
@@ -111,6 +132,7 @@ class Source:
             self._count("input_errors", reason=err.reason)
             self._set_up(False)
             if not self.live or isinstance(err, Unrecoverable):
+                self._finish(sink)
                 raise err
             if self._session_had_audio:
                 delay = self.cfg["reconnect_min_s"]
@@ -120,10 +142,9 @@ class Source:
             delay = min(max(delay * 2, 0.1), self.cfg["reconnect_max_s"])
             self.stats.reconnects += 1
             self._count("reconnects")
-        for chunk in self.normalizer.flush():
-            on_chunk(chunk)
+        self._finish(sink)
 
-    def _session(self, on_chunk) -> None:
+    def _session(self, sink) -> None:
         timeout = (self.cfg["open_timeout_s"], self.cfg["read_timeout_s"])
         try:
             container = av.open(self.url, timeout=timeout, options={"fflags": "+discardcorrupt"})
@@ -137,53 +158,27 @@ class Source:
             raise SourceError("open_failed", f"cannot open: {_ffmpeg_message(e)}") from None
         try:
             stream = select_audio(container, self.cfg["audio_track"])
-            try:
-                decoder = PacketDecoder(stream)
-            except UnsupportedCodec as e:
-                raise SourceError("unsupported_codec", str(e)) from None
-            except (av.error.FFmpegError, ValueError) as e:
-                raise SourceError("unsupported_codec", f"cannot decode audio track: {_ffmpeg_message(e)}") from None
-            if stream.codec_context.name in ("", "none"):
-                raise SourceError("unsupported_codec", "audio track has no supported codec")
+            if stream.codec_context is None or stream.codec_context.name in ("", "none"):
+                raise SourceError("unsupported_codec",
+                                  f"unsupported audio codec: no decoder for track #{stream.index}")
+            self._prepare(container, stream)
             log.info("channel %s: %s opened, audio track #%d (PID %s, %s, %s Hz)", self.channel, self.url,
                      stream.index, stream.id, stream.codec_context.name, stream.codec_context.sample_rate)
             self._set_up(True)
-            self._pump(container, stream, decoder, on_chunk)
+            self._pump(container, stream, sink)
         finally:
             container.close()
 
-    def _pump(self, container, stream, decoder, on_chunk) -> None:
+    def _pump(self, container, stream, sink) -> None:
         watchdog = self.cfg["watchdog_s"]
         last_audio = time.monotonic()
-        errors_before = decoder.errors
         got_audio = False
         try:
-            for packet in container.demux(stream):
+            for packet in container.demux(*self._streams(container, stream)):
                 if self.stop.is_set():
                     return
-                frames = decoder.decode(packet)
-                if decoder.errors != errors_before:
-                    n = decoder.errors - errors_before
-                    self.stats.decode_errors += n
-                    self._count("decode_errors", n)
-                    if self.stats.decode_errors == n or self.stats.decode_errors % 100 == 0:
-                        log.warning("channel %s: %d corrupt audio packet(s) dropped (%s)", self.channel,
-                                    self.stats.decode_errors, getattr(decoder, "last_error", ""))
-                    errors_before = decoder.errors
-                if decoder.codec_changes != self.stats.codec_changes:
-                    self.stats.codec_changes = decoder.codec_changes
-                    self._count("codec_changes")
-                    log.warning("channel %s: audio codec changed mid-stream to %s", self.channel, decoder.codec)
-                for frame in frames:
-                    if not self._session_had_audio and self.audio_seen:
-                        # a live outage is a gap in stream time as long as it lasted, not a splice
-                        self.normalizer.expect_gap(time.monotonic() - self._last_audio_wall)
-                    for chunk in self.normalizer.push(frame):
-                        self._note(chunk)
-                        on_chunk(chunk)
-                    got_audio = True
-                    self.audio_seen = True
-                    self._session_had_audio = True
+                if self._packet(packet, sink):
+                    got_audio = self.audio_seen = self._session_had_audio = True
                     last_audio = self._last_audio_wall = time.monotonic()
                 if self.live and time.monotonic() - last_audio > watchdog:
                     raise Stalled("stalled", f"no audio for {watchdog:.0f} s")
@@ -197,20 +192,9 @@ class Source:
                 raise SourceError("read_error", msg) from None
             log.warning("channel %s: input ends with a read error after audio: %s", self.channel,
                         _ffmpeg_message(e))
-        for frame in decoder.flush():
-            for chunk in self.normalizer.push(frame):
-                self._note(chunk)
-                on_chunk(chunk)
-            got_audio = True
+        got_audio = self._end_session(sink) or got_audio
         if not got_audio and not self.live:
-            raise SourceError("no_audio_decoded", f"no decodable audio ({decoder.errors} corrupt packets)")
-
-    def _note(self, chunk: Chunk) -> None:
-        if chunk.reason in ("gap", "discontinuity"):
-            self._count("discontinuities", kind=chunk.reason)
-            log.warning("channel %s: %s in the source at stream time %.2f s", self.channel, chunk.reason, chunk.time)
-        if self.metrics is not None and len(chunk.samples):
-            self.metrics.audio_seconds.labels(self.channel).inc(len(chunk.samples) / 16000)
+            raise SourceError("no_audio_decoded", "no decodable audio in the input")
 
     def _count(self, what: str, n: float = 1, **labels) -> None:
         if self.metrics is not None:
@@ -219,6 +203,66 @@ class Source:
     def _set_up(self, up: bool) -> None:
         if self.metrics is not None:
             self.metrics.source_up.labels(self.channel).set(1 if up else 0)
+
+
+class Source(Input):
+    """Decoding input of direct mode: hands 16 kHz mono Chunks to `sink`."""
+
+    def __init__(self, channel: str, url: str, cfg: dict, metrics=None, stop: threading.Event | None = None):
+        super().__init__(channel, url, cfg, metrics, stop)
+        self.normalizer = AudioNormalizer(max_gap_s=self.cfg["max_gap_s"])
+        self.decoder = None
+
+    def _prepare(self, container, stream) -> None:
+        try:
+            self.decoder = PacketDecoder(stream)
+        except UnsupportedCodec as e:
+            raise SourceError("unsupported_codec", str(e)) from None
+        except (av.error.FFmpegError, ValueError) as e:
+            raise SourceError("unsupported_codec", f"cannot decode audio track: {_ffmpeg_message(e)}") from None
+        self._errors_seen = self.decoder.errors
+
+    def _packet(self, packet, sink) -> bool:
+        dec = self.decoder
+        frames = dec.decode(packet)
+        if dec.errors != self._errors_seen:
+            n = dec.errors - self._errors_seen
+            self._errors_seen = dec.errors
+            self.stats.decode_errors += n
+            self._count("decode_errors", n)
+            if self.stats.decode_errors == n or self.stats.decode_errors % 100 == 0:
+                log.warning("channel %s: %d corrupt audio packet(s) dropped (%s)", self.channel,
+                            self.stats.decode_errors, getattr(dec, "last_error", ""))
+        if dec.codec_changes != self.stats.codec_changes:
+            self.stats.codec_changes = dec.codec_changes
+            self._count("codec_changes")
+            log.warning("channel %s: audio codec changed mid-stream to %s", self.channel, dec.codec)
+        for frame in frames:
+            if not self._session_had_audio and self.audio_seen:
+                # a live outage is a gap in stream time as long as it lasted, not a splice
+                self.normalizer.expect_gap(time.monotonic() - self._last_audio_wall)
+                self._session_had_audio = True
+            self._emit(self.normalizer.push(frame), sink)
+        return bool(frames)
+
+    def _end_session(self, sink) -> bool:
+        frames = self.decoder.flush() if self.decoder else []
+        for frame in frames:
+            self._emit(self.normalizer.push(frame), sink)
+        return bool(frames)
+
+    def _finish(self, sink) -> None:
+        self._emit(self.normalizer.flush(), sink)
+
+    def _emit(self, chunks: list[Chunk], sink) -> None:
+        for chunk in chunks:
+            if chunk.reason in ("gap", "discontinuity"):
+                self._count("discontinuities", kind=chunk.reason)
+                log.warning("channel %s: %s in the source at stream time %.2f s", self.channel, chunk.reason,
+                            chunk.time)
+            if self.metrics is not None and len(chunk.samples):
+                self.metrics.audio_seconds.labels(self.channel).inc(len(chunk.samples) / 16000)
+            sink(chunk)
 
 
 def _ffmpeg_message(e: Exception) -> str:

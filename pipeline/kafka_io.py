@@ -1,0 +1,104 @@
+"""Kafka clients built from the `kafka` config section (kafka-python).
+
+The same code talks to the local Kafka 0.9 broker (`api_version: "0.9"`: no
+record headers or timestamps, so metadata rides in the value) and to modern
+Kafka 3.x/4.x clusters (`api_version: null` negotiates), with SASL/SSL
+settings from config and the password from an environment variable or a file,
+never from the config itself.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.config import ConfigError
+
+
+def _api_version(k: dict):
+    v = k["api_version"]
+    if v is None:
+        return None
+    try:
+        return tuple(int(x) for x in str(v).split("."))
+    except ValueError:
+        raise ConfigError(f"config key 'kafka.api_version': expected e.g. 0.9 or 3.7 or null, got {v!r}") from None
+
+
+def _password(k: dict) -> str | None:
+    if k["sasl_password_file"]:
+        try:
+            return Path(k["sasl_password_file"]).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"config key 'kafka.sasl_password_file': cannot read it ({e.strerror})") from None
+    return os.environ.get(k["sasl_password_env"])
+
+
+def common(k: dict) -> dict:
+    out = {"bootstrap_servers": k["bootstrap_servers"].split(","), "client_id": k["client_id"],
+           "security_protocol": k["security_protocol"],
+           "receive_message_max_bytes": max(k["max_message_bytes"] * 4, 16 * 1024 * 1024)}
+    if _api_version(k):
+        out["api_version"] = _api_version(k)
+    if k["security_protocol"].startswith("SASL"):
+        out.update(sasl_mechanism=k["sasl_mechanism"], sasl_plain_username=k["sasl_username"],
+                   sasl_plain_password=_password(k))
+    if k["security_protocol"].endswith("SSL"):
+        out.update(ssl_cafile=k["ssl_cafile"], ssl_certfile=k["ssl_certfile"], ssl_keyfile=k["ssl_keyfile"])
+    return out
+
+
+def producer(cfg: dict, **overrides):
+    from kafka import KafkaProducer
+    k = cfg["kafka"]
+    kw = common(k)
+    kw.update(acks="all", retries=2 ** 31 - 1, linger_ms=k["linger_ms"], batch_size=k["batch_bytes"],
+              max_request_size=k["max_message_bytes"], buffer_memory=k["buffer_bytes"],
+              max_block_ms=int(k["max_block_s"] * 1000), retry_backoff_ms=500, request_timeout_ms=30000,
+              delivery_timeout_ms=3_600_000,   # a broker outage delays chunks; it must not drop them
+              # one request in flight per connection: retries cannot reorder a channel's chunks
+              max_in_flight_requests_per_connection=1,
+              compression_type=None if k["compression"] == "none" else k["compression"])
+    kw.update(overrides)
+    return KafkaProducer(**kw)
+
+
+def consumer(cfg: dict, *topics, **overrides):
+    from kafka import KafkaConsumer
+    k = cfg["kafka"]
+    kw = common(k)
+    kw.update(group_id=k["group_id"], enable_auto_commit=False, auto_offset_reset="earliest",
+              session_timeout_ms=k["session_timeout_ms"], heartbeat_interval_ms=k["heartbeat_ms"],
+              max_partition_fetch_bytes=k["max_message_bytes"] * 2, fetch_max_bytes=k["max_message_bytes"] * 8,
+              max_poll_records=k["max_poll_records"], request_timeout_ms=max(30000, k["session_timeout_ms"] + 5000))
+    kw.update(overrides)
+    return KafkaConsumer(*topics, **kw)
+
+
+def ensure_topics(cfg: dict) -> None:
+    """Create onair's topics on brokers with an admin API (Kafka 0.10.1+), the
+    state changelog compacted. Kafka 0.9 has none: there `onair broker start`
+    creates the changelog and the broker auto-creates the rest."""
+    import logging
+
+    k = cfg["kafka"]
+    if k["api_version"] and tuple(int(x) for x in str(k["api_version"]).split(".")) < (0, 10, 1):
+        return
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    log = logging.getLogger("onair.kafka")
+    try:
+        admin = KafkaAdminClient(**common(k))
+    except KafkaError as e:
+        log.warning("cannot reach Kafka's admin API to create topics (%s); relying on auto-creation", e)
+        return
+    topics = [NewTopic(k["topic_media"], k["partitions"], 1), NewTopic(k["topic_segments"], k["partitions"], 1),
+              NewTopic(k["topic_dlq"], 1, 1),
+              NewTopic(k["topic_state"], k["partitions"], 1, topic_configs={"cleanup.policy": "compact"})]
+    for t in topics:
+        try:
+            admin.create_topics([t])
+        except TopicAlreadyExistsError:
+            pass
+        except KafkaError as e:
+            log.warning("creating topic %s: %s", t.name, e)
+    admin.close()

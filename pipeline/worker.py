@@ -1,0 +1,288 @@
+"""`onair worker`: one member of a consumer group over the media topic.
+
+Per poll: decode each channel's chunks (one persistent decoder per channel),
+cut frames, embed all channels' frames together, run head -> HMM -> segments,
+produce the segments, then the channels' state to the compacted changelog
+topic, flush, and only then commit the media offsets (at least once).
+
+Failover: a channel's state (decoder timeline, partial frame, HMM window,
+open segment, last media offset it covers) is keyed by channel in
+`kafka.topic_state`. A worker that is assigned a partition reads the
+changelog and resumes each channel where its last owner stopped; a chunk at or
+below the restored offset is a redelivery and is skipped, so nothing is
+emitted twice except in the window between a segment's send and its state's
+send, where the deterministic segment `id` lets consumers drop the copy.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+
+from operators.decode import ChunkDecoder, ChunkError
+from pipeline import envelope
+from pipeline.channel import ChannelDetector
+from pipeline.heads import hmm_params, load_music_head
+from pipeline.metrics import Metrics
+from pipeline.sources import select_audio
+
+log = logging.getLogger("onair.worker")
+
+
+def segment_id(seg: dict) -> str:
+    return f"{seg['channel']}/{seg['start']:.3f}"
+
+
+class ChannelState:
+    def __init__(self, channel: str, worker: "Worker"):
+        self.channel = channel
+        self.decoder = ChunkDecoder(lambda c: select_audio(c, worker.cfg["source"]["audio_track"]),
+                                    worker.cfg["source"]["max_gap_s"])
+        self.detector = ChannelDetector(channel, worker.head, worker.hmm, worker.cfg["hmm"]["lag_frames"],
+                                        worker.emit_segment, worker.metrics)
+        self.partition = None
+        self.offset = -1
+        self.session = None
+        self.finished = False
+
+    def snapshot(self, owner: str) -> dict:
+        return {"v": 1, "channel": self.channel, "owner": owner, "wall": round(time.time(), 3), "partition": self.partition, "offset": self.offset,
+                "session": self.session, "finished": self.finished, "decoder": self.decoder.state_dict(),
+                "detector": self.detector.state_dict()}
+
+    def restore(self, d: dict) -> None:
+        self.partition, self.offset, self.session, self.finished = d["partition"], d["offset"], d["session"], \
+            d["finished"]
+        self.decoder.load_state_dict(d["decoder"])
+        self.detector.load_state_dict(d["detector"])
+
+
+class StateStore:
+    """Latest state per channel, read from the compacted changelog topic."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.topic = cfg["kafka"]["topic_state"]
+        self.latest: dict[str, dict] = {}
+
+    def refresh(self) -> None:
+        from kafka import TopicPartition
+
+        from pipeline.kafka_io import consumer
+        c = consumer(self.cfg, group_id=None, enable_auto_commit=False)
+        try:
+            parts = c.partitions_for_topic(self.topic) or set()
+            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+            if not tps:
+                return
+            c.assign(tps)
+            c.seek_to_beginning(*tps)
+            end = c.end_offsets(tps)
+            deadline = time.monotonic() + 60
+            while any(c.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
+                for msgs in c.poll(timeout_ms=500).values():
+                    for m in msgs:
+                        if m.value is None:
+                            self.latest.pop(m.key.decode(), None)
+                            continue
+                        try:
+                            d = json.loads(m.value)
+                            self.latest[d["channel"]] = d
+                        except (ValueError, KeyError):
+                            log.warning("state record at %s:%d is not valid state; ignored", m.topic, m.offset)
+        finally:
+            c.close()
+
+
+class Worker:
+    def __init__(self, cfg: dict, embedder=None, metrics: Metrics | None = None):
+        from kafka import ConsumerRebalanceListener
+
+        from pipeline.kafka_io import consumer, ensure_topics, producer
+        from pipeline.models import load_embedder
+        self.cfg = cfg
+        self.k = cfg["kafka"]
+        self.metrics = metrics or Metrics()
+        self.embedder = embedder or load_embedder(cfg)
+        self.head = load_music_head(cfg, self.embedder.name, self.embedder.dim)
+        self.hmm = hmm_params(self.head, cfg)
+        self.channels: dict[str, ChannelState] = {}
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{id(self) % 10000}"
+        self.store = StateStore(cfg)
+        ensure_topics(cfg)
+        self.producer = producer(cfg)
+        self.consumer = consumer(cfg)
+        self.stop = threading.Event()
+        self.processed = 0          # media records handled (incl. DLQ and skipped)
+        self.segments_out = 0
+        self.first_output_at = None
+        self.first_record_at = self.last_record_at = None
+        self.busy_s = 0.0
+        self.audio_s = 0.0
+        worker = self
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                gone = {tp.partition for tp in revoked}
+                for ch in [c for c, st in worker.channels.items() if st.partition in gone]:
+                    del worker.channels[ch]
+                log.info("partitions revoked: %s", sorted(gone))
+
+            def on_partitions_assigned(self, assigned):
+                worker.store.refresh()
+                log.info("partitions assigned: %s (%d channel states in the changelog)",
+                         sorted(tp.partition for tp in assigned), len(worker.store.latest))
+
+        self.consumer.subscribe([self.k["topic_media"]], listener=Listener())
+
+    # -- outputs
+    def emit_segment(self, seg: dict) -> None:
+        seg = {**seg, "id": segment_id(seg)}
+        self.producer.send(self.k["topic_segments"], key=seg["channel"].encode(),
+                           value=json.dumps(seg, separators=(",", ":")).encode())
+        self.segments_out += 1
+        if self.first_output_at is None:
+            self.first_output_at = time.time()
+
+    def _dlq(self, m, reason: str, detail: str) -> None:
+        log.warning("media record %s:%d:%d -> DLQ: %s (%s)", m.topic, m.partition, m.offset, reason, detail)
+        header = json.dumps({"reason": reason, "detail": detail[:300], "topic": m.topic, "partition": m.partition,
+                             "offset": m.offset}, separators=(",", ":")).encode()
+        self.producer.send(self.k["topic_dlq"], key=m.key, value=header + b"\n" + (m.value or b""))
+        self.metrics.dlq.labels(reason).inc()
+
+    # -- state
+    def _state(self, channel: str, partition: int) -> ChannelState:
+        st = self.channels.get(channel)
+        if st is None:
+            st = self.channels[channel] = ChannelState(channel, self)
+            saved = self.store.latest.get(channel)
+            if saved is not None:
+                st.restore(saved)
+                self.metrics.state_restores.labels(channel).inc()
+                log.info("channel %s: state restored (offset %d, stream time %.1f s)", channel, st.offset,
+                         st.detector.newest_time)
+            st.partition = partition
+        return st
+
+    # -- the loop
+    def run(self, idle_exit_s: float | None = None) -> None:
+        last = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                records = self.consumer.poll(timeout_ms=self.k["poll_ms"])
+                if records:
+                    t0 = time.monotonic()
+                    self.first_record_at = self.first_record_at or time.time()
+                    self.process(records)
+                    self.busy_s += time.monotonic() - t0
+                    self.last_record_at = time.time()
+                    last = time.monotonic()
+                elif idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
+                    break
+        finally:
+            self.close()
+
+    def summary(self) -> dict:
+        span = (self.last_record_at - self.first_record_at) if self.first_record_at else 0.0
+        return {"worker": self.id, "media_records": self.processed, "segments": self.segments_out,
+                "audio_s": round(self.audio_s, 1), "busy_s": round(self.busy_s, 2),
+                "first_record_at": self.first_record_at, "last_record_at": self.last_record_at,
+                "span_s": round(span, 2)}
+
+    def close(self) -> None:
+        try:
+            self.producer.flush(timeout=30)
+        finally:
+            self.consumer.close()
+            self.producer.close(timeout=10)
+
+    def process(self, records: dict) -> None:
+        frames: list[tuple[ChannelState, float, np.ndarray, float]] = []
+        ends: list[ChannelState] = []
+        touched: dict[str, ChannelState] = {}
+        commit = {}
+        for tp, msgs in records.items():
+            for m in msgs:
+                commit[tp] = _offset(m.offset + 1)
+                self.processed += 1
+                st = self._handle(m, frames, ends)
+                if st is not None:
+                    touched[st.channel] = st
+        self._embed(frames)
+        for st in ends:
+            st.detector.finish(max(st.detector.newest_time, st.decoder.normalizer.time))
+            st.finished = True
+        for st in touched.values():
+            self.producer.send(self.k["topic_state"], key=st.channel.encode(),
+                               value=json.dumps(st.snapshot(self.id), separators=(",", ":")).encode())
+        self.producer.flush()
+        try:
+            self.consumer.commit(commit)
+        except Exception as e:  # rebalance or broker away: the chunks come again and are skipped by offset
+            log.warning("offset commit failed (%s); redelivered chunks will be skipped by state", e)
+
+    def _handle(self, m, frames, ends) -> ChannelState | None:
+        try:
+            header, payload = envelope.unpack(m.value)
+        except envelope.EnvelopeError as e:
+            self._dlq(m, "bad_envelope", str(e))
+            return None
+        channel = str(header["channel"])
+        st = self._state(channel, m.partition)
+        if st.partition == m.partition and m.offset <= st.offset:
+            self.metrics.media_skipped.labels(channel).inc()
+            return None
+        if st.finished and header["kind"] == "media":
+            # the channel's source ended before; this is a new run of it with a new timeline
+            st = self.channels[channel] = ChannelState(channel, self)
+            st.partition = m.partition
+        st.offset, st.session = m.offset, header.get("session")
+        if header["kind"] == "eos":
+            chunks = st.decoder.finish()
+            ends.append(st)
+        else:
+            try:
+                chunks = st.decoder.decode(payload)
+            except ChunkError as e:
+                self._dlq(m, "undecodable", str(e))
+                return st
+            self.metrics.media_chunks.labels(channel).inc()
+        for chunk in chunks:
+            if len(chunk.samples):
+                self.audio_s += len(chunk.samples) / 16000
+                self.metrics.audio_seconds.labels(channel).inc(len(chunk.samples) / 16000)
+            if chunk.reason in ("gap", "discontinuity"):
+                self.metrics.count("discontinuities", channel, kind=chunk.reason)
+            for t, frame in st.detector.frames_for(chunk):
+                frames.append((st, t, frame, st.detector.newest_time))
+        return st
+
+    def _embed(self, frames) -> None:
+        bs = self.cfg["embedding"]["batch_size"]
+        for i in range(0, len(frames), bs):
+            batch = frames[i:i + bs]
+            t0 = time.perf_counter()
+            emb = self.embedder.embed(np.stack([f[2] for f in batch])).embeddings
+            name = self.embedder.name
+            self.metrics.frames_embedded.labels(name).inc(len(batch))
+            self.metrics.embed_batch.labels(name).observe(len(batch))
+            self.metrics.embed_latency.labels(name).observe(time.perf_counter() - t0)
+            by_channel: dict[str, list[int]] = {}
+            for j, f in enumerate(batch):
+                by_channel.setdefault(f[0].channel, []).append(j)
+            for idx in by_channel.values():
+                st = batch[idx[0]][0]
+                st.detector.on_embedded([batch[j][1] for j in idx], emb[idx], batch[idx[-1]][3])
+
+
+def _offset(next_offset: int):
+    from kafka.structs import OffsetAndMetadata
+    # kafka-python 2.3 added leader_epoch to OffsetAndMetadata
+    extra = (-1,) if len(OffsetAndMetadata._fields) == 3 else ()
+    return OffsetAndMetadata(next_offset, "", *extra)

@@ -1,0 +1,50 @@
+"""Helpers for tests against a real Kafka 0.9 broker started by the test harness."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from pipeline import config
+
+
+def kafka_cfg(broker, *extra: str, prefix: str | None = None) -> tuple[dict, list[str]]:
+    """A config whose topics and group are unique to one test; returns it and its --set list."""
+    prefix = prefix or f"t{uuid.uuid4().hex[:8]}"
+    sets = [f"kafka.bootstrap_servers={broker.bootstrap}", f"kafka.topic_media={prefix}.media",
+            f"kafka.topic_segments={prefix}.segments", f"kafka.topic_dlq={prefix}.dlq",
+            f"kafka.topic_state={prefix}.state", f"kafka.group_id={prefix}.workers", "kafka.chunk_s=1.0",
+            *extra]
+    return config.load(None, sets), sets
+
+
+def read_topic(cfg: dict, topic: str, idle_ms: int = 2000) -> list:
+    from pipeline.kafka_io import consumer
+    c = consumer(cfg, topic, group_id=None, consumer_timeout_ms=idle_ms)
+    try:
+        return list(c)
+    finally:
+        c.close()
+
+
+def segments_by_channel(cfg: dict, dedupe: bool = True) -> tuple[dict, int]:
+    out: dict[str, list] = {}
+    seen, dupes = set(), 0
+    for m in read_topic(cfg, cfg["kafka"]["topic_segments"]):
+        s = json.loads(m.value)
+        if s["id"] in seen:
+            dupes += 1
+            if dedupe:
+                continue
+        seen.add(s["id"])
+        out.setdefault(s["channel"], []).append(s)
+    return out, dupes
+
+
+def wait_for(pred, timeout: float, step: float = 0.2) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return False

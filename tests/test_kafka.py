@@ -1,0 +1,187 @@
+"""Kafka mode against a real Kafka 0.9 broker: ingest -> worker group -> segments."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pipeline import broker as broker_mod
+from pipeline import envelope
+from pipeline.ingest import Ingest
+from pipeline.kafka_io import producer
+from pipeline.metrics import Metrics
+from pipeline.worker import Worker
+from tests.conftest import REPO, direct_segments, write_ts
+from tests.kafka_helpers import kafka_cfg, read_topic, segments_by_channel, wait_for
+
+
+def strip(segs):
+    return [(s["label"], round(s["start"], 2), round(s["end"], 2)) for s in segs]
+
+
+def run_worker(cfg, idle=4.0, metrics=None):
+    w = Worker(cfg, metrics=metrics or Metrics())
+    w.run(idle_exit_s=idle)
+    return w
+
+
+@pytest.mark.parametrize("audio_only", [False, True])
+def test_kafka_path_gives_the_direct_path_segments(kafka_broker, programme, tmp_path, audio_only):
+    cfg, _ = kafka_cfg(kafka_broker)
+    res = Ingest([("p", str(programme["ts"]))], cfg, audio_only=audio_only).run()
+    assert res["p"]["ok"] and res["p"]["chunks"] > 10
+    w = run_worker(cfg)
+    segs, dupes = segments_by_channel(cfg)
+    assert dupes == 0
+    assert strip(segs["p"]) == strip(direct_segments(programme["ts"], tmp_path))
+    assert all(s["id"] == f"p/{s['start']:.3f}" for s in segs["p"])
+    # every media record (chunks + end of stream) was handled
+    assert w.processed == res["p"]["chunks"] + 1
+    if audio_only:
+        full = Ingest([("q", str(programme["ts"]))], kafka_cfg(kafka_broker)[0]).run()["q"]["bytes"]
+        assert res["p"]["bytes"] < full
+
+
+def test_bad_chunks_go_to_the_dead_letter_topic_and_the_channel_goes_on(kafka_broker, programme, tmp_path):
+    cfg, _ = kafka_cfg(kafka_broker)
+    chunks = []
+
+    class Capture:  # collects what ingest would produce, so bad records can be slipped in between
+        def send(self, topic, key, value):
+            chunks.append(value)
+            return self
+
+        def add_errback(self, *a):
+            return self
+
+        def flush(self, *a, **k):
+            pass
+
+    Ingest([("p", str(programme["ts"]))], cfg, producer=Capture()).run()
+    header, payload = envelope.unpack(chunks[10])
+    garbage = envelope.pack({**header, "seq": 9999}, np.random.default_rng(0).bytes(len(payload)))
+    truncated = envelope.pack({**header, "seq": 9998}, payload[:100])
+    p = producer(cfg)
+    topic = cfg["kafka"]["topic_media"]
+    for i, value in enumerate(chunks):
+        if i == 20:
+            for bad in (garbage, b"\x00not an envelope", truncated):
+                p.send(topic, key=b"p", value=bad)
+        p.send(topic, key=b"p", value=value)
+    p.flush()
+    metrics = Metrics()
+    run_worker(cfg, metrics=metrics)
+    dlq = read_topic(cfg, cfg["kafka"]["topic_dlq"])
+    reasons = sorted(json.loads(m.value.split(b"\n", 1)[0])["reason"] for m in dlq)
+    assert reasons == ["bad_envelope", "undecodable", "undecodable"], [m.value.split(b"\n", 1)[0] for m in dlq]
+    assert json.loads(dlq[0].value.split(b"\n", 1)[0])["offset"] >= 20
+    assert metrics.registry.get_sample_value("onair_dlq_records_total", {"reason": "undecodable"}) == 2
+    segs, _ = segments_by_channel(cfg)
+    # the chunks after the bad records were processed: the timeline reaches the end of the programme
+    assert abs(segs["p"][-1]["end"] - len(programme["audio"]) / 48000) < 0.2
+    assert strip(segs["p"]) == strip(direct_segments(programme["ts"], tmp_path))
+
+
+def _worker_proc(sets, log):
+    cmd = [sys.executable, "-m", "pipeline.cli", "worker", "--exit-when-idle", "8"]
+    for s in sets:
+        cmd += ["--set", s]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_sigkill_of_a_worker_loses_nothing_and_pays_nothing_twice(kafka_broker, programme, tmp_path):
+    cfg, sets = kafka_cfg(kafka_broker, "kafka.session_timeout_ms=4000")
+    broker_mod.create_topic(kafka_broker, cfg["kafka"]["topic_state"], 4, compact=True)
+    broker_mod.create_topic(kafka_broker, cfg["kafka"]["topic_media"], 4)
+    channels = [f"ch{i}" for i in range(6)]
+    logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]
+    workers = [_worker_proc(sets, logs[i]) for i in range(2)]
+    time.sleep(6)                                   # both join the group and share the 4 partitions
+    ing = Ingest([(ch, str(programme["ts"])) for ch in channels], cfg, rate=4.0)
+    feeder = threading.Thread(target=ing.run)
+    feeder.start()
+
+    owners = {}
+
+    def state_owners():
+        for m in read_topic(cfg, cfg["kafka"]["topic_state"], idle_ms=500):
+            s = json.loads(m.value)
+            owners.setdefault(s["channel"], []).append((s["owner"], s["wall"]))
+        return owners
+
+    assert wait_for(lambda: len({o for v in state_owners().values() for o, _ in v}) == 2, 30), \
+        "both workers should own channels before the kill"
+    victim_pid = workers[0].pid
+    victim = next(o for v in owners.values() for o, _ in v if o.split("-")[-2] == str(victim_pid))
+    os.kill(victim_pid, signal.SIGKILL)
+    killed_at = time.time()
+    feeder.join()
+    workers[1].wait(timeout=120)
+    for f in logs:
+        f.close()
+
+    owners.clear()
+    state_owners()
+    orphans = [ch for ch, v in owners.items() if any(o == victim for o, _ in v)]
+    assert orphans, "the killed worker owned channels"
+    taken = [min(w for o, w in owners[ch] if o != victim and w > killed_at) for ch in orphans]
+    failover_s = min(taken) - killed_at
+    print(f"failover: first record from the survivor {failover_s:.1f} s after the kill")
+    assert failover_s < 30
+
+    segs, dupes = segments_by_channel(cfg)
+    reference = strip(direct_segments(programme["ts"], tmp_path))
+    for ch in channels:
+        assert strip(segs[ch]) == reference, ch
+    print(f"duplicate segment records (dropped by id): {dupes}")
+
+
+def test_broker_outage_of_20s_mid_stream(programme, tmp_path):
+    """Its own broker: it is stopped for 20 s while ingest and a worker run."""
+    d = tmp_path / "kafka"
+    b = broker_mod.start(d, partitions=4)
+    try:
+        cfg, _ = kafka_cfg(b, "kafka.session_timeout_ms=6000")
+        ing = Ingest([("p", str(programme["ts"]))], cfg, rate=5.0)
+        feeder = threading.Thread(target=ing.run)
+        metrics = Metrics()
+        w = Worker(cfg, metrics=metrics)
+        consumer_thread = threading.Thread(target=w.run)
+        feeder.start()
+        consumer_thread.start()
+        assert wait_for(lambda: w.processed > 3, 30)
+        broker_mod.stop_kafka(b)
+        time.sleep(20)
+        broker_mod.start_kafka(b)
+        feeder.join(timeout=120)
+        chunks = ing.results["p"]["chunks"]
+        value = lambda name: metrics.registry.get_sample_value(name, {"channel": "p"}) or 0  # noqa: E731
+        wait_for(lambda: value("onair_media_chunks_total") + value("onair_media_chunks_skipped_total") >= chunks
+                 and w.processed >= chunks + 1, 120)
+        w.stop.set()
+        consumer_thread.join(timeout=60)
+        assert not feeder.is_alive() and not consumer_thread.is_alive()
+        res = ing.results["p"]
+        assert res["ok"] and ing.send_errors == 0
+        media = read_topic(cfg, cfg["kafka"]["topic_media"])
+        assert len(media) == res["chunks"] + 1                       # every chunk reached Kafka, once
+        handled = metrics.registry.get_sample_value("onair_media_chunks_total", {"channel": "p"})
+        skipped = metrics.registry.get_sample_value("onair_media_chunks_skipped_total", {"channel": "p"}) or 0
+        assert handled == res["chunks"], (handled, skipped)          # every chunk offset was processed
+        segs, _ = segments_by_channel(cfg)
+        got = segs["p"]
+        assert got[0]["start"] == 0.0 and all(a["end"] == b_["start"] for a, b_ in zip(got, got[1:]))
+        assert strip(got) == strip(direct_segments(programme["ts"], tmp_path))
+    finally:
+        broker_mod.stop(d)
+
+
+def test_broker_command_reports_status(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "broker", "status", "--dir", str(tmp_path)],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 3 and "not running" in r.stdout
