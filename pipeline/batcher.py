@@ -34,6 +34,23 @@ class EndItem:
 STOP = object()
 
 
+def embed_by_channel(embedder, frames: list[np.ndarray], channels: list[str], metrics=None):
+    """One model call for frames of many channels; returns the embeddings and,
+    per channel, the indices of its frames in arrival order."""
+    t0 = time.perf_counter()
+    result = embedder.embed(np.stack(frames))
+    dt = time.perf_counter() - t0
+    if metrics is not None:
+        name = embedder.name
+        metrics.frames_embedded.labels(name).inc(len(frames))
+        metrics.embed_batch.labels(name).observe(len(frames))
+        metrics.embed_latency.labels(name).observe(dt)
+    groups: dict[str, list[int]] = {}
+    for i, ch in enumerate(channels):
+        groups.setdefault(ch, []).append(i)
+    return result.embeddings, groups, dt
+
+
 class EmbedBatcher(threading.Thread):
     def __init__(self, embedder, items: queue.Queue, batch_size: int, max_wait_s: float, on_frames, on_end,
                  metrics=None):
@@ -89,19 +106,9 @@ class EmbedBatcher(threading.Thread):
     def _embed(self, frames: list[FrameItem]) -> None:
         if not frames:
             return
-        t0 = time.perf_counter()
-        result = self.embedder.embed(np.stack([f.frame for f in frames]))
-        dt = time.perf_counter() - t0
+        emb, groups, dt = embed_by_channel(self.embedder, [f.frame for f in frames], [f.channel for f in frames],
+                                           self.metrics)
         self.embed_seconds += dt
         self.frames_done += len(frames)
-        if self.metrics is not None:
-            name = self.embedder.name
-            self.metrics.frames_embedded.labels(name).inc(len(frames))
-            self.metrics.embed_batch.labels(name).observe(len(frames))
-            self.metrics.embed_latency.labels(name).observe(dt)
-        # hand each channel its frames as one block, in arrival order
-        by_channel: dict[str, list[int]] = {}
-        for i, f in enumerate(frames):
-            by_channel.setdefault(f.channel, []).append(i)
-        for ch, idx in by_channel.items():
-            self.on_frames(ch, [frames[i].time for i in idx], result.embeddings[idx], frames[idx[-1]].newest_time)
+        for ch, idx in groups.items():
+            self.on_frames(ch, [frames[i].time for i in idx], emb[idx], frames[idx[-1]].newest_time)

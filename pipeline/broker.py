@@ -222,7 +222,9 @@ def create_topic(b: Broker, name: str, partitions: int, compact: bool = False) -
            "-cp", str(home / "libs" / "*"), "kafka.admin.TopicCommand", "--zookeeper", f"127.0.0.1:{b.zk_port}",
            "--create", "--topic", name, "--partitions", str(partitions), "--replication-factor", "1"]
     if compact:
-        cmd += ["--config", "cleanup.policy=compact"]
+        # roll segments often so the cleaner can compact: each poll writes every busy channel's state
+        cmd += ["--config", "cleanup.policy=compact", "--config", "segment.ms=600000",
+                "--config", "min.cleanable.dirty.ratio=0.2"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if "already exists" in r.stdout + r.stderr:
         return

@@ -10,6 +10,7 @@ blocks the source: chunks are delayed, never dropped.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ import uuid
 
 from pipeline import envelope
 from pipeline.remux import TsChunker
-from pipeline.sources import Input, SourceError
+from pipeline.sources import Input, SourceError, run_inputs
 
 log = logging.getLogger("onair.ingest")
 
@@ -87,18 +88,7 @@ class Ingest:
         self.send_errors = 0
 
     def run(self) -> dict[str, dict]:
-        threads = [threading.Thread(target=self._input, args=(ch, url), name=f"ingest-{ch}", daemon=True)
-                   for ch, url in self.inputs]
-        for t in threads:
-            t.start()
-        try:
-            while any(t.is_alive() for t in threads):
-                for t in threads:
-                    t.join(timeout=0.2)
-        except KeyboardInterrupt:
-            self.stop.set()
-            for t in threads:
-                t.join()
+        run_inputs([(ch, functools.partial(self._input, ch, url)) for ch, url in self.inputs], self.stop)
         self.producer.flush()
         return self.results
 

@@ -93,7 +93,8 @@ def ensure_topics(cfg: dict) -> None:
         return
     topics = [NewTopic(k["topic_media"], k["partitions"], 1), NewTopic(k["topic_segments"], k["partitions"], 1),
               NewTopic(k["topic_dlq"], 1, 1),
-              NewTopic(k["topic_state"], k["partitions"], 1, topic_configs={"cleanup.policy": "compact"})]
+              NewTopic(k["topic_state"], k["partitions"], 1, topic_configs={"cleanup.policy": "compact", "segment.ms": "600000",
+                                                              "min.cleanable.dirty.ratio": "0.2"})]
     for t in topics:
         try:
             admin.create_topics([t])

@@ -7,6 +7,7 @@ counted, and leaves the other channels running.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import signal
@@ -21,7 +22,7 @@ from pipeline.heads import hmm_params, load_music_head
 from pipeline.metrics import Metrics
 from pipeline.models import load_embedder
 from pipeline.sinks import JsonlSink
-from pipeline.sources import Source, SourceError
+from pipeline.sources import Source, SourceError, run_inputs
 
 log = logging.getLogger("onair.run")
 
@@ -81,22 +82,9 @@ class DirectRun:
                                on_frames=lambda ch, ts, e, newest: detectors[ch].on_embedded(ts, e, newest),
                                on_end=lambda ch, end: detectors[ch].finish(end), metrics=self.metrics)
         batcher.start()
-        threads = [threading.Thread(target=self._source_thread, args=(ch, url, detectors[ch], items, batcher),
-                                    name=f"source-{ch}", daemon=True) for ch, url in self.inputs]
         t0 = time.monotonic()
-        for t in threads:
-            t.start()
-        try:
-            while any(t.is_alive() for t in threads):
-                for t in threads:
-                    t.join(timeout=0.2)
-                if batcher.error is not None:
-                    self.stop.set()
-        except KeyboardInterrupt:
-            log.info("interrupted: closing channels")
-            self.stop.set()
-            for t in threads:
-                t.join()
+        run_inputs([(ch, functools.partial(self._source_thread, ch, url, detectors[ch], items, batcher))
+                    for ch, url in self.inputs], self.stop, check=lambda: batcher.error is not None)
         items.put(STOP)
         batcher.join()
         for s in sinks.values():

@@ -265,6 +265,25 @@ class Source(Input):
             sink(chunk)
 
 
+def run_inputs(targets: list[tuple[str, object]], stop: threading.Event, check=None) -> None:
+    """Run one thread per input until all end; Ctrl-C sets `stop` and waits for them to close.
+    `check()` is called while waiting; returning True stops the inputs (e.g. the model failed)."""
+    threads = [threading.Thread(target=fn, name=f"input-{name}", daemon=True) for name, fn in targets]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.2)
+            if check is not None and check():
+                stop.set()
+    except KeyboardInterrupt:
+        log.info("interrupted: closing channels")
+        stop.set()
+        for t in threads:
+            t.join()
+
+
 def _ffmpeg_message(e: Exception) -> str:
     s = getattr(e, "strerror", None) or str(e)
     return str(s).strip().splitlines()[0] if str(s).strip() else type(e).__name__

@@ -26,6 +26,7 @@ import numpy as np
 
 from operators.decode import ChunkDecoder, ChunkError
 from pipeline import envelope
+from pipeline.batcher import embed_by_channel
 from pipeline.channel import ChannelDetector
 from pipeline.heads import hmm_params, load_music_head
 from pipeline.metrics import Metrics
@@ -267,18 +268,10 @@ class Worker:
         bs = self.cfg["embedding"]["batch_size"]
         for i in range(0, len(frames), bs):
             batch = frames[i:i + bs]
-            t0 = time.perf_counter()
-            emb = self.embedder.embed(np.stack([f[2] for f in batch])).embeddings
-            name = self.embedder.name
-            self.metrics.frames_embedded.labels(name).inc(len(batch))
-            self.metrics.embed_batch.labels(name).observe(len(batch))
-            self.metrics.embed_latency.labels(name).observe(time.perf_counter() - t0)
-            by_channel: dict[str, list[int]] = {}
-            for j, f in enumerate(batch):
-                by_channel.setdefault(f[0].channel, []).append(j)
-            for idx in by_channel.values():
-                st = batch[idx[0]][0]
-                st.detector.on_embedded([batch[j][1] for j in idx], emb[idx], batch[idx[-1]][3])
+            emb, groups, _ = embed_by_channel(self.embedder, [f[2] for f in batch], [f[0].channel for f in batch],
+                                              self.metrics)
+            for idx in groups.values():
+                batch[idx[0]][0].detector.on_embedded([batch[j][1] for j in idx], emb[idx], batch[idx[-1]][3])
 
 
 def _offset(next_offset: int):
