@@ -59,7 +59,7 @@ class EmbedBatcher(threading.Thread):
         self.items = items
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
-        self.on_frames = on_frames   # (channel, times, embeddings, newest_time)
+        self.on_frames = on_frames   # (channel, times, embeddings, newest times, frames)
         self.on_end = on_end         # (channel, end_time)
         self.metrics = metrics
         self.error: BaseException | None = None
@@ -111,4 +111,5 @@ class EmbedBatcher(threading.Thread):
         self.embed_seconds += dt
         self.frames_done += len(frames)
         for ch, idx in groups.items():
-            self.on_frames(ch, [frames[i].time for i in idx], emb[idx], frames[idx[-1]].newest_time)
+            self.on_frames(ch, [frames[i].time for i in idx], emb[idx], [frames[i].newest_time for i in idx],
+                           [frames[i].frame for i in idx])

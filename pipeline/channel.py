@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from collections import deque
+
 from operators.classify import Head
+from operators.clipaudio import AudioHistory, audio_field
+from operators.debounce import Debouncer, DebounceParams
 from operators.decode import Chunk
-from operators.framing import FRAME_SAMPLES, SAMPLE_RATE, FrameRing
+from operators.framing import FRAME_SAMPLES, HOP_SAMPLES, SAMPLE_RATE, FrameRing
 from operators.hmm import FixedLagHMM
 from operators.segments import SegmentBuilder
 
@@ -18,7 +22,8 @@ FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 
 
 class ChannelDetector:
-    def __init__(self, channel: str, head: Head, hmm: dict, lag_frames: int, emit_segment, metrics=None):
+    def __init__(self, channel: str, head: Head, hmm: dict, lag_frames: int, emit_segment, metrics=None,
+                 debounce: dict | None = None, emit_request=None):
         self.channel = channel
         self.head = head
         self._music = head.classes.index("music")
@@ -29,6 +34,13 @@ class ChannelDetector:
         self.emit_segment = emit_segment
         self.metrics = metrics
         self.newest_time = 0.0
+        d = dict(debounce or {})
+        self.audio_codec = d.pop("audio_codec", "flac")
+        self.history = AudioHistory(d.pop("history_s", 40.0))
+        self.debouncer = Debouncer(channel, DebounceParams(**{k: v for k, v in d.items()
+                                                              if k in DebounceParams.__dataclass_fields__}))
+        self.emit_request = emit_request
+        self._pending: deque = deque()    # per frame inside the HMM window: (embedding, levels)
 
     def frames_for(self, chunk: Chunk) -> list[tuple[float, np.ndarray]]:
         if chunk.reset:
@@ -37,9 +49,17 @@ class ChannelDetector:
             self.newest_time = chunk.time + len(chunk.samples) / SAMPLE_RATE
         return self.ring.push(chunk.samples)
 
-    def on_embedded(self, times: list[float], embeddings: np.ndarray, newest_time: float) -> None:
+    def on_embedded(self, times: list[float], embeddings: np.ndarray, newest: list[float],
+                    frames: list[np.ndarray]) -> None:
+        """Embedded frames in order, with their audio and the newest stream time when each was cut.
+        The clip history is built here, in decision order, because a file source runs far ahead of
+        the model; per-frame times keep the decisions independent of how frames were batched."""
         p_music = self.head.predict_proba(embeddings)[:, self._music]
-        for t, p in zip(times, p_music):
+        for t, p, e, f, newest_time in zip(times, p_music, embeddings, frames, newest):
+            self.history.push(t, f[:HOP_SAMPLES])
+            parts = f[:FRAME_SAMPLES - FRAME_SAMPLES % 1600].reshape(-1, 1600)
+            db = 10 * np.log10(np.mean(parts * parts, axis=1) + 1e-10)
+            self._pending.append((e, (float(db.min()), float(np.median(db)))))
             for d in self.hmm.push(float(p), t):
                 self._decided(d, newest_time)
 
@@ -53,13 +73,16 @@ class ChannelDetector:
 
     def state_dict(self) -> dict:
         return {"ring": self.ring.state_dict(), "hmm": self.hmm.state_dict(), "segments": self.segments.state_dict(),
-                "newest_time": self.newest_time}
+                "newest_time": self.newest_time, "debounce": self.debouncer.state_dict(),
+                "pending": [(e.tolist(), lv) for e, lv in self._pending]}
 
     def load_state_dict(self, d: dict) -> None:
         self.ring.load_state_dict(d["ring"])
         self.hmm.load_state_dict(d["hmm"])
         self.segments.load_state_dict(d["segments"])
         self.newest_time = d["newest_time"]
+        self.debouncer.load_state_dict(d["debounce"])
+        self._pending = deque((np.asarray(e, np.float32), tuple(lv)) for e, lv in d["pending"])
 
     def _decided(self, d, newest_time: float) -> None:
         if self.metrics is not None:
@@ -67,6 +90,17 @@ class ChannelDetector:
             self.metrics.music.labels(self.channel).set(d.state)
         for seg in self.segments.push(d.time, d.state, d.posterior):
             self._emit(seg)
+        emb, (lmin, lmed) = self._pending.popleft()
+        for intent in self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time):
+            if self.emit_request is not None:
+                self.emit_request(self.request_record(intent))
+
+    def request_record(self, intent) -> dict:
+        start, samples = self.history.clip(intent.clip_start, intent.clip_end)
+        return {"request_id": intent.request_id, "channel": intent.channel, "clip_start": round(start, 3),
+                "clip_end": round(start + len(samples) / SAMPLE_RATE, 3), "emitted_at": intent.emitted_at,
+                "song_start": intent.song_start, "reason": intent.reason,
+                "audio": audio_field(samples, self.audio_codec)}
 
     def _emit(self, seg: dict) -> None:
         if self.metrics is not None:

@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit after this long without records (batch jobs, tests)")
     _config_args(w)
 
+    rc = sub.add_parser("recognize", help="send recognition requests to the configured provider")
+    src = rc.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dir", help="follow DIR/requests.jsonl (direct mode output), write DIR/nowplaying.jsonl")
+    src.add_argument("--kafka", action="store_true", help="consume the requests topic, produce now-playing")
+    rc.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS")
+    _config_args(rc)
+
     b = sub.add_parser("broker", help="a local Kafka 0.9 broker for the demo and tests")
     b.add_argument("action", choices=["start", "stop", "status"])
     b.add_argument("--dir", default=".cache/broker", help="data folder (topics survive a restart)")
@@ -162,6 +169,22 @@ def cmd_worker(args, cfg) -> int:
     return 0
 
 
+def cmd_recognize(args, cfg) -> int:
+    from pipeline.metrics import Metrics
+    from pipeline.recognize import consume_kafka, follow_dir
+    from pipeline.runner import install_signal_handlers
+    import threading
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    metrics = Metrics(currency=cfg["recognition"]["currency"])
+    if args.kafka:
+        n = consume_kafka(cfg, metrics, stop, args.exit_when_idle)
+    else:
+        n = follow_dir(cfg, Path(args.dir), metrics, stop, args.exit_when_idle)
+    log.info("recognize done: %d requests handled", n)
+    return 0
+
+
 def cmd_broker(args, cfg) -> int:
     from pipeline import broker
     if args.action == "start":
@@ -194,7 +217,7 @@ def cmd_demo(args, cfg) -> int:
 
 
 COMMANDS = {"run": cmd_run, "train": cmd_train, "demo": cmd_demo, "ingest": cmd_ingest, "worker": cmd_worker,
-            "broker": cmd_broker}
+            "broker": cmd_broker, "recognize": cmd_recognize}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,6 +35,19 @@ class Int:
 
 
 @dataclass(frozen=True)
+class OptInt:
+    """An integer in range, or null (no limit)."""
+    default: int | None
+    lo: int = 0
+    hi: int = 10**9
+
+    def check(self, key, v):
+        if v is None:
+            return None
+        return Int(0, self.lo, self.hi).check(key, v)
+
+
+@dataclass(frozen=True)
 class Float:
     default: float | None
     lo: float | None = None
@@ -116,6 +129,46 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "p_leave_music": Float(None, 1e-9, 0.5, optional=True),
         "emission_weight": Float(None, 0.01, 10.0, optional=True),
     },
+    "debounce": {
+        "min_music_s": Float(12.0, 1.0, 120.0),
+        "clip_s": Float(10.0, 3.0, 12.0),
+        "lead_in_s": Float(1.5, 0.0, 30.0),
+        "requery_after_s": Float(240.0, 30.0, 86400.0),
+        "cooldown_s": Float(20.0, 0.0, 3600.0),
+        "window_frames": Int(6, 2, 60),
+        "novelty_high": Float(0.5, 0.0, 2.0),
+        "novelty_low": Float(0.25, 0.0, 2.0),
+        "dip_db": Float(20.0, 0.0, 120.0),
+        "max_self_similarity": Float(0.8, -1.0, 1.0),
+        "gap_keep_s": Float(8.0, 0.0, 600.0),
+        "audio_codec": Choice("flac", ("flac", "wav")),
+        "history_s": Float(40.0, 15.0, 600.0),
+    },
+    "recognition": {
+        "provider": Choice("none", ("none", "acrcloud", "audd")),
+        "currency": Str("USD"),
+        "ledger": Str("ledger.jsonl"),          # relative paths: inside the output dir (run) or cwd
+        "timeout_s": Float(10.0, 0.1, 300.0),
+        "max_retries": Int(4, 0, 20),
+        "backoff_s": Float(0.5, 0.0, 60.0),
+        "rate_per_s": Float(5.0, 0.01, 1000.0),
+        "channel_hour_requests": OptInt(30, 0, 10**9),
+        "channel_day_requests": OptInt(400, 0, 10**9),
+        "channel_hour_money": Float(None, 0.0, 1e9, optional=True),
+        "channel_day_money": Float(None, 0.0, 1e9, optional=True),
+        "global_day_requests": OptInt(None, 0, 10**9),
+        "global_day_money": Float(50.0, 0.0, 1e9, optional=True),
+        "acrcloud_url": Str("https://identify-eu-west-1.acrcloud.com/v1/identify"),
+        "acrcloud_access_key_env": Str("ACRCLOUD_ACCESS_KEY"),
+        "acrcloud_access_key_file": Str(None, optional=True),
+        "acrcloud_access_secret_env": Str("ACRCLOUD_ACCESS_SECRET"),
+        "acrcloud_access_secret_file": Str(None, optional=True),
+        "acrcloud_price": Float(0.0025, 0.0, 100.0),
+        "audd_url": Str("https://api.audd.io/"),
+        "audd_api_token_env": Str("AUDD_API_TOKEN"),
+        "audd_api_token_file": Str(None, optional=True),
+        "audd_price": Float(0.005, 0.0, 100.0),
+    },
     "source": {
         "audio_track": Track("first"),
         "live": AutoBool("auto"),
@@ -141,6 +194,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "topic_media": Str("onair.media"),
         "topic_segments": Str("onair.segments"),
         "topic_dlq": Str("onair.media.dlq"),
+        "topic_requests": Str("onair.recognition.requests"),
+        "topic_nowplaying": Str("onair.nowplaying"),
         "topic_state": Str("onair.state"),
         "partitions": Int(4, 1, 10000),
         "group_id": Str("onair-workers"),

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, writ
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, currency: str = "USD"):
         r = self.registry = registry or CollectorRegistry()
         ch = ["channel"]
         self.audio_seconds = Counter("onair_audio_decoded_seconds", "Audio decoded, in seconds of 16 kHz mono",
@@ -40,6 +40,21 @@ class Metrics:
                            registry=r)
         self.state_restores = Counter("onair_state_restores", "Channel states restored from the changelog", ch,
                                       registry=r)
+
+        self.requests_emitted = Counter("onair_recognition_requests_emitted",
+                                        "Recognition requests decided by the debouncer", ch + ["reason"], registry=r)
+
+        cp = ["channel", "provider"]
+        self.recognition_requests = Counter("onair_recognition_requests",
+                                            "Recognition requests by outcome (sent, matched, no_match, error, "
+                                            "budget_skipped, deduplicated)", cp + ["outcome"], registry=r)
+        self.recognition_spend = Counter(f"onair_recognition_spend_{currency.lower()}",
+                                         f"Money paid to recognition providers, in {currency}", cp, registry=r)
+        self.recognition_audio = Counter("onair_recognition_audio_sent_seconds",
+                                         "Seconds of audio sent to recognition providers", cp, registry=r)
+        self.provider_latency = Histogram("onair_recognition_provider_latency_seconds",
+                                          "Wall time of one provider call", ["provider"],
+                                          buckets=(.05, .1, .25, .5, 1, 2, 4, 8, 16, 32), registry=r)
 
     _COUNTERS = {"decode_errors": "decode_errors", "discontinuities": "discontinuities",
                  "codec_changes": "codec_changes", "reconnects": "reconnects", "input_errors": "input_errors"}

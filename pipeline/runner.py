@@ -26,7 +26,7 @@ from pipeline.sources import Source, SourceError, run_inputs
 
 log = logging.getLogger("onair.run")
 
-OUTPUTS = ("segments", "requests", "genres")
+OUTPUTS = ("segments", "requests", "genres", "nowplaying")
 
 
 @dataclass
@@ -37,6 +37,7 @@ class ChannelResult:
     reason: str = ""
     audio_s: float = 0.0
     segments: int = 0
+    requests: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -59,27 +60,42 @@ class DirectRun:
         self.inputs = inputs
         self.out_dir = Path(out_dir)
         self.cfg = cfg
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(currency=cfg["recognition"]["currency"])
         self.stop = threading.Event()
         self.embedder = embedder or load_embedder(cfg)
         self.head = load_music_head(cfg, self.embedder.name, self.embedder.dim)
         self.results = {ch: ChannelResult(ch, url) for ch, url in inputs}
+        self.on_request = None       # the recognition stage, when one runs in this process
 
     def run(self) -> dict[str, ChannelResult]:
         sinks = {name: JsonlSink(self.out_dir / f"{name}.jsonl") for name in OUTPUTS}
         hmm = hmm_params(self.head, self.cfg)
+        from pipeline.recognize import RecognitionStage, _ledger_path, make_recognizer
+        recognizer = make_recognizer(self.cfg, _ledger_path(self.cfg, self.out_dir), self.metrics)
+        stage = None
+        if recognizer is not None:
+            stage = RecognitionStage(recognizer, sinks["nowplaying"])
+            stage.start()
+            self.on_request = stage.submit
 
         def segment_sink(seg):
             self.results[seg["channel"]].segments += 1
             sinks["segments"].write(seg)
 
+        def request_sink(req):
+            self.results[req["channel"]].requests += 1
+            self.metrics.requests_emitted.labels(req["channel"], req["reason"]).inc()
+            sinks["requests"].write(req)
+            if self.on_request is not None:
+                self.on_request(req)
+
         detectors = {ch: ChannelDetector(ch, self.head, hmm, self.cfg["hmm"]["lag_frames"], segment_sink,
-                                         self.metrics)
+                                         self.metrics, self.cfg["debounce"], request_sink)
                      for ch, _ in self.inputs}
         items: queue.Queue = queue.Queue(maxsize=self.cfg["runtime"]["queue_frames"])
         emb = self.cfg["embedding"]
         batcher = EmbedBatcher(self.embedder, items, emb["batch_size"], emb["max_wait_ms"] / 1000.0,
-                               on_frames=lambda ch, ts, e, newest: detectors[ch].on_embedded(ts, e, newest),
+                               on_frames=lambda ch, ts, e, newest, fr: detectors[ch].on_embedded(ts, e, newest, fr),
                                on_end=lambda ch, end: detectors[ch].finish(end), metrics=self.metrics)
         batcher.start()
         t0 = time.monotonic()
@@ -87,6 +103,8 @@ class DirectRun:
                     for ch, url in self.inputs], self.stop, check=lambda: batcher.error is not None)
         items.put(STOP)
         batcher.join()
+        if stage is not None:
+            stage.close()
         for s in sinks.values():
             s.close()
         if batcher.error is not None:

@@ -45,7 +45,8 @@ class ChannelState:
         self.decoder = ChunkDecoder(lambda c: select_audio(c, worker.cfg["source"]["audio_track"]),
                                     worker.cfg["source"]["max_gap_s"])
         self.detector = ChannelDetector(channel, worker.head, worker.hmm, worker.cfg["hmm"]["lag_frames"],
-                                        worker.emit_segment, worker.metrics)
+                                        worker.emit_segment, worker.metrics, worker.cfg["debounce"],
+                                        worker.emit_request)
         self.partition = None
         self.offset = -1
         self.session = None
@@ -149,6 +150,11 @@ class Worker:
         self.segments_out += 1
         if self.first_output_at is None:
             self.first_output_at = time.time()
+
+    def emit_request(self, req: dict) -> None:
+        self.producer.send(self.k["topic_requests"], key=req["channel"].encode(),
+                           value=json.dumps(req, separators=(",", ":")).encode())
+        self.metrics.requests_emitted.labels(req["channel"], req["reason"]).inc()
 
     def _dlq(self, m, reason: str, detail: str) -> None:
         log.warning("media record %s:%d:%d -> DLQ: %s (%s)", m.topic, m.partition, m.offset, reason, detail)
@@ -271,7 +277,8 @@ class Worker:
             emb, groups, _ = embed_by_channel(self.embedder, [f[2] for f in batch], [f[0].channel for f in batch],
                                               self.metrics)
             for idx in groups.values():
-                batch[idx[0]][0].detector.on_embedded([batch[j][1] for j in idx], emb[idx], batch[idx[-1]][3])
+                batch[idx[0]][0].detector.on_embedded([batch[j][1] for j in idx], emb[idx],
+                                                      [batch[j][3] for j in idx], [batch[j][2] for j in idx])
 
 
 def _offset(next_offset: int):

@@ -105,11 +105,12 @@ def kafka_broker(tmp_path_factory):
     broker.stop(d)
 
 
-def direct_segments(ts_path, tmp_path, *sets):
-    """Segments of one stream through direct mode, for comparison with the Kafka path."""
+def direct_segments(ts_path, tmp_path, *sets, what="segments"):
+    """Records of one stream through direct mode, for comparison with the Kafka path."""
     from pipeline import config
     from pipeline.runner import DirectRun
     import json
     out = tmp_path / f"direct-{ts_path.stem}"
-    DirectRun([("x", str(ts_path))], out, config.load(None, list(sets))).run()
-    return [json.loads(x) for x in (out / "segments.jsonl").read_text().splitlines()]
+    if not (out / "segments.jsonl").exists():
+        DirectRun([("x", str(ts_path))], out, config.load(None, list(sets))).run()
+    return [json.loads(x) for x in (out / f"{what}.jsonl").read_text().splitlines()]

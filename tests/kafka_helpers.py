@@ -13,7 +13,8 @@ def kafka_cfg(broker, *extra: str, prefix: str | None = None) -> tuple[dict, lis
     prefix = prefix or f"t{uuid.uuid4().hex[:8]}"
     sets = [f"kafka.bootstrap_servers={broker.bootstrap}", f"kafka.topic_media={prefix}.media",
             f"kafka.topic_segments={prefix}.segments", f"kafka.topic_dlq={prefix}.dlq",
-            f"kafka.topic_state={prefix}.state", f"kafka.group_id={prefix}.workers", "kafka.chunk_s=1.0",
+            f"kafka.topic_state={prefix}.state", f"kafka.topic_requests={prefix}.requests",
+            f"kafka.topic_nowplaying={prefix}.nowplaying", f"kafka.group_id={prefix}.workers", "kafka.chunk_s=1.0",
             *extra]
     return config.load(None, sets), sets
 
@@ -48,3 +49,16 @@ def wait_for(pred, timeout: float, step: float = 0.2) -> bool:
             return True
         time.sleep(step)
     return False
+
+
+def requests_by_channel(cfg: dict) -> tuple[dict, int]:
+    out: dict[str, list] = {}
+    seen, dupes = set(), 0
+    for m in read_topic(cfg, cfg["kafka"]["topic_requests"]):
+        r = json.loads(m.value)
+        if r["request_id"] in seen:
+            dupes += 1
+            continue
+        seen.add(r["request_id"])
+        out.setdefault(r["channel"], []).append(r)
+    return out, dupes

@@ -17,7 +17,7 @@ from pipeline.kafka_io import producer
 from pipeline.metrics import Metrics
 from pipeline.worker import Worker
 from tests.conftest import REPO, direct_segments, write_ts
-from tests.kafka_helpers import kafka_cfg, read_topic, segments_by_channel, wait_for
+from tests.kafka_helpers import kafka_cfg, read_topic, requests_by_channel, segments_by_channel, wait_for
 
 
 def strip(segs):
@@ -40,6 +40,11 @@ def test_kafka_path_gives_the_direct_path_segments(kafka_broker, programme, tmp_
     assert dupes == 0
     assert strip(segs["p"]) == strip(direct_segments(programme["ts"], tmp_path))
     assert all(s["id"] == f"p/{s['start']:.3f}" for s in segs["p"])
+    reqs, _ = requests_by_channel(cfg)
+    direct = direct_segments(programme["ts"], tmp_path, what="requests")
+    fields = ("clip_start", "clip_end", "emitted_at", "audio")
+    assert [(r["request_id"][2:], *[r[f] for f in fields]) for r in reqs["p"]] == \
+        [(r["request_id"][2:], *[r[f] for f in fields]) for r in direct]
     # every media record (chunks + end of stream) was handled
     assert w.processed == res["p"]["chunks"] + 1
     if audio_only:
@@ -101,9 +106,18 @@ def test_sigkill_of_a_worker_loses_nothing_and_pays_nothing_twice(kafka_broker, 
     channels = [f"ch{i}" for i in range(6)]
     logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]
     workers = [_worker_proc(sets, logs[i]) for i in range(2)]
+    try:
+        _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs)
+    finally:
+        for p in workers:
+            if p.poll() is None:
+                p.kill()
+
+
+def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs):
     time.sleep(6)                                   # both join the group and share the 4 partitions
     ing = Ingest([(ch, str(programme["ts"])) for ch in channels], cfg, rate=4.0)
-    feeder = threading.Thread(target=ing.run)
+    feeder = threading.Thread(target=ing.run, daemon=True)
     feeder.start()
 
     owners = {}
@@ -139,45 +153,55 @@ def test_sigkill_of_a_worker_loses_nothing_and_pays_nothing_twice(kafka_broker, 
     for ch in channels:
         assert strip(segs[ch]) == reference, ch
     print(f"duplicate segment records (dropped by id): {dupes}")
+    reqs, req_dupes = requests_by_channel(cfg)
+    want = [r["request_id"][2:] for r in direct_segments(programme["ts"], tmp_path, what="requests")]
+    for ch in channels:
+        assert [r["request_id"][len(ch) + 1:] for r in reqs.get(ch, [])] == want, ch
+    print(f"duplicate request records (dropped by id): {req_dupes}")
 
 
 def test_broker_outage_of_20s_mid_stream(programme, tmp_path):
     """Its own broker: it is stopped for 20 s while ingest and a worker run."""
     d = tmp_path / "kafka"
     b = broker_mod.start(d, partitions=4)
+    w = None
+    threads = []
     try:
         cfg, _ = kafka_cfg(b, "kafka.session_timeout_ms=6000")
         ing = Ingest([("p", str(programme["ts"]))], cfg, rate=5.0)
-        feeder = threading.Thread(target=ing.run)
         metrics = Metrics()
         w = Worker(cfg, metrics=metrics)
-        consumer_thread = threading.Thread(target=w.run)
-        feeder.start()
-        consumer_thread.start()
-        assert wait_for(lambda: w.processed > 3, 30)
+        threads = [threading.Thread(target=ing.run, daemon=True), threading.Thread(target=w.run, daemon=True)]
+        for t in threads:
+            t.start()
+        assert wait_for(lambda: w.processed > 3, 60), f"the worker processed {w.processed} records"
         broker_mod.stop_kafka(b)
         time.sleep(20)
         broker_mod.start_kafka(b)
-        feeder.join(timeout=120)
+        threads[0].join(timeout=120)
+        assert not threads[0].is_alive(), "ingest did not finish after the broker came back"
         chunks = ing.results["p"]["chunks"]
         value = lambda name: metrics.registry.get_sample_value(name, {"channel": "p"}) or 0  # noqa: E731
-        wait_for(lambda: value("onair_media_chunks_total") + value("onair_media_chunks_skipped_total") >= chunks
-                 and w.processed >= chunks + 1, 120)
+        done = wait_for(lambda: value("onair_media_chunks_total") + value("onair_media_chunks_skipped_total")
+                        >= chunks and w.processed >= chunks + 1, 120)
+        assert done, (w.processed, chunks, value("onair_media_chunks_total"))
         w.stop.set()
-        consumer_thread.join(timeout=60)
-        assert not feeder.is_alive() and not consumer_thread.is_alive()
+        threads[1].join(timeout=60)
         res = ing.results["p"]
         assert res["ok"] and ing.send_errors == 0
         media = read_topic(cfg, cfg["kafka"]["topic_media"])
         assert len(media) == res["chunks"] + 1                       # every chunk reached Kafka, once
-        handled = metrics.registry.get_sample_value("onair_media_chunks_total", {"channel": "p"})
-        skipped = metrics.registry.get_sample_value("onair_media_chunks_skipped_total", {"channel": "p"}) or 0
-        assert handled == res["chunks"], (handled, skipped)          # every chunk offset was processed
+        handled = value("onair_media_chunks_total")
+        assert handled == res["chunks"], (handled, value("onair_media_chunks_skipped_total"))
         segs, _ = segments_by_channel(cfg)
         got = segs["p"]
         assert got[0]["start"] == 0.0 and all(a["end"] == b_["start"] for a, b_ in zip(got, got[1:]))
         assert strip(got) == strip(direct_segments(programme["ts"], tmp_path))
     finally:
+        if w is not None:
+            w.stop.set()
+            for t in threads[1:]:
+                t.join(timeout=30)
         broker_mod.stop(d)
 
 

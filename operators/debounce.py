@@ -1,0 +1,213 @@
+"""Debounce: decided music frames -> at most one recognition request per song.
+
+A song is a run of decided music frames, split where the music changes
+inside a run. The change-point test compares the mean embedding of the W
+frames before a candidate boundary with the W frames after it (cosine
+distance, the "novelty"); a candidate needs a high novelty, or a moderate one
+with a dip in level at that point (the fade between two records). Ambient
+and through-composed music changes texture within a track, so a candidate is
+kept only if the new material resembles no earlier part of the current song
+(`max_self_similarity`, against up to 24 prototype embeddings of the song),
+and is placed at the local peak of the novelty. A request opens
+when the current song has lasted `min_music_s` up to the point where
+boundaries are already known, so a jingle or sting shorter than that never
+costs anything. After a request the song is not asked again unless the music
+changes or `requery_after_s` passes; requests on a channel are at least
+`cooldown_s` apart.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+FRAME_HOP_S = 0.96
+
+
+@dataclass
+class DebounceParams:
+    min_music_s: float = 12.0
+    clip_s: float = 10.0
+    lead_in_s: float = 1.5
+    requery_after_s: float = 240.0
+    cooldown_s: float = 20.0
+    window_frames: int = 6
+    novelty_high: float = 0.5
+    novelty_low: float = 0.25
+    dip_db: float = 20.0
+    max_self_similarity: float = 0.8
+    peak_wait_frames: int = 2
+    prototypes: int = 48
+    gap_keep_s: float = 8.0
+
+
+@dataclass
+class RequestIntent:
+    channel: str
+    request_id: str
+    clip_start: float
+    clip_end: float
+    emitted_at: float
+    song_start: float
+    reason: str            # new_music | song_change | requery
+
+
+class Debouncer:
+    def __init__(self, channel: str, params: DebounceParams | None = None):
+        self.channel = channel
+        self.p = params or DebounceParams()
+        self.reset_run()
+        self.last_request_at = -1e12
+        self.requests = 0
+
+    def reset_run(self) -> None:
+        self.song_start = None
+        self.song_reason = "new_music"
+        self.requested = False
+        self.song_requests = 0
+        self.last_clip_start = None
+        self._frames: deque = deque()        # (time, unit embedding, level_min_db, level_med_db)
+        self._candidate = None               # (score, time, index-from-now)
+        self._protos: list[np.ndarray] = []  # window means of this run of music, before the windows
+        self._block: list[np.ndarray] = []
+        self._gap_since = None               # start of a short non-music gap inside the run
+
+    # -- per decided frame
+    def push(self, time: float, music: bool, embedding: np.ndarray, level_min_db: float, level_med_db: float,
+             newest_time: float) -> list[RequestIntent]:
+        if not music:
+            # a short gap (a silence between records, a misclassified second) keeps the song open:
+            # the change test across it decides whether the music after it is the same song
+            if self.song_start is not None:
+                if self._gap_since is None:
+                    self._gap_since = time
+                elif time - self._gap_since > self.p.gap_keep_s:
+                    self.reset_run()
+            return []
+        self._gap_since = None
+        if self.song_start is None:
+            self.song_start, self.song_reason = time, "new_music"
+        e = np.asarray(embedding, np.float32)
+        e = e / (np.linalg.norm(e) + 1e-9)
+        self._frames.append((time, e, float(level_min_db), float(level_med_db)))
+        self._detect_change()
+        return self._maybe_request(newest_time)
+
+    def _detect_change(self) -> None:
+        W = self.p.window_frames
+        if len(self._frames) > 2 * W:
+            self._remember(self._frames.popleft()[1])
+        if self._candidate is not None:
+            score, t, age = self._candidate
+            self._candidate = (score, t, age + 1)
+        if len(self._frames) == 2 * W:
+            frames = list(self._frames)
+            left = np.mean([f[1] for f in frames[:W]], axis=0)
+            right = np.mean([f[1] for f in frames[W:]], axis=0)
+            novelty = 1.0 - float(left @ right / (np.linalg.norm(left) * np.linalg.norm(right) + 1e-9))
+            level = np.median([f[3] for f in frames])
+            dip = level - min(frames[W - 1][2], frames[W][2])
+            t = frames[W][0]
+            if (novelty >= self.p.novelty_high or (novelty >= self.p.novelty_low and dip >= self.p.dip_db)) \
+                    and self._self_similarity(right) < self.p.max_self_similarity:
+                if self._candidate is None or novelty > self._candidate[0]:
+                    self._candidate = (novelty, t, 0)
+        if self._candidate is not None and self._candidate[2] >= self.p.peak_wait_frames:
+            _, t, _ = self._candidate
+            self._candidate = None
+            # frames before the boundary belong to the old song
+            while self._frames and self._frames[0][0] < t:
+                self._frames.popleft()
+            self._protos, self._block = [], []
+            if t - self.song_start >= FRAME_HOP_S * self.p.window_frames:
+                self.song_start, self.song_reason = t, "song_change"
+                self.requested, self.song_requests, self.last_clip_start = False, 0, None
+
+    def _remember(self, e: np.ndarray) -> None:
+        # window means every W/2 frames (overlapping windows), like the windows they are compared with
+        self._block.append(e)
+        W = self.p.window_frames
+        if len(self._block) < W:
+            return
+        m = np.mean(self._block, axis=0)
+        self._protos.append(m / (np.linalg.norm(m) + 1e-9))
+        self._block = self._block[1:]
+        if len(self._protos) > self.p.prototypes:   # merge the two most alike: memory stays bounded
+            P = np.stack(self._protos)
+            sim = P @ P.T
+            np.fill_diagonal(sim, -2)
+            i, j = np.unravel_index(np.argmax(sim), sim.shape)
+            merged = P[i] + P[j]
+            self._protos = [p for k, p in enumerate(self._protos) if k not in (i, j)]
+            self._protos.append(merged / (np.linalg.norm(merged) + 1e-9))
+
+    def _self_similarity(self, right: np.ndarray) -> float:
+        if not self._protos:
+            return -1.0
+        r = right / (np.linalg.norm(right) + 1e-9)
+        return float(np.max(np.stack(self._protos) @ r))
+
+    @property
+    def confirmed_time(self) -> float:
+        """Stream time up to which song boundaries are known."""
+        if not self._frames:
+            return -1e12
+        lag = (self.p.window_frames + self.p.peak_wait_frames) * FRAME_HOP_S
+        return self._frames[-1][0] + FRAME_HOP_S - lag
+
+    def _maybe_request(self, newest_time: float) -> list[RequestIntent]:
+        p = self.p
+        conf = self.confirmed_time
+        if self._candidate is not None:
+            conf = min(conf, self._candidate[1])
+        if self.requested:
+            if self.last_clip_start is None or conf - self.last_clip_start < p.requery_after_s:
+                return []
+            reason, start = "requery", max(self.song_start, min(conf, newest_time) - p.clip_s)
+        else:
+            if conf - self.song_start < p.min_music_s:
+                return []
+            reason, start = self.song_reason, self.song_start + p.lead_in_s
+        end = start + p.clip_s
+        if end > newest_time:
+            end = newest_time
+            start = max(self.song_start, end - p.clip_s)
+        if end - start < min(3.0, p.clip_s) or newest_time - self.last_request_at < p.cooldown_s:
+            return []
+        intent = RequestIntent(self.channel, f"{self.channel}:{self.song_start:.2f}:{self.song_requests}",
+                               round(start, 3), round(end, 3), round(newest_time, 3), round(self.song_start, 3),
+                               reason)
+        self.requested = True
+        self.song_requests += 1
+        self.requests += 1
+        self.last_clip_start = start
+        self.last_request_at = newest_time
+        return [intent]
+
+    def state_dict(self) -> dict:
+        return {"params": asdict(self.p), "song_start": self.song_start, "song_reason": self.song_reason,
+                "requested": self.requested, "song_requests": self.song_requests,
+                "last_clip_start": self.last_clip_start, "last_request_at": self.last_request_at,
+                "requests": self.requests, "candidate": self._candidate, "_gap_since": self._gap_since,
+                "frames": [(t, _b64(e), lo, med) for t, e, lo, med in self._frames],
+                "protos": [_b64(e) for e in self._protos], "block": [_b64(e) for e in self._block]}
+
+    def load_state_dict(self, d: dict) -> None:
+        for k in ("song_start", "song_reason", "requested", "song_requests", "last_clip_start", "last_request_at",
+                  "requests", "_gap_since"):
+            setattr(self, k, d[k])
+        self._candidate = tuple(d["candidate"]) if d["candidate"] else None
+        self._frames = deque((t, _unb64(e), lo, med) for t, e, lo, med in d["frames"])
+        self._protos = [_unb64(e) for e in d["protos"]]
+        self._block = [_unb64(e) for e in d["block"]]
+
+
+def _b64(e: np.ndarray) -> str:
+    import base64
+    return base64.b64encode(np.asarray(e, "<f4").tobytes()).decode()
+
+
+def _unb64(s: str) -> np.ndarray:
+    import base64
+    return np.frombuffer(base64.b64decode(s), "<f4").copy()

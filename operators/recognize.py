@@ -1,0 +1,276 @@
+"""Recognition: provider adapters and the stage that pays for requests.
+
+A provider is one class with `identify(audio, codec) -> Answer`; ACRCloud
+(identify v1: multipart, HMAC-SHA1 signature) and AudD (multipart with
+api_token) ship here, and `PROVIDERS` maps config names to classes. The
+Recognizer around it never pays twice for one request id (result cache),
+enforces the budget before a call, rate-limits per provider, retries 5xx and
+timeouts with exponential backoff, honours 429 Retry-After, and writes every
+outcome to the cost ledger (paid calls with their cost).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+log = logging.getLogger("onair.recognize")
+
+
+@dataclass
+class Answer:
+    matched: bool
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+    isrc: str | None = None
+    score: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    def __init__(self, message: str, retryable: bool, retry_after: float | None = None, status: int | None = None):
+        super().__init__(message)
+        self.retryable, self.retry_after, self.status = retryable, retry_after, status
+
+
+class Provider:
+    name = "base"
+
+    def __init__(self, price: float, timeout_s: float = 10.0):
+        self.price = price
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+
+    def identify(self, audio: bytes, codec: str) -> Answer:
+        raise NotImplementedError
+
+    def _post(self, url: str, data: dict, files: dict) -> dict:
+        try:
+            r = self.session.post(url, data=data, files=files, timeout=self.timeout_s)
+        except requests.Timeout:
+            raise ProviderError("timed out", retryable=True) from None
+        except requests.ConnectionError as e:
+            raise ProviderError(f"connection failed: {type(e).__name__}", retryable=True) from None
+        if r.status_code == 429:
+            raise ProviderError("rate limited (429)", True, _retry_after(r.headers.get("Retry-After")), 429)
+        if r.status_code >= 500:
+            raise ProviderError(f"server error {r.status_code}", True, _retry_after(r.headers.get("Retry-After")),
+                                r.status_code)
+        if r.status_code >= 400:
+            raise ProviderError(f"client error {r.status_code}", False, status=r.status_code)
+        try:
+            return r.json()
+        except ValueError:
+            raise ProviderError("answer is not JSON", retryable=True, status=r.status_code) from None
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class ACRCloud(Provider):
+    """ACRCloud identify v1 (https://docs.acrcloud.com/reference/identification-api)."""
+    name = "acrcloud"
+
+    def __init__(self, url: str, access_key: str, access_secret: str, price: float, timeout_s: float = 10.0):
+        super().__init__(price, timeout_s)
+        self.url, self.access_key, self._secret = url, access_key, access_secret
+
+    @staticmethod
+    def signature(secret: str, uri: str, access_key: str, data_type: str, version: str, timestamp: str) -> str:
+        msg = "\n".join(["POST", uri, access_key, data_type, version, timestamp])
+        return base64.b64encode(hmac.new(secret.encode(), msg.encode(), hashlib.sha1).digest()).decode()
+
+    def identify(self, audio: bytes, codec: str) -> Answer:
+        from urllib.parse import urlparse
+        ts = str(int(time.time()))
+        sig = self.signature(self._secret, urlparse(self.url).path, self.access_key, "audio", "1", ts)
+        data = {"access_key": self.access_key, "sample_bytes": str(len(audio)), "timestamp": ts,
+                "signature": sig, "data_type": "audio", "signature_version": "1"}
+        doc = self._post(self.url, data, {"sample": (f"clip.{codec}", audio, f"audio/{codec}")})
+        code = (doc.get("status") or {}).get("code")
+        if code == 0:
+            music = ((doc.get("metadata") or {}).get("music") or [{}])[0]
+            artists = ", ".join(a.get("name", "") for a in music.get("artists") or []) or None
+            return Answer(True, music.get("title"), artists, (music.get("album") or {}).get("name"),
+                          (music.get("external_ids") or {}).get("isrc"), _num(music.get("score")),
+                          {"acrid": music.get("acrid")})
+        if code == 1001:
+            return Answer(False)
+        msg = (doc.get("status") or {}).get("msg", "")
+        # 3003/3015: limits exceeded; 2000/3xxx others are configuration faults
+        raise ProviderError(f"ACRCloud status {code}: {msg}", retryable=code in (3003, 3015))
+
+
+class AudD(Provider):
+    """AudD (https://docs.audd.io/): multipart with api_token."""
+    name = "audd"
+
+    def __init__(self, url: str, api_token: str, price: float, timeout_s: float = 10.0):
+        super().__init__(price, timeout_s)
+        self.url, self._token = url, api_token
+
+    def identify(self, audio: bytes, codec: str) -> Answer:
+        doc = self._post(self.url, {"api_token": self._token, "return": "isrc"},
+                         {"file": (f"clip.{codec}", audio, f"audio/{codec}")})
+        if doc.get("status") == "success":
+            res = doc.get("result")
+            if not res:
+                return Answer(False)
+            return Answer(True, res.get("title"), res.get("artist"), res.get("album"), res.get("isrc"), None,
+                          {"timecode": res.get("timecode"), "song_link": res.get("song_link")})
+        err = doc.get("error") or {}
+        code = err.get("error_code")
+        # 901/902: request limits; 900/300/500: token or request faults
+        raise ProviderError(f"AudD error {code}: {err.get('error_message', '')}", retryable=code in (901, 902))
+
+
+def _num(v):
+    try:
+        return float(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+PROVIDERS = {"acrcloud": ACRCloud, "audd": AudD}
+
+
+class RateLimiter:
+    """At most `rate` calls per second, with a burst of one second's worth."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self._tokens = max(1.0, rate)
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(max(1.0, self.rate), self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return
+                wait = (1.0 - self._tokens) / self.rate
+            time.sleep(wait)
+
+
+class Recognizer:
+    def __init__(self, provider: Provider, budget, ledger, currency: str = "USD", max_retries: int = 4,
+                 backoff_s: float = 0.5, rate_per_s: float = 5.0, metrics=None, clock=time.time):
+        self.provider = provider
+        self.budget = budget
+        self.ledger = ledger          # callable(entry dict)
+        self.currency = currency
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.limiter = RateLimiter(rate_per_s)
+        self.metrics = metrics
+        self.clock = clock
+        self.cache: dict[str, dict] = {}      # request_id -> {"outcome", "nowplaying"}
+        self._lock = threading.Lock()
+
+    def replay(self, entries) -> None:
+        """Rebuild the cache and the budget from an earlier ledger (restart, failover)."""
+        for e in entries:
+            if e.get("paid"):
+                self.budget.charge(e["channel"], e["cost"], at=e["ts"])
+            if e.get("outcome") in ("matched", "no_match"):
+                self.cache[e["request_id"]] = {"outcome": e["outcome"], "nowplaying": e.get("nowplaying")}
+
+    def handle(self, req: dict) -> dict | None:
+        """Recognise one request; returns a now-playing record when the provider matched it."""
+        rid, channel = req["request_id"], req["channel"]
+        with self._lock:
+            hit = self.cache.get(rid)
+        if hit is not None:
+            self._count(channel, "deduplicated")
+            return hit["nowplaying"]
+        price = self.provider.price
+        with self._lock:
+            cap = self.budget.check(channel, price)
+            if cap is None:
+                self.budget.charge(channel, price)   # reserved now, so a burst cannot overshoot the cap
+        if cap is not None:
+            self._count(channel, "budget_skipped")
+            self._ledger(req, "budget_skipped", paid=False, detail=cap)
+            log.info("channel %s: request %s not sent: budget cap %s reached", channel, rid, cap)
+            return None
+        audio = base64.b64decode(req["audio"]["data"])
+        answer, error = self._call(audio, req["audio"]["codec"], channel)
+        if answer is None:
+            with self._lock:
+                self.budget.refund(channel, price)   # nothing was paid: give the reservation back
+            self._count(channel, "error")
+            self._ledger(req, "error", paid=False, detail=error)
+            return None
+        outcome = "matched" if answer.matched else "no_match"
+        nowplaying = None
+        if answer.matched:
+            nowplaying = {"channel": channel, "request_id": rid, "title": answer.title, "artist": answer.artist,
+                          "album": answer.album, "isrc": answer.isrc, "provider": self.provider.name,
+                          "score": answer.score, "started_at": req.get("song_start", req["clip_start"])}
+        with self._lock:
+            self.cache[rid] = {"outcome": outcome, "nowplaying": nowplaying}
+        self._count(channel, "sent")
+        self._count(channel, outcome)
+        if self.metrics is not None:
+            self.metrics.recognition_spend.labels(channel, self.provider.name).inc(price)
+            self.metrics.recognition_audio.labels(channel, self.provider.name).inc(
+                float(req["clip_end"]) - float(req["clip_start"]))
+        self._ledger(req, outcome, paid=True, nowplaying=nowplaying)
+        return nowplaying
+
+    def _call(self, audio: bytes, codec: str, channel: str):
+        delay = self.backoff_s
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            self.limiter.acquire()
+            t0 = time.monotonic()
+            try:
+                answer = self.provider.identify(audio, codec)
+                self._latency(time.monotonic() - t0)
+                return answer, ""
+            except ProviderError as e:
+                self._latency(time.monotonic() - t0)
+                last = str(e)
+                if not e.retryable or attempt == self.max_retries:
+                    log.warning("channel %s: %s gave up: %s", channel, self.provider.name, last)
+                    return None, last
+                wait = e.retry_after if e.retry_after is not None else delay
+                log.info("channel %s: %s %s; retry %d in %.1f s", channel, self.provider.name, last, attempt + 1,
+                         wait)
+                time.sleep(wait)
+                delay *= 2
+        return None, last
+
+    def _ledger(self, req: dict, outcome: str, paid: bool, detail: str = "", nowplaying=None) -> None:
+        entry = {"ts": round(self.clock(), 3), "request_id": req["request_id"], "channel": req["channel"],
+                 "provider": self.provider.name, "outcome": outcome, "paid": paid,
+                 "cost": self.provider.price if paid else 0.0, "currency": self.currency,
+                 "audio_s": round(float(req["clip_end"]) - float(req["clip_start"]), 3)}
+        if detail:
+            entry["detail"] = detail
+        if nowplaying is not None:
+            entry["nowplaying"] = nowplaying
+        self.ledger(entry)
+
+    def _count(self, channel: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.recognition_requests.labels(channel, self.provider.name, outcome).inc()
+
+    def _latency(self, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.provider_latency.labels(self.provider.name).observe(seconds)

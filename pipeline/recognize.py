@@ -1,0 +1,219 @@
+"""The recognition stage at run time: provider and budget from config, the
+cost ledger on disk, and the three ways requests reach it: inside `onair run`
+(a thread beside the pipeline), `onair recognize --dir DIR` (follows
+DIR/requests.jsonl as it grows) and `onair recognize --kafka` (a consumer
+group over the requests topic, now-playing records to their topic).
+
+Provider keys come from the environment variable or the file named in
+config; they are handed to the adapter and never logged or written.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+from operators.budget import Budget, Caps
+from operators.recognize import PROVIDERS, Recognizer
+from pipeline.config import ConfigError
+from pipeline.sinks import JsonlSink
+
+log = logging.getLogger("onair.recognize")
+
+
+def secret(cfg: dict, name: str) -> str:
+    """A provider credential from `<name>_file` (if set) or the variable named by `<name>_env`."""
+    r = cfg["recognition"]
+    path = r.get(f"{name}_file")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"config key 'recognition.{name}_file': cannot read it ({e.strerror})") from None
+    value = os.environ.get(r[f"{name}_env"])
+    if not value:
+        raise ConfigError(f"config key 'recognition.{name}_env': the variable {r[f'{name}_env']} is not set "
+                          f"(or set recognition.{name}_file)")
+    return value
+
+
+def make_provider(cfg: dict):
+    r = cfg["recognition"]
+    name = r["provider"]
+    if name == "none":
+        return None
+    if name == "acrcloud":
+        return PROVIDERS[name](r["acrcloud_url"], secret(cfg, "acrcloud_access_key"),
+                               secret(cfg, "acrcloud_access_secret"), r["acrcloud_price"], r["timeout_s"])
+    return PROVIDERS[name](r["audd_url"], secret(cfg, "audd_api_token"), r["audd_price"], r["timeout_s"])
+
+
+def caps(cfg: dict) -> Caps:
+    r = cfg["recognition"]
+    return Caps(**{k: r[k] for k in Caps.__dataclass_fields__})
+
+
+class Ledger:
+    """Append-only JSONL of every recognition outcome; paid calls carry their cost."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def entries(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                log.warning("%s: a damaged ledger line was skipped", self.path)
+        return out
+
+    def __call__(self, entry: dict) -> None:
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+
+def make_recognizer(cfg: dict, ledger_path: Path, metrics=None, clock=time.time) -> Recognizer | None:
+    provider = make_provider(cfg)
+    if provider is None:
+        return None
+    r = cfg["recognition"]
+    ledger = Ledger(ledger_path)
+    rec = Recognizer(provider, Budget(caps(cfg), clock), ledger, r["currency"], r["max_retries"], r["backoff_s"],
+                     r["rate_per_s"], metrics, clock)
+    rec.replay(ledger.entries())
+    log.info("recognition by %s at %.4f %s a request; ledger %s (%d earlier entries)", provider.name,
+             provider.price, r["currency"], ledger_path, len(rec.cache))
+    return rec
+
+
+class RecognitionStage(threading.Thread):
+    """Runs requests through the recognizer in the background of `onair run`."""
+
+    def __init__(self, recognizer: Recognizer, nowplaying: JsonlSink):
+        super().__init__(name="recognize", daemon=True)
+        self.recognizer = recognizer
+        self.nowplaying = nowplaying
+        self.items: queue.Queue = queue.Queue()
+
+    def submit(self, req: dict) -> None:
+        self.items.put(req)
+
+    def close(self) -> None:
+        self.items.put(None)
+        self.join()
+
+    def run(self) -> None:
+        while True:
+            req = self.items.get()
+            if req is None:
+                return
+            try:
+                np_rec = self.recognizer.handle(req)
+            except Exception:  # one bad request must not stop the stage
+                log.exception("recognition of %s failed", req.get("request_id"))
+                continue
+            if np_rec is not None:
+                self.nowplaying.write(np_rec)
+
+
+def follow_dir(cfg: dict, out_dir: Path, metrics=None, stop: threading.Event | None = None,
+               idle_exit_s: float | None = None) -> int:
+    """`onair recognize --dir`: recognise DIR/requests.jsonl as it grows."""
+    stop = stop or threading.Event()
+    rec = make_recognizer(cfg, _ledger_path(cfg, out_dir), metrics)
+    if rec is None:
+        raise ConfigError("config key 'recognition.provider': none is configured, nothing to send")
+    sink = _append_sink(out_dir / "nowplaying.jsonl")
+    path = out_dir / "requests.jsonl"
+    pos, last = 0, time.monotonic()
+    done = 0
+    while not stop.is_set():
+        lines = []
+        if path.exists():
+            with open(path, encoding="utf-8") as f:
+                f.seek(pos)
+                chunk = f.read()
+                keep = chunk.rfind("\n") + 1          # a half-written last line waits for its end
+                pos += len(chunk[:keep].encode("utf-8"))
+                lines = chunk[:keep].splitlines()
+        for line in lines:
+            if line.strip():
+                np_rec = rec.handle(json.loads(line))
+                done += 1
+                if np_rec is not None:
+                    sink.write(np_rec)
+        if lines:
+            last = time.monotonic()
+        elif idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
+            break
+        else:
+            stop.wait(0.2)
+    return done
+
+
+def _ledger_path(cfg: dict, out_dir: Path | None) -> Path:
+    p = Path(cfg["recognition"]["ledger"])
+    return p if p.is_absolute() or out_dir is None else out_dir / p
+
+
+class _append_sink(JsonlSink):
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+        self.count = 0
+
+
+def consume_kafka(cfg: dict, metrics=None, stop: threading.Event | None = None,
+                  idle_exit_s: float | None = None) -> int:
+    """`onair recognize --kafka`: a consumer group over the requests topic; offsets are committed
+    after the now-playing records are produced, so a crash re-reads requests and the ledger-backed
+    cache keeps them from being paid twice."""
+    from pipeline.kafka_io import consumer, producer
+    from pipeline.worker import _offset
+    stop = stop or threading.Event()
+    k = cfg["kafka"]
+    rec = make_recognizer(cfg, Path(cfg["recognition"]["ledger"]), metrics)
+    if rec is None:
+        raise ConfigError("config key 'recognition.provider': none is configured, nothing to send")
+    c = consumer(cfg, k["topic_requests"], group_id=f"{k['group_id']}.recognize")
+    p = producer(cfg)
+    done, last = 0, time.monotonic()
+    try:
+        while not stop.is_set():
+            records = c.poll(timeout_ms=k["poll_ms"])
+            if not records:
+                if idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
+                    break
+                continue
+            last = time.monotonic()
+            commit = {}
+            for tp, msgs in records.items():
+                for m in msgs:
+                    commit[tp] = _offset(m.offset + 1)
+                    try:
+                        req = json.loads(m.value)
+                    except ValueError:
+                        log.warning("request record %s:%d is not JSON; skipped", m.partition, m.offset)
+                        continue
+                    np_rec = rec.handle(req)
+                    done += 1
+                    if np_rec is not None:
+                        p.send(k["topic_nowplaying"], key=np_rec["channel"].encode(),
+                               value=json.dumps(np_rec, separators=(",", ":")).encode())
+            p.flush()
+            c.commit(commit)
+    finally:
+        c.close()
+        p.close(timeout=10)
+    return done

@@ -1,0 +1,78 @@
+"""Debounce on synthetic decided frames: songs are clusters of embeddings."""
+import numpy as np
+
+from operators.debounce import Debouncer, DebounceParams
+
+HOP = 0.96
+
+
+def song(rng, seconds, center=None):
+    center = rng.normal(size=64) if center is None else center
+    return [center + 0.3 * rng.normal(size=64) for _ in range(int(seconds / HOP))], center
+
+
+def feed(deb, blocks, lag_s=4.8):
+    """blocks: list of (kind, embeddings) with kind music|speech|fade; returns the request intents."""
+    out, t = [], 0.0
+    for kind, embs in blocks:
+        for i, e in enumerate(embs):
+            music = kind != "speech"
+            level = -60.0 if kind == "fade" else -20.0
+            out += deb.push(t, music, e, level, -20.0, t + 0.975 + lag_s)
+            t += HOP
+    return out
+
+
+def test_one_request_per_song_and_none_for_a_jingle():
+    rng = np.random.default_rng(0)
+    talk = [rng.normal(size=64) for _ in range(30)]
+    a, _ = song(rng, 120)
+    b, _ = song(rng, 90)
+    jingle, _ = song(rng, 6)
+    fade = [rng.normal(size=64) * 0.01 + a[-1] for _ in range(2)]
+    reqs = feed(Debouncer("c"), [("speech", talk), ("music", a), ("fade", fade), ("music", b),
+                                 ("speech", talk), ("music", jingle), ("speech", talk)])
+    assert [r.reason for r in reqs] == ["new_music", "song_change"]
+    first, second = reqs
+    assert 28.8 <= first.song_start < 30 and first.clip_start >= first.song_start
+    assert abs((first.clip_end - first.clip_start) - 10.0) < 1e-6
+    assert 28.8 + 120 - 2 <= second.song_start <= 28.8 + 124
+    assert first.request_id == f"c:{first.song_start:.2f}:0"
+    assert second.emitted_at - first.emitted_at >= 20
+
+
+def test_a_long_song_is_asked_again_only_after_requery_after_s():
+    rng = np.random.default_rng(1)
+    a, _ = song(rng, 400)
+    reqs = feed(Debouncer("c", DebounceParams(requery_after_s=150)), [("music", a)])
+    assert [r.reason for r in reqs] == ["new_music", "requery", "requery"]
+    assert [r.request_id[-1] for r in reqs] == ["0", "1", "2"]
+
+
+def test_a_short_gap_does_not_split_a_song_but_a_long_one_does():
+    rng = np.random.default_rng(2)
+    a, center = song(rng, 60)
+    a2, _ = song(rng, 60, center)
+    blip = [rng.normal(size=64) for _ in range(3)]
+    talk = [rng.normal(size=64) for _ in range(20)]
+    assert len(feed(Debouncer("c"), [("music", a), ("speech", blip), ("music", a2)])) == 1
+    assert len(feed(Debouncer("c"), [("music", a), ("speech", talk), ("music", a2)])) == 2
+
+
+def test_state_round_trip_gives_the_same_requests():
+    rng = np.random.default_rng(3)
+    a, _ = song(rng, 50)
+    b, _ = song(rng, 50)
+    fade = [a[-1] * 0.01 for _ in range(2)]
+    frames = [(True, e, -60.0 if i in (52, 53) else -20.0) for i, e in enumerate(a + fade + b)]
+    whole, split = Debouncer("c"), Debouncer("c")
+    out_whole, out_split = [], []
+    for i, (m, e, lv) in enumerate(frames):
+        out_whole += whole.push(i * HOP, m, e, lv, -20.0, i * HOP + 5.8)
+        if i == 40:
+            import json
+            restored = Debouncer("c")
+            restored.load_state_dict(json.loads(json.dumps(split.state_dict())))
+            split = restored
+        out_split += split.push(i * HOP, m, e, lv, -20.0, i * HOP + 5.8)
+    assert out_whole == out_split and len(out_whole) == 2

@@ -1,0 +1,175 @@
+"""Recognition against local servers speaking the ACRCloud and AudD wire formats."""
+import base64
+import json
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from operators.budget import Budget, Caps
+from operators.clipaudio import audio_field
+from pipeline import config
+from pipeline.metrics import Metrics
+from pipeline.recognize import make_recognizer
+from tests.provider_servers import ProviderServer
+
+SECRET = "s3cr3t-never-logged"
+KEY = "key-1234"
+
+
+class Clock:
+    def __init__(self, t=1_800_000_000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def request(i=0, channel="ch1"):
+    samples = (np.sin(np.arange(16000 * 10) * 0.05 + i) * 8000).astype(np.int16)
+    return {"request_id": f"{channel}:{i}.00:0", "channel": channel, "clip_start": float(i),
+            "clip_end": float(i) + 10, "emitted_at": i + 20.0, "song_start": float(i),
+            "audio": audio_field(samples, "flac")}
+
+
+@pytest.fixture(params=["acrcloud", "audd"])
+def provider(request, monkeypatch, tmp_path):
+    kind = request.param
+    server = ProviderServer(kind, SECRET, KEY, slow_s=2.5)
+    if kind == "acrcloud":
+        monkeypatch.setenv("ACRCLOUD_ACCESS_KEY", KEY)
+        monkeypatch.setenv("ACRCLOUD_ACCESS_SECRET", SECRET)
+        sets = [f"recognition.acrcloud_url={server.url}"]
+    else:
+        (tmp_path / "token").write_text(SECRET + "\n")           # a key from a file named in config
+        sets = [f"recognition.audd_url={server.url}", f"recognition.audd_api_token_file={tmp_path / 'token'}"]
+    cfg = config.load(None, [f"recognition.provider={kind}", "recognition.backoff_s=0.05",
+                             "recognition.timeout_s=1", "recognition.rate_per_s=1000", *sets])
+    yield kind, server, cfg
+    server.close()
+
+
+def make(cfg, tmp_path, clock=None, metrics=None):
+    return make_recognizer(cfg, tmp_path / "ledger.jsonl", metrics or Metrics(), clock or Clock())
+
+
+def ledger(tmp_path):
+    return [json.loads(x) for x in (tmp_path / "ledger.jsonl").read_text().splitlines()]
+
+
+def test_match_no_match_and_the_ledger(provider, tmp_path):
+    kind, server, cfg = provider
+    metrics = Metrics()
+    rec = make(cfg, tmp_path, metrics=metrics)
+    server.script = ["match", "no_match"]
+    np1 = rec.handle(request(0))
+    assert np1["title"] == "Song Title" and np1["artist"] == "The Artist" and np1["provider"] == kind
+    assert set(np1) >= {"channel", "request_id", "title", "artist", "album", "isrc", "provider", "score",
+                        "started_at"}
+    assert rec.handle(request(1)) is None
+    entries = ledger(tmp_path)
+    assert [e["outcome"] for e in entries] == ["matched", "no_match"]
+    price = cfg["recognition"][f"{kind}_price"]
+    assert sum(e["cost"] for e in entries) == pytest.approx(2 * price)
+    spend = metrics.registry.get_sample_value("onair_recognition_spend_usd_total", {"channel": "ch1",
+                                                                                  "provider": kind})
+    assert spend == pytest.approx(2 * price)
+    sent_audio = metrics.registry.get_sample_value("onair_recognition_audio_sent_seconds_total",
+                                                   {"channel": "ch1", "provider": kind})
+    assert sent_audio == pytest.approx(20.0)
+    # the clip arrived as FLAC, whole
+    f = server.calls[0]["fields"]
+    blob = f["sample"] if kind == "acrcloud" else f["file"]
+    assert blob[:4] == b"fLaC" and blob == base64.b64decode(request(0)["audio"]["data"])
+
+
+def test_retries_on_500_429_and_timeouts_then_pays_once(provider, tmp_path):
+    kind, server, cfg = provider
+    rec = make(cfg, tmp_path)
+    server.script = ["500", "429", "slow", "match"]
+    assert rec.handle(request(0))["title"] == "Song Title"
+    assert [c["behaviour"] for c in server.calls] == ["500", "429", "slow", "match"]
+    entries = ledger(tmp_path)
+    assert len(entries) == 1 and entries[0]["paid"] and entries[0]["outcome"] == "matched"
+
+
+def test_giving_up_costs_nothing(provider, tmp_path):
+    kind, server, cfg = provider
+    cfg["recognition"]["max_retries"] = 1
+    rec = make(cfg, tmp_path)
+    server.default = "500"
+    assert rec.handle(request(0)) is None
+    assert ledger(tmp_path)[0]["outcome"] == "error" and not ledger(tmp_path)[0]["paid"]
+    # and the failed call did not use up budget
+    assert rec.budget.check("ch1", 0.0) is None
+
+
+def test_a_redelivered_request_is_never_paid_twice_even_after_a_restart(provider, tmp_path):
+    kind, server, cfg = provider
+    rec = make(cfg, tmp_path)
+    rec.handle(request(0))
+    assert rec.handle(request(0))["title"] == "Song Title"
+    again = make(cfg, tmp_path)                      # a new process: cache and budget from the ledger
+    assert again.handle(request(0))["title"] == "Song Title"
+    assert server.paid_calls() == 1
+    assert sum(e["paid"] for e in ledger(tmp_path)) == 1
+
+
+def test_budget_caps_hold_under_a_burst_from_many_channels(provider, tmp_path):
+    kind, server, cfg = provider
+    cfg["recognition"].update(channel_hour_requests=3, channel_day_requests=None, global_day_requests=25,
+                              global_day_money=None)
+    clock = Clock()
+    metrics = Metrics()
+    rec = make(cfg, tmp_path, clock, metrics)
+    reqs = [request(i, f"ch{c}") for c in range(12) for i in range(5)]
+    threads = [threading.Thread(target=rec.handle, args=(r,)) for r in reqs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    entries = ledger(tmp_path)
+    paid = [e for e in entries if e["paid"]]
+    assert len(paid) == 25 == server.paid_calls()                 # the global daily cap
+    for c in range(12):
+        assert sum(1 for e in paid if e["channel"] == f"ch{c}") <= 3   # the per-channel hourly cap
+    skipped = [e for e in entries if e["outcome"] == "budget_skipped"]
+    assert len(skipped) == 60 - 25 and all(e["cost"] == 0 for e in skipped)
+    total_skipped = sum(metrics.registry.get_sample_value("onair_recognition_requests_total",
+                                                          {"channel": f"ch{c}", "provider": kind,
+                                                           "outcome": "budget_skipped"}) or 0 for c in range(12))
+    assert total_skipped == 35
+    # the next hour a capped channel may spend again, but the day's global cap still holds
+    clock.t += 3600
+    assert rec.budget.check("ch0", 0.0) == "global_day_requests"
+    clock.t += 86400
+    assert rec.budget.check("ch0", 0.0) is None
+
+
+def test_money_caps(tmp_path):
+    b = Budget(Caps(channel_day_money=0.01), Clock())
+    for _ in range(4):
+        assert b.check("a", 0.0025) is None
+        b.charge("a", 0.0025)
+    assert b.check("a", 0.0025) == "channel_day_money"
+    assert b.check("b", 0.0025) is None
+
+
+def test_credentials_never_reach_logs_or_records(provider, tmp_path, caplog):
+    kind, server, cfg = provider
+    caplog.set_level(logging.DEBUG)
+    cfg["recognition"]["max_retries"] = 1
+    rec = make(cfg, tmp_path)
+    server.script = ["match", "500", "500"]
+    records = [rec.handle(request(0)), rec.handle(request(1))]
+    text = caplog.text + (tmp_path / "ledger.jsonl").read_text() + json.dumps(records)
+    assert SECRET not in text and KEY not in text
+    assert server.calls, "the provider was called"
+
+
+def test_missing_credentials_name_the_variable(monkeypatch, tmp_path):
+    monkeypatch.delenv("AUDD_API_TOKEN", raising=False)
+    cfg = config.load(None, ["recognition.provider=audd"])
+    with pytest.raises(config.ConfigError, match="AUDD_API_TOKEN"):
+        make_recognizer(cfg, tmp_path / "l.jsonl")
