@@ -35,7 +35,7 @@ STOP = object()
 
 
 def embed_by_channel(embedder, frames: list[np.ndarray], channels: list[str], metrics=None):
-    """One model call for frames of many channels; returns the embeddings and,
+    """One model call for frames of many channels; returns the Embedded result and,
     per channel, the indices of its frames in arrival order."""
     t0 = time.perf_counter()
     result = embedder.embed(np.stack(frames))
@@ -48,7 +48,7 @@ def embed_by_channel(embedder, frames: list[np.ndarray], channels: list[str], me
     groups: dict[str, list[int]] = {}
     for i, ch in enumerate(channels):
         groups.setdefault(ch, []).append(i)
-    return result.embeddings, groups, dt
+    return result, groups, dt
 
 
 class EmbedBatcher(threading.Thread):
@@ -59,7 +59,7 @@ class EmbedBatcher(threading.Thread):
         self.items = items
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
-        self.on_frames = on_frames   # (channel, times, embeddings, newest times, frames)
+        self.on_frames = on_frames   # (channel, times, embeddings, newest times, frames, class scores)
         self.on_end = on_end         # (channel, end_time)
         self.metrics = metrics
         self.error: BaseException | None = None
@@ -106,10 +106,11 @@ class EmbedBatcher(threading.Thread):
     def _embed(self, frames: list[FrameItem]) -> None:
         if not frames:
             return
-        emb, groups, dt = embed_by_channel(self.embedder, [f.frame for f in frames], [f.channel for f in frames],
+        res, groups, dt = embed_by_channel(self.embedder, [f.frame for f in frames], [f.channel for f in frames],
                                            self.metrics)
         self.embed_seconds += dt
         self.frames_done += len(frames)
         for ch, idx in groups.items():
-            self.on_frames(ch, [frames[i].time for i in idx], emb[idx], [frames[i].newest_time for i in idx],
-                           [frames[i].frame for i in idx])
+            self.on_frames(ch, [frames[i].time for i in idx], res.embeddings[idx],
+                           [frames[i].newest_time for i in idx], [frames[i].frame for i in idx],
+                           None if res.class_scores is None else res.class_scores[idx])

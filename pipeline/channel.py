@@ -14,6 +14,7 @@ from operators.classify import Head
 from operators.clipaudio import AudioHistory, audio_field
 from operators.debounce import Debouncer, DebounceParams
 from operators.decode import Chunk
+from operators.genre import GenreTagger
 from operators.framing import FRAME_SAMPLES, HOP_SAMPLES, SAMPLE_RATE, FrameRing
 from operators.hmm import FixedLagHMM
 from operators.segments import SegmentBuilder
@@ -23,7 +24,8 @@ FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 
 class ChannelDetector:
     def __init__(self, channel: str, head: Head, hmm: dict, lag_frames: int, emit_segment, metrics=None,
-                 debounce: dict | None = None, emit_request=None):
+                 debounce: dict | None = None, emit_request=None, genre_model=None, genre: dict | None = None,
+                 emit_genre=None):
         self.channel = channel
         self.head = head
         self._music = head.classes.index("music")
@@ -40,6 +42,10 @@ class ChannelDetector:
         self.debouncer = Debouncer(channel, DebounceParams(**{k: v for k, v in d.items()
                                                               if k in DebounceParams.__dataclass_fields__}))
         self.emit_request = emit_request
+        g = genre or {}
+        self.genre = None if genre_model is None else GenreTagger(
+            channel, genre_model, g.get("min_music_s", 12.0), g.get("update_s", 30.0), g.get("top_k", 3))
+        self.emit_genre = emit_genre
         self._pending: deque = deque()    # per frame inside the HMM window: (embedding, levels)
 
     def frames_for(self, chunk: Chunk) -> list[tuple[float, np.ndarray]]:
@@ -50,22 +56,26 @@ class ChannelDetector:
         return self.ring.push(chunk.samples)
 
     def on_embedded(self, times: list[float], embeddings: np.ndarray, newest: list[float],
-                    frames: list[np.ndarray]) -> None:
+                    frames: list[np.ndarray], class_scores: np.ndarray | None = None) -> None:
         """Embedded frames in order, with their audio and the newest stream time when each was cut.
         The clip history is built here, in decision order, because a file source runs far ahead of
         the model; per-frame times keep the decisions independent of how frames were batched."""
         p_music = self.head.predict_proba(embeddings)[:, self._music]
-        for t, p, e, f, newest_time in zip(times, p_music, embeddings, frames, newest):
+        scores = class_scores if class_scores is not None else [None] * len(times)
+        for t, p, e, f, newest_time, sc in zip(times, p_music, embeddings, frames, newest, scores):
             self.history.push(t, f[:HOP_SAMPLES])
             parts = f[:FRAME_SAMPLES - FRAME_SAMPLES % 1600].reshape(-1, 1600)
             db = 10 * np.log10(np.mean(parts * parts, axis=1) + 1e-10)
-            self._pending.append((e, (float(db.min()), float(np.median(db)))))
+            self._pending.append((e, (float(db.min()), float(np.median(db))), sc))
             for d in self.hmm.push(float(p), t):
                 self._decided(d, newest_time)
 
     def finish(self, end_time: float) -> None:
         for d in self.hmm.flush():
             self._decided(d, end_time)
+        if self.genre is not None:
+            for rec in self.genre.close(end_time):
+                self._emit_genre(rec)
         for seg in self.segments.close(end_time):
             self._emit(seg)
         if self.metrics is not None:
@@ -74,7 +84,8 @@ class ChannelDetector:
     def state_dict(self) -> dict:
         return {"ring": self.ring.state_dict(), "hmm": self.hmm.state_dict(), "segments": self.segments.state_dict(),
                 "newest_time": self.newest_time, "debounce": self.debouncer.state_dict(),
-                "pending": [(e.tolist(), lv) for e, lv in self._pending]}
+                "pending": [(e.tolist(), lv, None if sc is None else sc.tolist()) for e, lv, sc in self._pending],
+                "genre": None if self.genre is None else self.genre.state_dict()}
 
     def load_state_dict(self, d: dict) -> None:
         self.ring.load_state_dict(d["ring"])
@@ -82,7 +93,10 @@ class ChannelDetector:
         self.segments.load_state_dict(d["segments"])
         self.newest_time = d["newest_time"]
         self.debouncer.load_state_dict(d["debounce"])
-        self._pending = deque((np.asarray(e, np.float32), tuple(lv)) for e, lv in d["pending"])
+        self._pending = deque((np.asarray(e, np.float32), tuple(lv), None if sc is None else np.asarray(sc))
+                              for e, lv, sc in d["pending"])
+        if self.genre is not None and d.get("genre"):
+            self.genre.load_state_dict(d["genre"])
 
     def _decided(self, d, newest_time: float) -> None:
         if self.metrics is not None:
@@ -90,10 +104,17 @@ class ChannelDetector:
             self.metrics.music.labels(self.channel).set(d.state)
         for seg in self.segments.push(d.time, d.state, d.posterior):
             self._emit(seg)
-        emb, (lmin, lmed) = self._pending.popleft()
+        emb, (lmin, lmed), scores = self._pending.popleft()
+        if self.genre is not None:
+            for rec in self.genre.push(d.time, d.state == 1, emb, scores):
+                self._emit_genre(rec)
         for intent in self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time):
             if self.emit_request is not None:
                 self.emit_request(self.request_record(intent))
+
+    def _emit_genre(self, rec: dict) -> None:
+        if self.emit_genre is not None:
+            self.emit_genre(rec)
 
     def request_record(self, intent) -> dict:
         start, samples = self.history.clip(intent.clip_start, intent.clip_end)

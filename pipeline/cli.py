@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="onair", description="Music-on-air detection for live broadcast streams.")
     sub = ap.add_subparsers(dest="command", required=True)
 
+    g = sub.add_parser("genre", help="tag whole files with genres (one JSON line per file)")
+    g.add_argument("files", nargs="+", metavar="FILE")
+    _config_args(g)
+
     r = sub.add_parser("run", help="direct mode: read sources, write segments (no Kafka)")
     r.add_argument("--input", action="append", required=True, metavar="CHANNEL=URL",
                    help="a channel id and any URL or path PyAV opens (repeatable)")
@@ -46,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="fit the music head for an embedding backend")
     t.add_argument("--backend", choices=["yamnet", "vggish"], help="default: the config's embedding.backend")
+    t.add_argument("--head", choices=["music", "genre"], default="music",
+                   help="music: music/non-music from label; genre: genres from the manifest's genre column")
     t.add_argument("--manifest", required=True, help="CSV with path,label[,source] (paths relative to it)")
     t.add_argument("--music-dir", action="append", default=[], help="folder whose audio files are all music")
     t.add_argument("--programmes", help="folder of *.labels.csv to fit the HMM transitions")
@@ -131,6 +137,29 @@ def cmd_run(args, cfg) -> int:
     return 0 if any(r.ok for r in results.values()) else 1
 
 
+def cmd_genre(args, cfg) -> int:
+    from pipeline.audiofile import frames_of, read_audio
+    from pipeline.heads import HeadMissing, load_genre_model
+    from pipeline.models import load_embedder
+    embedder = load_embedder(cfg)
+    model = load_genre_model(cfg, embedder)
+    if model is None:
+        raise HeadMissing(f"no genre head for backend '{embedder.name}'; train one with onair train --head genre "
+                          f"--backend {embedder.name} --manifest ../shared/data/manifest.csv")
+    failed = 0
+    for path in args.files:
+        try:
+            res = embedder.embed(frames_of(read_audio(path)))
+        except Exception as e:  # one unreadable file is reported, the others are still tagged
+            log.error("%s: cannot tag: %s", path, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            failed += 1
+            continue
+        scores = None if res.class_scores is None else res.class_scores.mean(0)
+        p = model.probs(res.embeddings.mean(0), scores)
+        print(json.dumps({"path": path, "tags": model.tags(p, cfg["genre"]["top_k"])}), flush=True)
+    return 1 if failed == len(args.files) else 0
+
+
 def cmd_train(args, cfg) -> int:
     from pipeline.heads import head_path
     from pipeline.models import load_embedder
@@ -138,7 +167,16 @@ def cmd_train(args, cfg) -> int:
     if args.backend:
         cfg["embedding"]["backend"] = args.backend
     embedder = load_embedder(cfg)
-    out = Path(args.out) if args.out else head_path(cfg, embedder.name)
+    out = Path(args.out) if args.out else head_path(cfg, embedder.name, args.head)
+    if args.head == "genre":
+        from pipeline.heads import genre_model_for
+        from pipeline.train import train_genre_head
+        meta = train_genre_head(embedder, Path(args.manifest), out, Path(args.cache),
+                                genre_model_for(cfg, embedder))
+        v = meta["validation"]
+        print(json.dumps({"backend": meta["backend"], "accuracy": v["accuracy"],
+                          "accuracy_head_only": v["accuracy_head_only"], "classes": v["classes"]}))
+        return 0
     meta = train_music_head(embedder, Path(args.manifest), [Path(d) for d in args.music_dir],
                             Path(args.programmes) if args.programmes else None, out, Path(args.cache),
                             cap=args.frames_per_file, composer=_composer(args), compose=args.compose,
@@ -217,7 +255,8 @@ def cmd_demo(args, cfg) -> int:
 
 
 COMMANDS = {"run": cmd_run, "train": cmd_train, "demo": cmd_demo, "ingest": cmd_ingest, "worker": cmd_worker,
-            "broker": cmd_broker, "recognize": cmd_recognize}
+            "broker": cmd_broker, "recognize": cmd_recognize,
+            "genre": cmd_genre}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -111,6 +111,25 @@ class Track:
         return v
 
 
+@dataclass(frozen=True)
+class GenreMap:
+    """genre -> list of AudioSet class names (the YAMNet class map's display names)."""
+    default: dict
+
+    def check(self, key, v):
+        if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, list) and x and
+                                               all(isinstance(n, str) for n in x) for k, x in v.items()):
+            raise ConfigError(f"config key '{key}': expected a mapping of genre -> list of AudioSet class names")
+        return v
+
+
+AUDIOSET_GENRES = {
+    "blues": ["Blues", "Rhythm and blues"], "classical": ["Classical music", "Opera"],
+    "country": ["Country", "Bluegrass"], "disco": ["Disco"], "hiphop": ["Hip hop music", "Rapping"],
+    "jazz": ["Jazz", "Swing music"], "metal": ["Heavy metal", "Punk rock", "Grunge"], "pop": ["Pop music"],
+    "reggae": ["Reggae", "Ska"], "rock": ["Rock music", "Progressive rock", "Rock and roll", "Psychedelic rock"],
+}
+
 SCHEMA: dict[str, dict[str, Any]] = {
     "embedding": {
         "backend": Choice("yamnet", ("yamnet", "vggish")),
@@ -169,6 +188,13 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "audd_api_token_file": Str(None, optional=True),
         "audd_price": Float(0.005, 0.0, 100.0),
     },
+    "genre": {
+        "min_music_s": Float(12.0, 1.0, 3600.0),
+        "update_s": Float(30.0, 1.0, 86400.0),
+        "top_k": Int(3, 1, 100),
+        "audioset_weight": Float(0.3, 0.0, 1.0),
+        "audioset_map": GenreMap(AUDIOSET_GENRES),
+    },
     "source": {
         "audio_track": Track("first"),
         "live": AutoBool("auto"),
@@ -196,6 +222,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "topic_dlq": Str("onair.media.dlq"),
         "topic_requests": Str("onair.recognition.requests"),
         "topic_nowplaying": Str("onair.nowplaying"),
+        "topic_genres": Str("onair.genres"),
         "topic_state": Str("onair.state"),
         "partitions": Int(4, 1, 10000),
         "group_id": Str("onair-workers"),

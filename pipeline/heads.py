@@ -40,3 +40,36 @@ def hmm_params(head: Head, cfg: dict) -> dict:
     class_prior = np.array(h.get("class_prior", [0.5, 0.5]))   # [non_music, music], as the head was fitted
     weight = cfg["hmm"]["emission_weight"] or h.get("emission_weight", 1.0)
     return {"transition": A, "prior": stationary, "class_prior": class_prior, "emission_weight": weight}
+
+
+def load_genre_model(cfg: dict, embedder):
+    """The genre model of a backend, or None (genre tags off) when no genre head was trained for it."""
+    import logging
+    log = logging.getLogger("onair.heads")
+    path = head_path(cfg, embedder.name, "genre")
+    if not path.is_file():
+        log.warning("no genre head for backend '%s' at %s: genre tags are off (train one with "
+                    "onair train --head genre --backend %s --manifest ...)", embedder.name, path, embedder.name)
+        return None
+    head = Head.load(path)
+    return genre_model_for(cfg, embedder)(head, path)
+
+
+def genre_model_for(cfg: dict, embedder):
+    """A function head -> GenreModel with this config's AudioSet blending (used by training too)."""
+    import os
+
+    from operators.genre import GenreModel, audioset_indices
+    g = cfg["genre"]
+    class_map = Path(os.environ.get("ONAIR_MODEL_DIR", "")) / "yamnet" / "yamnet_class_map.csv"
+
+    def make(head, path="the genre head"):
+        if head.dim != embedder.dim:
+            raise HeadMissing(f"{path}: genre head expects {head.dim}-d embeddings, backend '{embedder.name}' gives "
+                          f"{embedder.dim}-d; retrain with onair train --head genre --backend {embedder.name}")
+        audioset = None
+        if embedder.name == "yamnet" and g["audioset_weight"] > 0 and class_map.is_file():
+            audioset = audioset_indices(str(class_map), {k: v for k, v in g["audioset_map"].items()
+                                                          if k in head.classes})
+        return GenreModel(head, audioset, g["audioset_weight"])
+    return make

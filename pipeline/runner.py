@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipeline.batcher import STOP, EmbedBatcher, EndItem, FrameItem
 from pipeline.channel import ChannelDetector
-from pipeline.heads import hmm_params, load_music_head
+from pipeline.heads import hmm_params, load_genre_model, load_music_head
 from pipeline.metrics import Metrics
 from pipeline.models import load_embedder
 from pipeline.sinks import JsonlSink
@@ -89,13 +89,15 @@ class DirectRun:
             if self.on_request is not None:
                 self.on_request(req)
 
+        genre_model = load_genre_model(self.cfg, self.embedder)
         detectors = {ch: ChannelDetector(ch, self.head, hmm, self.cfg["hmm"]["lag_frames"], segment_sink,
-                                         self.metrics, self.cfg["debounce"], request_sink)
+                                         self.metrics, self.cfg["debounce"], request_sink, genre_model,
+                                         self.cfg["genre"], sinks["genres"].write)
                      for ch, _ in self.inputs}
         items: queue.Queue = queue.Queue(maxsize=self.cfg["runtime"]["queue_frames"])
         emb = self.cfg["embedding"]
         batcher = EmbedBatcher(self.embedder, items, emb["batch_size"], emb["max_wait_ms"] / 1000.0,
-                               on_frames=lambda ch, ts, e, newest, fr: detectors[ch].on_embedded(ts, e, newest, fr),
+                               on_frames=lambda ch, *a: detectors[ch].on_embedded(*a),
                                on_end=lambda ch, end: detectors[ch].finish(end), metrics=self.metrics)
         batcher.start()
         t0 = time.monotonic()

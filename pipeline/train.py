@@ -234,3 +234,78 @@ def train_music_head(embedder, manifest: Path, music_dirs: list[Path], programme
 
 def main_report(meta: dict) -> str:
     return json.dumps({k: meta[k] for k in ("backend", "validation", "hmm", "files", "frames")})
+
+
+# -- genre head ---------------------------------------------------------------------------------
+
+def genre_items(manifest: Path, min_examples: int = 10) -> tuple[list[dict], list[str]]:
+    """Rows with a genre; genres with fewer than `min_examples` files are left out."""
+    root = manifest.parent
+    with open(manifest, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if (r.get("genre") or "").strip()]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["genre"]] = counts.get(r["genre"], 0) + 1
+    classes = sorted(g for g, n in counts.items() if n >= min_examples)
+    items = [{"path": str(root / r["path"]), "genre": r["genre"], "group": r.get("orig_id") or r["path"]}
+             for r in rows if r["genre"] in classes]
+    return items, classes
+
+
+def genre_features(items, embedder, cache: Path, cap: int = 48):
+    """Per file: the mean embedding of its frames and, for YAMNet, the mean AudioSet scores."""
+    cache.mkdir(parents=True, exist_ok=True)
+    X, S = [], []
+    for it in items:
+        st = Path(it["path"]).stat()
+        key = cache / (hashlib.sha1(f"{Path(it['path']).resolve()}|{st.st_size}|{st.st_mtime_ns}|{cap}"
+                                    .encode()).hexdigest() + ".npz")
+        if not key.exists():
+            res = embedder.embed(frames_of(read_audio(it["path"]), cap))
+            np.savez(key, e=res.embeddings.mean(0),
+                     s=res.class_scores.mean(0) if res.class_scores is not None else np.zeros(0))
+        d = np.load(key)
+        X.append(d["e"])
+        S.append(d["s"])
+    return np.stack(X), (np.stack(S) if S and S[0].size else None)
+
+
+def genre_cross_validation(X, S, y, groups, classes, l2: float, model_for, folds: int = 5, seed: int = 0) -> dict:
+    """Top-1 accuracy and confusion (rows: truth) by folds of whole groups (orig_id), never by file."""
+    ug = np.array(sorted(set(groups)))
+    parts = np.array_split(np.random.default_rng(seed).permutation(ug), folds)
+    groups, y = np.asarray(groups), np.asarray(y)
+    conf = np.zeros((len(classes), len(classes)), int)
+    conf_head = np.zeros_like(conf)
+    for part in parts:
+        te = np.isin(groups, part)
+        head = fit_head(X[~te], list(y[~te]), classes, l2=l2)
+        model = model_for(head)
+        for i in np.where(te)[0]:
+            t = classes.index(y[i])
+            conf[t, int(np.argmax(model.probs(X[i], None if S is None else S[i])))] += 1
+            conf_head[t, int(np.argmax(head.predict_proba(X[i][None])[0]))] += 1
+    return {"accuracy": round(float(np.trace(conf) / conf.sum()), 4),
+            "accuracy_head_only": round(float(np.trace(conf_head) / conf_head.sum()), 4),
+            "files": int(conf.sum()), "folds": folds, "split": "orig_id groups", "classes": classes,
+            "confusion": conf.tolist()}
+
+
+def train_genre_head(embedder, manifest: Path, out: Path, cache_dir: Path, model_for, l2: float = 0.3,
+                     min_examples: int = 10) -> dict:
+    items, classes = genre_items(manifest, min_examples)
+    if len(classes) < 2:
+        raise ValueError(f"{manifest}: fewer than 2 genres with {min_examples}+ files; nothing to train")
+    log.info("genre head: %d files in %d genres (%s)", len(items), len(classes), ", ".join(classes))
+    X, S = genre_features(items, embedder, cache_dir / f"genre-{embedder.name}")
+    y = [it["genre"] for it in items]
+    groups = [it["group"] for it in items]
+    validation = genre_cross_validation(X, S, y, groups, classes, l2, model_for)
+    log.info("genre validation (5 folds by orig_id): top-1 %.3f blended, %.3f head only", validation["accuracy"],
+             validation["accuracy_head_only"])
+    head = fit_head(X, y, classes, l2=l2)
+    head.meta.update({"backend": embedder.name, "kind": "genre", "aggregation": "mean of frame embeddings",
+                      "validation": validation, "manifest": manifest.name, "l2": l2})
+    head.save(out)
+    log.info("wrote %s", out)
+    return head.meta

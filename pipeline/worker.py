@@ -28,7 +28,7 @@ from operators.decode import ChunkDecoder, ChunkError
 from pipeline import envelope
 from pipeline.batcher import embed_by_channel
 from pipeline.channel import ChannelDetector
-from pipeline.heads import hmm_params, load_music_head
+from pipeline.heads import hmm_params, load_genre_model, load_music_head
 from pipeline.metrics import Metrics
 from pipeline.sources import select_audio
 
@@ -46,7 +46,8 @@ class ChannelState:
                                     worker.cfg["source"]["max_gap_s"])
         self.detector = ChannelDetector(channel, worker.head, worker.hmm, worker.cfg["hmm"]["lag_frames"],
                                         worker.emit_segment, worker.metrics, worker.cfg["debounce"],
-                                        worker.emit_request)
+                                        worker.emit_request, worker.genre_model, worker.cfg["genre"],
+                                        worker.emit_genre)
         self.partition = None
         self.offset = -1
         self.session = None
@@ -113,6 +114,7 @@ class Worker:
         self.embedder = embedder or load_embedder(cfg)
         self.head = load_music_head(cfg, self.embedder.name, self.embedder.dim)
         self.hmm = hmm_params(self.head, cfg)
+        self.genre_model = load_genre_model(cfg, self.embedder)
         self.channels: dict[str, ChannelState] = {}
         self.id = f"{socket.gethostname()}-{os.getpid()}-{id(self) % 10000}"
         self.store = StateStore(cfg)
@@ -150,6 +152,10 @@ class Worker:
         self.segments_out += 1
         if self.first_output_at is None:
             self.first_output_at = time.time()
+
+    def emit_genre(self, rec: dict) -> None:
+        self.producer.send(self.k["topic_genres"], key=rec["channel"].encode(),
+                           value=json.dumps(rec, separators=(",", ":")).encode())
 
     def emit_request(self, req: dict) -> None:
         self.producer.send(self.k["topic_requests"], key=req["channel"].encode(),
@@ -274,11 +280,12 @@ class Worker:
         bs = self.cfg["embedding"]["batch_size"]
         for i in range(0, len(frames), bs):
             batch = frames[i:i + bs]
-            emb, groups, _ = embed_by_channel(self.embedder, [f[2] for f in batch], [f[0].channel for f in batch],
+            res, groups, _ = embed_by_channel(self.embedder, [f[2] for f in batch], [f[0].channel for f in batch],
                                               self.metrics)
             for idx in groups.values():
-                batch[idx[0]][0].detector.on_embedded([batch[j][1] for j in idx], emb[idx],
-                                                      [batch[j][3] for j in idx], [batch[j][2] for j in idx])
+                batch[idx[0]][0].detector.on_embedded(
+                    [batch[j][1] for j in idx], res.embeddings[idx], [batch[j][3] for j in idx],
+                    [batch[j][2] for j in idx], None if res.class_scores is None else res.class_scores[idx])
 
 
 def _offset(next_offset: int):

@@ -29,6 +29,17 @@ def model_dir(monkeypatch):
         monkeypatch.setenv("ONAIR_MODEL_DIR", str(MODELS))
 
 
+def write_manifest(rows: list[dict], path: Path, shared: Path) -> Path:
+    """A manifest of some of the shared rows, with absolute paths."""
+    import csv
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "path": str(shared / "data" / r["path"])})
+    return path
+
+
 def tone(seconds: float, rate: int = 48000, freq: float = 440.0, level: float = 0.3) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)

@@ -14,7 +14,7 @@ def kafka_cfg(broker, *extra: str, prefix: str | None = None) -> tuple[dict, lis
     sets = [f"kafka.bootstrap_servers={broker.bootstrap}", f"kafka.topic_media={prefix}.media",
             f"kafka.topic_segments={prefix}.segments", f"kafka.topic_dlq={prefix}.dlq",
             f"kafka.topic_state={prefix}.state", f"kafka.topic_requests={prefix}.requests",
-            f"kafka.topic_nowplaying={prefix}.nowplaying", f"kafka.group_id={prefix}.workers", "kafka.chunk_s=1.0",
+            f"kafka.topic_nowplaying={prefix}.nowplaying", f"kafka.topic_genres={prefix}.genres", f"kafka.group_id={prefix}.workers", "kafka.chunk_s=1.0",
             *extra]
     return config.load(None, sets), sets
 
@@ -28,18 +28,27 @@ def read_topic(cfg: dict, topic: str, idle_ms: int = 2000) -> list:
         c.close()
 
 
-def segments_by_channel(cfg: dict, dedupe: bool = True) -> tuple[dict, int]:
+def unique_by_channel(cfg: dict, topic: str, id_key: str, dedupe: bool = True) -> tuple[dict, int]:
+    """A topic's JSON records per channel, copies with the same id dropped; and how many copies there were."""
     out: dict[str, list] = {}
     seen, dupes = set(), 0
-    for m in read_topic(cfg, cfg["kafka"]["topic_segments"]):
-        s = json.loads(m.value)
-        if s["id"] in seen:
+    for m in read_topic(cfg, topic):
+        r = json.loads(m.value)
+        if r[id_key] in seen:
             dupes += 1
             if dedupe:
                 continue
-        seen.add(s["id"])
-        out.setdefault(s["channel"], []).append(s)
+        seen.add(r[id_key])
+        out.setdefault(r["channel"], []).append(r)
     return out, dupes
+
+
+def segments_by_channel(cfg: dict, dedupe: bool = True) -> tuple[dict, int]:
+    return unique_by_channel(cfg, cfg["kafka"]["topic_segments"], "id", dedupe)
+
+
+def requests_by_channel(cfg: dict) -> tuple[dict, int]:
+    return unique_by_channel(cfg, cfg["kafka"]["topic_requests"], "request_id")
 
 
 def wait_for(pred, timeout: float, step: float = 0.2) -> bool:
@@ -50,15 +59,3 @@ def wait_for(pred, timeout: float, step: float = 0.2) -> bool:
         time.sleep(step)
     return False
 
-
-def requests_by_channel(cfg: dict) -> tuple[dict, int]:
-    out: dict[str, list] = {}
-    seen, dupes = set(), 0
-    for m in read_topic(cfg, cfg["kafka"]["topic_requests"]):
-        r = json.loads(m.value)
-        if r["request_id"] in seen:
-            dupes += 1
-            continue
-        seen.add(r["request_id"])
-        out.setdefault(r["channel"], []).append(r)
-    return out, dupes

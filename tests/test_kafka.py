@@ -45,6 +45,9 @@ def test_kafka_path_gives_the_direct_path_segments(kafka_broker, programme, tmp_
     fields = ("clip_start", "clip_end", "emitted_at", "audio")
     assert [(r["request_id"][2:], *[r[f] for f in fields]) for r in reqs["p"]] == \
         [(r["request_id"][2:], *[r[f] for f in fields]) for r in direct]
+    genres = [json.loads(m.value) for m in read_topic(cfg, cfg["kafka"]["topic_genres"])]
+    strip_ch = lambda recs: [{k: v for k, v in r.items() if k != "channel"} for r in recs]  # noqa: E731
+    assert strip_ch(genres) == strip_ch(direct_segments(programme["ts"], tmp_path, what="genres"))
     # every media record (chunks + end of stream) was handled
     assert w.processed == res["p"]["chunks"] + 1
     if audio_only:

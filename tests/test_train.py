@@ -3,6 +3,7 @@ import csv
 import json
 
 from operators.classify import Head
+from tests.conftest import write_manifest
 from tests.test_run import onair, segments
 
 
@@ -10,12 +11,7 @@ def test_train_writes_a_head_that_run_uses(shared, programme, tmp_path):
     rows = list(csv.DictReader(open(shared / "data" / "manifest.csv")))
     pick = [r for r in rows if r["label"] == "music" and r["path"].startswith("clips/")][:12] + \
            [r for r in rows if r["label"] == "speech"][::400][:12] + [r for r in rows if r["label"] == "noise"][:6]
-    manifest = tmp_path / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        for r in pick:
-            w.writerow({**r, "path": str(shared / "data" / r["path"])})
+    manifest = write_manifest(pick, tmp_path / "manifest.csv", shared)
     progs = tmp_path / "programmes"
     progs.mkdir()
     (progs / "p.labels.csv").write_text("start,end,label\n" + "".join(
