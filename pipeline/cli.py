@@ -27,6 +27,22 @@ def _setup_logging(level: str = "INFO") -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
+def _metrics_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus /metrics on this port (default: metrics.port; 0 = off)")
+
+
+def _metrics(cfg: dict):
+    """This process's metrics, served on metrics.address:metrics.port when a port is set."""
+    from pipeline.metrics import Metrics
+    m = Metrics(currency=cfg["recognition"]["currency"]).configure(cfg)
+    port = cfg["metrics"]["port"]
+    if port:
+        m.serve(cfg["metrics"]["address"], port)
+        log.info("metrics on http://%s:%d/metrics", cfg["metrics"]["address"], port)
+    return m
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="pipeline YAML (default: configs/pipeline.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -46,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a channel id and any URL or path PyAV opens (repeatable)")
     r.add_argument("--out", required=True, help="output directory for segments/requests/genres .jsonl")
     r.add_argument("--metrics-out", help="write the final Prometheus exposition (text format) here")
+    _metrics_args(r)
     _config_args(r)
 
     t = sub.add_parser("train", help="fit the music head for an embedding backend")
@@ -69,11 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--audio-only", action="store_true", help="remux only the selected audio track")
     i.add_argument("--rate", type=float, default=None,
                    help="pace file inputs at RATE x real time (default: as fast as Kafka takes them)")
+    _metrics_args(i)
     _config_args(i)
 
     w = sub.add_parser("worker", help="consume the media topic in a consumer group and produce segments")
     w.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
                    help="exit after this long without records (batch jobs, tests)")
+    _metrics_args(w)
     _config_args(w)
 
     rc = sub.add_parser("recognize", help="send recognition requests to the configured provider")
@@ -81,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--dir", help="follow DIR/requests.jsonl (direct mode output), write DIR/nowplaying.jsonl")
     src.add_argument("--kafka", action="store_true", help="consume the requests topic, produce now-playing")
     rc.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS")
+    _metrics_args(rc)
     _config_args(rc)
 
     b = sub.add_parser("broker", help="a local Kafka 0.9 broker for the demo and tests")
@@ -107,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 2
     logging.getLogger().setLevel(cfg["runtime"]["log_level"])
+    if getattr(args, "metrics_port", None) is not None:
+        cfg["metrics"]["port"] = args.metrics_port
     try:
         return COMMANDS[args.command](args, cfg)
     except (config_mod.ConfigError, ValueError) as e:
@@ -124,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args, cfg) -> int:
     from pipeline.runner import DirectRun, install_signal_handlers, parse_inputs
     inputs = parse_inputs(args.input)
-    run = DirectRun(inputs, args.out, cfg)
+    run = DirectRun(inputs, args.out, cfg, _metrics(cfg))
     install_signal_handlers(run.stop)
     results = run.run()
     for r in results.values():
@@ -188,7 +210,7 @@ def cmd_train(args, cfg) -> int:
 def cmd_ingest(args, cfg) -> int:
     from pipeline.ingest import Ingest
     from pipeline.runner import install_signal_handlers, parse_inputs
-    ing = Ingest(parse_inputs(args.input), cfg, audio_only=args.audio_only, rate=args.rate)
+    ing = Ingest(parse_inputs(args.input), cfg, audio_only=args.audio_only, rate=args.rate, metrics=_metrics(cfg))
     install_signal_handlers(ing.stop)
     results = ing.run()
     for ch, r in results.items():
@@ -200,7 +222,7 @@ def cmd_ingest(args, cfg) -> int:
 def cmd_worker(args, cfg) -> int:
     from pipeline.runner import install_signal_handlers
     from pipeline.worker import Worker
-    w = Worker(cfg)
+    w = Worker(cfg, metrics=_metrics(cfg))
     install_signal_handlers(w.stop)
     w.run(idle_exit_s=args.exit_when_idle)
     print(json.dumps(w.summary()), flush=True)
@@ -208,13 +230,12 @@ def cmd_worker(args, cfg) -> int:
 
 
 def cmd_recognize(args, cfg) -> int:
-    from pipeline.metrics import Metrics
     from pipeline.recognize import consume_kafka, follow_dir
     from pipeline.runner import install_signal_handlers
     import threading
     stop = threading.Event()
     install_signal_handlers(stop)
-    metrics = Metrics(currency=cfg["recognition"]["currency"])
+    metrics = _metrics(cfg)
     if args.kafka:
         n = consume_kafka(cfg, metrics, stop, args.exit_when_idle)
     else:

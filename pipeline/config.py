@@ -112,6 +112,18 @@ class Track:
 
 
 @dataclass(frozen=True)
+class StrList:
+    default: tuple = ()
+
+    def check(self, key, v):
+        if v is None:
+            return []
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise ConfigError(f"config key '{key}': expected a list of names, got {v!r}")
+        return v
+
+
+@dataclass(frozen=True)
 class GenreMap:
     """genre -> list of AudioSet class names (the YAMNet class map's display names)."""
     default: dict
@@ -177,6 +189,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "channel_day_money": Float(None, 0.0, 1e9, optional=True),
         "global_day_requests": OptInt(None, 0, 10**9),
         "global_day_money": Float(50.0, 0.0, 1e9, optional=True),
+        "monthly_budget": Float(500.0, 0.0, 1e12),    # exported for the burn-rate alerts
         "acrcloud_url": Str("https://identify-eu-west-1.acrcloud.com/v1/identify"),
         "acrcloud_access_key_env": Str("ACRCLOUD_ACCESS_KEY"),
         "acrcloud_access_key_file": Str(None, optional=True),
@@ -238,6 +251,11 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "heartbeat_ms": Int(1000, 100, 60000),
         "max_poll_records": Int(64, 1, 100000),
         "poll_ms": Int(200, 1, 60000),
+    },
+    "metrics": {
+        "address": Str("127.0.0.1"),             # 0.0.0.0 in containers, so Prometheus can scrape
+        "port": Int(0, 0, 65535),                # 0 = no /metrics endpoint (each command takes --metrics-port)
+        "music_channels": StrList(()),           # channels expected to carry music (alert when none for hours)
     },
     "runtime": {
         "queue_frames": Int(512, 1, 1_000_000),

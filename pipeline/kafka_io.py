@@ -69,7 +69,8 @@ def consumer(cfg: dict, *topics, **overrides):
     kw.update(group_id=k["group_id"], enable_auto_commit=False, auto_offset_reset="earliest",
               session_timeout_ms=k["session_timeout_ms"], heartbeat_interval_ms=k["heartbeat_ms"],
               max_partition_fetch_bytes=k["max_message_bytes"] * 2, fetch_max_bytes=k["max_message_bytes"] * 8,
-              max_poll_records=k["max_poll_records"], request_timeout_ms=max(30000, k["session_timeout_ms"] + 5000))
+              max_poll_records=k["max_poll_records"], request_timeout_ms=max(30000, k["session_timeout_ms"] + 5000),
+              metadata_max_age_ms=30000)
     kw.update(overrides)
     return KafkaConsumer(*topics, **kw)
 

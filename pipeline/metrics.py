@@ -56,6 +56,32 @@ class Metrics:
                                           "Wall time of one provider call", ["provider"],
                                           buckets=(.05, .1, .25, .5, 1, 2, 4, 8, 16, 32), registry=r)
 
+        self.consumer_lag = Gauge("onair_kafka_consumer_lag", "Records behind the partition's end", ["topic",
+                                  "partition"], registry=r)
+        self.monthly_budget = Gauge(f"onair_recognition_budget_monthly_{currency.lower()}",
+                                    f"Monthly recognition budget from config, in {currency}", registry=r)
+        self.expect_music = Gauge("onair_channel_expects_music", "1 for channels that should carry music", ch,
+                                  registry=r)
+        self.build = Gauge("onair_build_info", "onair version", ["version", "backend"], registry=r)
+
+    def configure(self, cfg: dict, backend: str = "") -> "Metrics":
+        """Gauges that describe the configuration, for the alert rules."""
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            v = version("onair")
+        except PackageNotFoundError:
+            v = "dev"
+        self.build.labels(v, backend or cfg["embedding"]["backend"]).set(1)
+        self.monthly_budget.set(cfg["recognition"]["monthly_budget"])
+        for ch in cfg["metrics"]["music_channels"]:
+            self.expect_music.labels(ch).set(1)
+        return self
+
+    def serve(self, address: str, port: int):
+        """/metrics over HTTP (prometheus_client's own server, in a thread)."""
+        from prometheus_client import start_http_server
+        return start_http_server(port, addr=address, registry=self.registry)
+
     _COUNTERS = {"decode_errors": "decode_errors", "discontinuities": "discontinuities",
                  "codec_changes": "codec_changes", "reconnects": "reconnects", "input_errors": "input_errors"}
 

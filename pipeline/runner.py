@@ -60,7 +60,7 @@ class DirectRun:
         self.inputs = inputs
         self.out_dir = Path(out_dir)
         self.cfg = cfg
-        self.metrics = metrics or Metrics(currency=cfg["recognition"]["currency"])
+        self.metrics = metrics or Metrics(currency=cfg["recognition"]["currency"]).configure(cfg)
         self.stop = threading.Event()
         self.embedder = embedder or load_embedder(cfg)
         self.head = load_music_head(cfg, self.embedder.name, self.embedder.dim)

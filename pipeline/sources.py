@@ -142,6 +142,7 @@ class Input:
             delay = min(max(delay * 2, 0.1), self.cfg["reconnect_max_s"])
             self.stats.reconnects += 1
             self._count("reconnects")
+        self._set_up(False)
         self._finish(sink)
 
     def _session(self, sink) -> None:

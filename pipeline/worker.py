@@ -110,7 +110,7 @@ class Worker:
         from pipeline.models import load_embedder
         self.cfg = cfg
         self.k = cfg["kafka"]
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(currency=cfg["recognition"]["currency"])
         self.embedder = embedder or load_embedder(cfg)
         self.head = load_music_head(cfg, self.embedder.name, self.embedder.dim)
         self.hmm = hmm_params(self.head, cfg)
@@ -142,7 +142,15 @@ class Worker:
                 log.info("partitions assigned: %s (%d channel states in the changelog)",
                          sorted(tp.partition for tp in assigned), len(worker.store.latest))
 
+        self._await_topic(self.k["topic_media"])
         self.consumer.subscribe([self.k["topic_media"]], listener=Listener())
+
+    def _await_topic(self, topic: str, timeout_s: float = 30.0) -> None:
+        """Ask for the topic's metadata until it has partitions: a subscription to a topic that does
+        not exist yet would wait for the next metadata refresh (minutes) before it gets any."""
+        deadline = time.monotonic() + timeout_s
+        while not self.consumer.partitions_for_topic(topic) and time.monotonic() < deadline:
+            time.sleep(0.5)
 
     # -- outputs
     def emit_segment(self, seg: dict) -> None:
@@ -189,6 +197,7 @@ class Worker:
         try:
             while not self.stop.is_set():
                 records = self.consumer.poll(timeout_ms=self.k["poll_ms"])
+                self._lag()
                 if records:
                     t0 = time.monotonic()
                     self.first_record_at = self.first_record_at or time.time()
@@ -200,6 +209,17 @@ class Worker:
                     break
         finally:
             self.close()
+
+    def _lag(self) -> None:
+        """Consumer lag per assigned partition, from the high-water marks the fetches brought back."""
+        for tp in self.consumer.assignment():
+            hw = self.consumer.highwater(tp)
+            if hw is not None:
+                try:
+                    self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                        max(0, hw - self.consumer.position(tp)))
+                except Exception:  # position unknown during a rebalance
+                    pass
 
     def summary(self) -> dict:
         span = (self.last_record_at - self.first_record_at) if self.first_record_at else 0.0
