@@ -132,7 +132,7 @@ def follow_dir(cfg: dict, out_dir: Path, metrics=None, stop: threading.Event | N
     rec = make_recognizer(cfg, _ledger_path(cfg, out_dir), metrics)
     if rec is None:
         raise ConfigError("config key 'recognition.provider': none is configured, nothing to send")
-    sink = _append_sink(out_dir / "nowplaying.jsonl")
+    sink = JsonlSink(out_dir / "nowplaying.jsonl", append=True)
     path = out_dir / "requests.jsonl"
     pos, last = 0, time.monotonic()
     done = 0
@@ -163,15 +163,6 @@ def follow_dir(cfg: dict, out_dir: Path, metrics=None, stop: threading.Event | N
 def _ledger_path(cfg: dict, out_dir: Path | None) -> Path:
     p = Path(cfg["recognition"]["ledger"])
     return p if p.is_absolute() or out_dir is None else out_dir / p
-
-
-class _append_sink(JsonlSink):
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "a", encoding="utf-8")
-        self._lock = threading.Lock()
-        self.count = 0
 
 
 def consume_kafka(cfg: dict, metrics=None, stop: threading.Event | None = None,

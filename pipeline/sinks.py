@@ -8,10 +8,10 @@ from pathlib import Path
 
 
 class JsonlSink:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, append: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "w", encoding="utf-8")
+        self._f = open(self.path, "a" if append else "w", encoding="utf-8")
         self._lock = threading.Lock()
         self.count = 0
 
