@@ -6,9 +6,10 @@ channel's last segment at the end of its audio.
 """
 from __future__ import annotations
 
-import numpy as np
-
+import logging
 from collections import deque
+
+import numpy as np
 
 from operators.classify import Head
 from operators.clipaudio import AudioHistory, audio_field
@@ -20,6 +21,7 @@ from operators.hmm import FixedLagHMM
 from operators.segments import SegmentBuilder
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
+log = logging.getLogger("onair.channel")
 
 
 class ChannelDetector:
@@ -46,13 +48,20 @@ class ChannelDetector:
         self.genre = None if genre_model is None else GenreTagger(
             channel, genre_model, g.get("min_music_s", 12.0), g.get("update_s", 30.0), g.get("top_k", 3))
         self.emit_genre = emit_genre
-        self._pending: deque = deque()    # per frame inside the HMM window: (embedding, levels)
+        self._pending: deque = deque()    # per frame inside the HMM window: (embedding, levels, class scores)
 
     def frames_for(self, chunk: Chunk) -> list[tuple[float, np.ndarray]]:
+        """Decoded audio in, frames out; the one place both runtimes count audio and discontinuities."""
         if chunk.reset:
             self.ring.reset(chunk.time)
+        if chunk.reason in ("gap", "discontinuity"):
+            log.warning("channel %s: %s in the source at stream time %.2f s", self.channel, chunk.reason, chunk.time)
+            if self.metrics is not None:
+                self.metrics.count("discontinuities", self.channel, kind=chunk.reason)
         if len(chunk.samples):
             self.newest_time = chunk.time + len(chunk.samples) / SAMPLE_RATE
+            if self.metrics is not None:
+                self.metrics.audio_seconds.labels(self.channel).inc(len(chunk.samples) / SAMPLE_RATE)
         return self.ring.push(chunk.samples)
 
     def on_embedded(self, times: list[float], embeddings: np.ndarray, newest: list[float],
@@ -109,6 +118,8 @@ class ChannelDetector:
             for rec in self.genre.push(d.time, d.state == 1, emb, scores):
                 self._emit_genre(rec)
         for intent in self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time):
+            if self.metrics is not None:
+                self.metrics.requests_emitted.labels(self.channel, intent.reason).inc()
             if self.emit_request is not None:
                 self.emit_request(self.request_record(intent))
 

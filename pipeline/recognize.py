@@ -129,7 +129,7 @@ def follow_dir(cfg: dict, out_dir: Path, metrics=None, stop: threading.Event | N
                idle_exit_s: float | None = None) -> int:
     """`onair recognize --dir`: recognise DIR/requests.jsonl as it grows."""
     stop = stop or threading.Event()
-    rec = make_recognizer(cfg, _ledger_path(cfg, out_dir), metrics)
+    rec = make_recognizer(cfg, ledger_path(cfg, out_dir), metrics)
     if rec is None:
         raise ConfigError("config key 'recognition.provider': none is configured, nothing to send")
     sink = JsonlSink(out_dir / "nowplaying.jsonl", append=True)
@@ -160,7 +160,8 @@ def follow_dir(cfg: dict, out_dir: Path, metrics=None, stop: threading.Event | N
     return done
 
 
-def _ledger_path(cfg: dict, out_dir: Path | None) -> Path:
+def ledger_path(cfg: dict, out_dir: Path | None) -> Path:
+    """`recognition.ledger`; a relative path lives in the run's output dir (or the working dir)."""
     p = Path(cfg["recognition"]["ledger"])
     return p if p.is_absolute() or out_dir is None else out_dir / p
 
@@ -174,7 +175,7 @@ def consume_kafka(cfg: dict, metrics=None, stop: threading.Event | None = None,
     from pipeline.worker import _offset
     stop = stop or threading.Event()
     k = cfg["kafka"]
-    rec = make_recognizer(cfg, Path(cfg["recognition"]["ledger"]), metrics)
+    rec = make_recognizer(cfg, ledger_path(cfg, None), metrics)
     if rec is None:
         raise ConfigError("config key 'recognition.provider': none is configured, nothing to send")
     c = consumer(cfg, k["topic_requests"], group_id=f"{k['group_id']}.recognize")

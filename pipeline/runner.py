@@ -70,8 +70,8 @@ class DirectRun:
     def run(self) -> dict[str, ChannelResult]:
         sinks = {name: JsonlSink(self.out_dir / f"{name}.jsonl") for name in OUTPUTS}
         hmm = hmm_params(self.head, self.cfg)
-        from pipeline.recognize import RecognitionStage, _ledger_path, make_recognizer
-        recognizer = make_recognizer(self.cfg, _ledger_path(self.cfg, self.out_dir), self.metrics)
+        from pipeline.recognize import RecognitionStage, ledger_path, make_recognizer
+        recognizer = make_recognizer(self.cfg, ledger_path(self.cfg, self.out_dir), self.metrics)
         stage = None
         if recognizer is not None:
             stage = RecognitionStage(recognizer, sinks["nowplaying"])
@@ -84,7 +84,6 @@ class DirectRun:
 
         def request_sink(req):
             self.results[req["channel"]].requests += 1
-            self.metrics.requests_emitted.labels(req["channel"], req["reason"]).inc()
             sinks["requests"].write(req)
             if self.on_request is not None:
                 self.on_request(req)

@@ -257,12 +257,6 @@ class Source(Input):
 
     def _emit(self, chunks: list[Chunk], sink) -> None:
         for chunk in chunks:
-            if chunk.reason in ("gap", "discontinuity"):
-                self._count("discontinuities", kind=chunk.reason)
-                log.warning("channel %s: %s in the source at stream time %.2f s", self.channel, chunk.reason,
-                            chunk.time)
-            if self.metrics is not None and len(chunk.samples):
-                self.metrics.audio_seconds.labels(self.channel).inc(len(chunk.samples) / 16000)
             sink(chunk)
 
 

@@ -168,7 +168,6 @@ class Worker:
     def emit_request(self, req: dict) -> None:
         self.producer.send(self.k["topic_requests"], key=req["channel"].encode(),
                            value=json.dumps(req, separators=(",", ":")).encode())
-        self.metrics.requests_emitted.labels(req["channel"], req["reason"]).inc()
 
     def _dlq(self, m, reason: str, detail: str) -> None:
         log.warning("media record %s:%d:%d -> DLQ: %s (%s)", m.topic, m.partition, m.offset, reason, detail)
@@ -287,11 +286,7 @@ class Worker:
                 return st
             self.metrics.media_chunks.labels(channel).inc()
         for chunk in chunks:
-            if len(chunk.samples):
-                self.audio_s += len(chunk.samples) / 16000
-                self.metrics.audio_seconds.labels(channel).inc(len(chunk.samples) / 16000)
-            if chunk.reason in ("gap", "discontinuity"):
-                self.metrics.count("discontinuities", channel, kind=chunk.reason)
+            self.audio_s += len(chunk.samples) / 16000
             for t, frame in st.detector.frames_for(chunk):
                 frames.append((st, t, frame, st.detector.newest_time))
         return st
