@@ -49,6 +49,17 @@ def test_a_long_song_is_asked_again_only_after_requery_after_s():
     assert [r.request_id[-1] for r in reqs] == ["0", "1", "2"]
 
 
+def test_a_change_of_texture_without_a_level_dip_is_the_same_song():
+    # an intro giving way to the verse: the embedding moves as far as at a new record, the level does not
+    rng = np.random.default_rng(4)
+    intro, _ = song(rng, 40)
+    verse, _ = song(rng, 80)
+    assert [r.reason for r in feed(Debouncer("c"), [("music", intro), ("music", verse)])] == ["new_music"]
+    # with novelty alone allowed to split (the pre-0.2 rule) the same music is paid twice
+    reqs = feed(Debouncer("c", DebounceParams(novelty_high=0.5)), [("music", intro), ("music", verse)])
+    assert [r.reason for r in reqs] == ["new_music", "song_change"]
+
+
 def test_a_short_gap_does_not_split_a_song_but_a_long_one_does():
     rng = np.random.default_rng(2)
     a, center = song(rng, 60)
