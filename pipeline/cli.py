@@ -103,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     _metrics_args(rc)
     _config_args(rc)
 
+    ov = sub.add_parser("overlay", help="serve the now-playing card (HTML for OBS/CasparCG, JSON, Server-Sent Events)")
+    src = ov.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dir", help="follow DIR/nowplaying.jsonl, genres.jsonl and segments.jsonl as they grow")
+    src.add_argument("--kafka", action="store_true",
+                     help="follow the now-playing, genre and segment topics (no consumer group)")
+    ov.add_argument("--port", type=int, default=None, help="HTTP port (default: overlay.port)")
+    _metrics_args(ov)
+    _config_args(ov)
+
     b = sub.add_parser("broker", help="a local Kafka 0.9 broker for the demo and tests")
     b.add_argument("action", choices=["start", "stop", "status"])
     b.add_argument("--dir", default=".cache/broker", help="data folder (topics survive a restart)")
@@ -244,6 +253,20 @@ def cmd_recognize(args, cfg) -> int:
     return 0
 
 
+def cmd_overlay(args, cfg) -> int:
+    import signal
+    import threading
+
+    from pipeline.overlay import serve
+    if args.port is not None:
+        cfg["overlay"]["port"] = config_mod.SCHEMA["overlay"]["port"].check("overlay.port", args.port)
+    stop = threading.Event()
+    # not pipeline.runner's helper: it would load the decoder and models into a process that serves HTML
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return serve(cfg, _metrics(cfg), stop, Path(args.dir) if args.dir else None)
+
+
 def cmd_broker(args, cfg) -> int:
     from pipeline import broker
     if args.action == "start":
@@ -276,7 +299,7 @@ def cmd_demo(args, cfg) -> int:
 
 
 COMMANDS = {"run": cmd_run, "train": cmd_train, "demo": cmd_demo, "ingest": cmd_ingest, "worker": cmd_worker,
-            "broker": cmd_broker, "recognize": cmd_recognize,
+            "broker": cmd_broker, "recognize": cmd_recognize, "overlay": cmd_overlay,
             "genre": cmd_genre}
 
 if __name__ == "__main__":

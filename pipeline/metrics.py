@@ -56,6 +56,14 @@ class Metrics:
                                           "Wall time of one provider call", ["provider"],
                                           buckets=(.05, .1, .25, .5, 1, 2, 4, 8, 16, 32), registry=r)
 
+        self.overlay_records = Counter("onair_overlay_records", "Records folded into the now-playing cards",
+                                       ["kind"], registry=r)
+        self.overlay_bad_records = Counter("onair_overlay_bad_records",
+                                           "Followed records the overlay could not read (skipped)",
+                                           ["kind", "reason"], registry=r)
+        self.overlay_clients = Gauge("onair_overlay_sse_clients", "Open Server-Sent Events connections",
+                                     registry=r)
+
         self.consumer_lag = Gauge("onair_kafka_consumer_lag", "Records behind the partition's end", ["topic",
                                   "partition"], registry=r)
         self.monthly_budget = Gauge(f"onair_recognition_budget_monthly_{currency.lower()}",

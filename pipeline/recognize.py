@@ -20,6 +20,7 @@ from pathlib import Path
 from operators.budget import Budget, Caps
 from operators.recognize import PROVIDERS, Recognizer
 from pipeline.config import ConfigError
+from pipeline.follow import JsonlTail
 from pipeline.sinks import JsonlSink
 
 log = logging.getLogger("onair.recognize")
@@ -133,24 +134,16 @@ def follow_dir(cfg: dict, out_dir: Path, metrics=None, stop: threading.Event | N
     if rec is None:
         raise ConfigError("config key 'recognition.provider': none is configured, nothing to send")
     sink = JsonlSink(out_dir / "nowplaying.jsonl", append=True)
-    path = out_dir / "requests.jsonl"
-    pos, last = 0, time.monotonic()
+    tail = JsonlTail(out_dir / "requests.jsonl")
+    last = time.monotonic()
     done = 0
     while not stop.is_set():
-        lines = []
-        if path.exists():
-            with open(path, encoding="utf-8") as f:
-                f.seek(pos)
-                chunk = f.read()
-                keep = chunk.rfind("\n") + 1          # a half-written last line waits for its end
-                pos += len(chunk[:keep].encode("utf-8"))
-                lines = chunk[:keep].splitlines()
+        lines = tail.read()
         for line in lines:
-            if line.strip():
-                np_rec = rec.handle(json.loads(line))
-                done += 1
-                if np_rec is not None:
-                    sink.write(np_rec)
+            np_rec = rec.handle(json.loads(line))
+            done += 1
+            if np_rec is not None:
+                sink.write(np_rec)
         if lines:
             last = time.monotonic()
         elif idle_exit_s is not None and time.monotonic() - last > idle_exit_s:

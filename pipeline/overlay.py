@@ -1,0 +1,373 @@
+"""`onair overlay`: the now-playing card over HTTP.
+
+Follows now-playing, genre and segment records (a direct-mode output folder's
+JSONL files, or the Kafka topics) into `operators.nowplaying.NowPlayingBoard`
+and serves:
+
+- `/overlay/{channel}`: the card, a transparent HTML page for an OBS browser
+  source or a CasparCG HTML template (pipeline/static/overlay.html);
+- `/events/{channel}`: Server-Sent Events, one `state` event per change;
+- `/api/channels`, `/api/nowplaying/{channel}`: the same state as JSON;
+- `/healthz`: liveness, without a token (for probes).
+
+Kafka mode uses no consumer group: every overlay instance must see every
+record of every channel, and a group would split the partitions between
+them. At start it reads back the last `overlay.replay_records` records of
+each partition to rebuild the cards, and commits nothing.
+
+Access: without a token it binds only loopback addresses (anything else is
+refused at start); with a token (`overlay.token_env` / `overlay.token_file`)
+every request but /healthz must carry it, as `?token=` (what an OBS URL and
+EventSource can carry) or `Authorization: Bearer`. The token is never logged.
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from operators.nowplaying import BadRecord, NowPlayingBoard
+from pipeline.config import ConfigError
+from pipeline.follow import JsonlTail
+
+log = logging.getLogger("onair.overlay")
+
+PAGE = Path(__file__).resolve().parent / "static" / "overlay.html"
+FILES = {"segment": "segments.jsonl", "genre": "genres.jsonl", "nowplaying": "nowplaying.jsonl"}
+TICK_S = 0.2
+INITIAL_SLOT = b'<script id="onair-initial" type="application/json">null</script>'
+
+
+def overlay_token(cfg: dict) -> str | None:
+    o = cfg["overlay"]
+    if o["token_file"]:
+        try:
+            token = Path(o["token_file"]).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"config key 'overlay.token_file': cannot read it ({e.strerror})") from None
+        if not token:
+            raise ConfigError("config key 'overlay.token_file': the file is empty")
+        return token
+    return os.environ.get(o["token_env"]) or None
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
+
+
+def check_bind(host: str, token: str | None, token_env: str) -> None:
+    if token is None and not is_loopback(host):
+        raise ConfigError(f"config key 'overlay.host': {host} is reachable from other machines, and no token is set; "
+                          f"set the variable {token_env} or overlay.token_file (or bind 127.0.0.1)")
+
+
+class Hub:
+    """The board behind one lock; each SSE connection waits on it for its channel's next change."""
+
+    def __init__(self, board: NowPlayingBoard, metrics=None):
+        self.board = board
+        self.metrics = metrics
+        self.cond = threading.Condition()
+        self.closed = False
+
+    def feed(self, kind: str, raw: str | bytes, where: str) -> bool:
+        try:
+            rec = json.loads(raw)
+            with self.cond:
+                self.board.apply(kind, rec)
+                self.cond.notify_all()
+        except (ValueError, BadRecord) as e:
+            reason = e.reason if isinstance(e, BadRecord) else "json"
+            what = str(e) if isinstance(e, BadRecord) else "not JSON"
+            log.warning("%s: a %s record was skipped: %s", where, kind, what)
+            if self.metrics is not None:
+                self.metrics.overlay_bad_records.labels(kind, reason).inc()
+            return False
+        if self.metrics is not None:
+            self.metrics.overlay_records.labels(kind).inc()
+        return True
+
+    def tick(self) -> None:
+        with self.cond:
+            if self.board.tick():
+                self.cond.notify_all()
+
+    def settle(self) -> None:
+        with self.cond:
+            self.board.settle()
+            self.cond.notify_all()
+
+    def channels(self) -> list[dict]:
+        with self.cond:
+            return [self.board.state(ch) for ch in self.board.channels()]
+
+    def state(self, channel: str, default: bool = True) -> dict | None:
+        with self.cond:
+            s = self.board.state(channel)
+        return NowPlayingBoard.empty_state(channel) if s is None and default else s
+
+    def wait_change(self, channel: str, seq: int, timeout: float) -> dict:
+        """The channel's state once it differs from `seq`, or as it is after `timeout` s."""
+        def changed():
+            s = self.board.state(channel)
+            return self.closed or (s is not None and s["seq"] != seq)
+        with self.cond:
+            self.cond.wait_for(changed, timeout)
+            s = self.board.state(channel)
+        return NowPlayingBoard.empty_state(channel) if s is None else s
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+class DirFollower(threading.Thread):
+    """DIR/nowplaying.jsonl, genres.jsonl and segments.jsonl, followed as they grow."""
+
+    def __init__(self, hub: Hub, directory: Path, stop: threading.Event):
+        super().__init__(name="overlay-dir", daemon=True)
+        self.hub, self.stop = hub, stop
+        self.tails = {kind: JsonlTail(Path(directory) / name) for kind, name in FILES.items()}
+
+    def read_all(self) -> int:
+        n = 0
+        for kind, tail in self.tails.items():
+            for line in tail.read():
+                self.hub.feed(kind, line, tail.path.name)
+                n += 1
+        return n
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                if not self.read_all():
+                    self.stop.wait(TICK_S)
+            except OSError as e:      # a folder on a flaky mount: say so, keep trying
+                log.warning("reading %s: %s", next(iter(self.tails.values())).path.parent, e)
+                self.stop.wait(1.0)
+
+
+class KafkaFollower(threading.Thread):
+    """The three topics, every partition, no consumer group (see the module's docstring)."""
+
+    RECHECK_S = 5.0      # topics a worker has not created yet, or new partitions
+
+    def __init__(self, cfg: dict, hub: Hub, stop: threading.Event):
+        super().__init__(name="overlay-kafka", daemon=True)
+        self.cfg, self.hub, self.stop = cfg, hub, stop
+        k = cfg["kafka"]
+        self.kinds = {k["topic_segments"]: "segment", k["topic_genres"]: "genre", k["topic_nowplaying"]: "nowplaying"}
+        self.settled = False                # the records that were there at start are folded in
+
+    def _assign_new(self, c, assigned: set, catchup: dict | None) -> None:
+        from kafka import TopicPartition
+        found = {TopicPartition(t, p) for t in self.kinds for p in (c.partitions_for_topic(t) or ())}
+        new = found - assigned
+        if not new:
+            return
+        positions = {tp: c.position(tp) for tp in assigned}
+        c.assign(sorted(assigned | new))
+        for tp, pos in positions.items():
+            c.seek(tp, pos)
+        c.seek_to_end(*new)
+        ends = {tp: c.position(tp) for tp in new}
+        c.seek_to_beginning(*new)
+        replay = self.cfg["overlay"]["replay_records"]
+        for tp in new:
+            c.seek(tp, max(c.position(tp), ends[tp] - replay))
+        if catchup is not None:
+            catchup.update(ends)
+        assigned |= new
+        log.info("following %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(new)))
+
+    def run(self) -> None:
+        from kafka.errors import KafkaError
+        while not self.stop.is_set():
+            try:
+                self._follow()
+            except KafkaError as e:     # the broker is not up yet, or went away: the cards wait, then catch up
+                log.warning("Kafka: %s; trying again in %.0f s", e, self.RECHECK_S)
+                self.stop.wait(self.RECHECK_S)
+
+    def _follow(self) -> None:
+        from pipeline.kafka_io import consumer
+        k = self.cfg["kafka"]
+        c = consumer(self.cfg, group_id=None, enable_auto_commit=False)
+        assigned: set = set()
+        catchup: dict | None = None if self.settled else {}
+        next_check = 0.0
+        try:
+            while not self.stop.is_set():
+                if time.monotonic() >= next_check:
+                    self._assign_new(c, assigned, catchup)
+                    next_check = time.monotonic() + self.RECHECK_S
+                if not assigned:
+                    self.settled = True
+                    catchup = None
+                    self.stop.wait(0.5)
+                    continue
+                for tp, msgs in c.poll(timeout_ms=k["poll_ms"]).items():
+                    for m in msgs:
+                        self.hub.feed(self.kinds[tp.topic], m.value, f"{tp.topic}[{tp.partition}]@{m.offset}")
+                if catchup is not None and all(c.position(tp) >= end for tp, end in catchup.items()):
+                    self.hub.settle()
+                    self.settled = True
+                    catchup = None
+        finally:
+            c.close()
+
+
+def make_handler(hub: Hub, token: str | None, heartbeat_s: float, page: bytes):
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "onair-overlay"
+        route = re.compile(r"/(api/nowplaying|events|overlay)/([^/]+)/?")
+
+        def log_message(self, fmt, *args):  # the query string may hold the token
+            log.debug("%s %s", self.address_string(), re.sub(r"(token=)[^&\s'\"]+", r"\1***", fmt % args))
+
+        def _send(self, code: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Referrer-Policy", "no-referrer")   # the page URL may hold the token
+            self.send_header("X-Content-Type-Options", "nosniff")
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, code: int, obj, extra: dict | None = None) -> None:
+            self._send(code, json.dumps(obj, ensure_ascii=False).encode(), "application/json; charset=utf-8", extra)
+
+        def _authorised(self, query: dict) -> bool:
+            if token is None:
+                return True
+            auth = self.headers.get("Authorization", "")
+            given = auth[7:].strip() if auth.startswith("Bearer ") else (query.get("token") or [""])[0]
+            return hmac.compare_digest(given.encode(), token.encode())
+
+        def do_GET(self):
+            url = urlsplit(self.path)
+            if url.path == "/healthz":
+                return self._send(200, b"ok\n", "text/plain; charset=utf-8")
+            if not self._authorised(parse_qs(url.query)):
+                return self._json(401, {"error": "a token is required: ?token=... or Authorization: Bearer ..."},
+                                  {"WWW-Authenticate": "Bearer"})
+            if url.path in ("/api/channels", "/api/channels/"):
+                return self._json(200, {"channels": hub.channels()})
+            m = self.route.fullmatch(url.path)
+            if m is None:
+                return self._json(404, {"error": "not found: try /api/channels, /api/nowplaying/CHANNEL, "
+                                                 "/events/CHANNEL or /overlay/CHANNEL"})
+            what, channel = m.group(1), unquote(m.group(2))
+            if what == "overlay":
+                initial = json.dumps(hub.state(channel), ensure_ascii=False).replace("</", "<\\/")
+                body = page.replace(INITIAL_SLOT, INITIAL_SLOT.replace(b">null<", f">{initial}<".encode()), 1)
+                return self._send(200, body, "text/html; charset=utf-8")
+            if what == "events":
+                return self._events(channel)
+            state = hub.state(channel, default=False)
+            if state is None:
+                return self._json(404, {"error": f"no records for channel {channel!r} yet"})
+            return self._json(200, state)
+
+        def _write(self, text: str) -> None:
+            self.wfile.write(text.encode())
+            self.wfile.flush()
+
+        def _events(self, channel: str) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Accel-Buffering", "no")   # a proxy (nginx) must not hold events back
+            self.end_headers()
+            if hub.metrics is not None:
+                hub.metrics.overlay_clients.inc()
+            try:
+                self._write(f"retry: 2000\nevent: hello\ndata: {json.dumps({'heartbeat_s': heartbeat_s})}\n\n")
+                state = hub.state(channel)
+                self._write(f"event: state\ndata: {json.dumps(state, ensure_ascii=False)}\n\n")
+                while not hub.closed:
+                    new = hub.wait_change(channel, state["seq"], heartbeat_s)
+                    if new["seq"] == state["seq"]:
+                        self._write("event: ping\ndata: {}\n\n")    # the page tells a live server from a dead one
+                        continue
+                    state = new
+                    self._write(f"event: state\ndata: {json.dumps(state, ensure_ascii=False)}\n\n")
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                pass
+            finally:
+                if hub.metrics is not None:
+                    hub.metrics.overlay_clients.dec()
+
+    return Handler
+
+
+class OverlayHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True      # an open SSE connection must not keep the process alive at shutdown
+    allow_reuse_address = True
+
+
+def make_server(host: str, port: int, handler) -> OverlayHTTPServer:
+    cls = OverlayHTTPServer
+    if ":" in host:
+        cls = type("OverlayHTTPServer6", (OverlayHTTPServer,), {"address_family": socket.AF_INET6})
+    try:
+        return cls((host, port), handler)
+    except OSError as e:
+        raise ValueError(f"overlay: cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def serve(cfg: dict, metrics, stop: threading.Event, directory: Path | None = None) -> int:
+    """Run until `stop` is set; `directory` = follow a direct-mode output folder, else Kafka."""
+    o = cfg["overlay"]
+    token = overlay_token(cfg)
+    check_bind(o["host"], token, o["token_env"])
+    page = PAGE.read_bytes()
+    if INITIAL_SLOT not in page:
+        raise RuntimeError(f"{PAGE} has no slot for the initial state")
+    hub = Hub(NowPlayingBoard(o["hold_s"], o["clear_s"], o["stale_s"]), metrics)
+    if directory is not None:
+        directory = Path(directory)
+        if not directory.is_dir():
+            log.warning("%s does not exist yet; its records are shown once it does", directory)
+        follower = DirFollower(hub, directory, stop)
+        follower.read_all()              # what is already there, before the first page asks
+        hub.settle()
+    else:
+        follower = KafkaFollower(cfg, hub, stop)
+    httpd = make_server(o["host"], o["port"], make_handler(hub, token, o["heartbeat_s"], page))
+    host, port = httpd.server_address[:2]
+    follower.start()
+    threading.Thread(target=httpd.serve_forever, name="overlay-http", daemon=True).start()
+    log.info("overlay on http://%s:%d/overlay/<channel> (also /api/channels, /api/nowplaying/<channel>, "
+             "/events/<channel>); %s; following %s", host if ":" not in host else f"[{host}]", port,
+             "a token is required" if token else "no token", directory or "Kafka (no consumer group)")
+    try:
+        while not stop.wait(TICK_S):
+            hub.tick()
+    finally:
+        hub.close()
+        httpd.shutdown()
+        httpd.server_close()
+        follower.join(timeout=10)
+    return 0
