@@ -22,6 +22,7 @@ class Embedded:
 class Embedder:
     name = "base"
     dim = 0
+    precision = "fp32"
 
     def embed(self, frames: np.ndarray) -> Embedded:
         raise NotImplementedError
@@ -40,6 +41,7 @@ class YamnetTFLite(Embedder):
     about 0.3 ms on a 2-core machine: the loop is not the bottleneck)."""
     name = "yamnet"
     dim = 1024
+    precision = "fp32"   # the shipped model is float; there is nothing to quantize it from here
     EMBEDDING_TENSOR = "yamnet_frames/global_average_pooling2d/Mean"
 
     def __init__(self, path: str, threads: int = 0):
@@ -74,6 +76,7 @@ class YamnetHub(Embedder):
     """YAMNet from a TF-Hub handle (`google/yamnet`): waveform -> (scores, embeddings, log-mel)."""
     name = "yamnet"
     dim = 1024
+    precision = "fp32"
 
     def __init__(self, handle: str):
         import tensorflow_hub as hub
@@ -94,18 +97,20 @@ class VGGishHub(Embedder):
 
     `embed_signature` is the model's own signature (one waveform per call);
     `embed` runs the same network on a batch of patches with the model's own
-    variables, which is what lets many channels share one call.
+    variables, which is what lets many channels share one call. `precision`
+    (fp32 | bf16 | int8, operators.vggish) trades exactness for speed.
     """
     name = "vggish"
     dim = 128
 
-    def __init__(self, handle: str):
+    def __init__(self, handle: str, precision: str = "fp32", threads: int = 0, cache_dir=None):
         import tensorflow_hub as hub
 
-        from operators.vggish import VGGishNetwork
+        from operators.vggish import make_network
 
         self._model = hub.load(handle)
-        self._net = VGGishNetwork(_model_variables(self._model))
+        self._net = make_network(_model_variables(self._model), precision, threads, cache_dir)
+        self.precision = getattr(self._net, "precision", precision)
 
     def embed_signature(self, waveform: np.ndarray) -> np.ndarray:
         return self._model(np.asarray(waveform, np.float32)).numpy()

@@ -21,6 +21,7 @@ from operators.hmm import FixedLagHMM
 from operators.segments import SegmentBuilder
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
+LEVEL_SAMPLES = FRAME_SAMPLES - FRAME_SAMPLES % 1600    # whole 0.1 s blocks of a frame
 log = logging.getLogger("onair.channel")
 
 
@@ -49,6 +50,7 @@ class ChannelDetector:
             channel, genre_model, g.get("min_music_s", 12.0), g.get("update_s", 30.0), g.get("top_k", 3))
         self.emit_genre = emit_genre
         self._pending: deque = deque()    # per frame inside the HMM window: (embedding, levels, class scores)
+        self._audio_counter = self._music_gauge = None    # this channel's metric children, looked up once
 
     def frames_for(self, chunk: Chunk) -> list[tuple[float, np.ndarray]]:
         """Decoded audio in, frames out; the one place both runtimes count audio and discontinuities."""
@@ -61,7 +63,9 @@ class ChannelDetector:
         if len(chunk.samples):
             self.newest_time = chunk.time + len(chunk.samples) / SAMPLE_RATE
             if self.metrics is not None:
-                self.metrics.audio_seconds.labels(self.channel).inc(len(chunk.samples) / SAMPLE_RATE)
+                if self._audio_counter is None:   # labels() is a locked dict lookup: once, not per chunk
+                    self._audio_counter = self.metrics.audio_seconds.labels(self.channel)
+                self._audio_counter.inc(len(chunk.samples) / SAMPLE_RATE)
         return self.ring.push(chunk.samples)
 
     def on_embedded(self, times: list[float], embeddings: np.ndarray, newest: list[float],
@@ -71,12 +75,15 @@ class ChannelDetector:
         the model; per-frame times keep the decisions independent of how frames were batched."""
         p_music = self.head.predict_proba(embeddings)[:, self._music]
         scores = class_scores if class_scores is not None else [None] * len(times)
-        for t, p, e, f, newest_time, sc in zip(times, p_music, embeddings, frames, newest, scores):
+        # levels of all frames at once (0.1 s blocks): per-frame numpy calls cost more than the maths
+        parts = np.stack([f[:LEVEL_SAMPLES] for f in frames]).reshape(len(frames), -1, 1600)
+        db = 10 * np.log10(np.mean(parts * parts, axis=2) + 1e-10)
+        levels = zip(db.min(axis=1).tolist(), np.median(db, axis=1).tolist())
+        for t, p, e, f, newest_time, sc, lv in zip(times, p_music.tolist(), embeddings, frames, newest, scores,
+                                                   levels):
             self.history.push(t, f[:HOP_SAMPLES])
-            parts = f[:FRAME_SAMPLES - FRAME_SAMPLES % 1600].reshape(-1, 1600)
-            db = 10 * np.log10(np.mean(parts * parts, axis=1) + 1e-10)
-            self._pending.append((e, (float(db.min()), float(np.median(db))), sc))
-            for d in self.hmm.push(float(p), t):
+            self._pending.append((e, lv, sc))
+            for d in self.hmm.push(p, t):
                 self._decided(d, newest_time)
 
     def finish(self, end_time: float) -> None:
@@ -110,7 +117,9 @@ class ChannelDetector:
     def _decided(self, d, newest_time: float) -> None:
         if self.metrics is not None:
             self.metrics.decision_lag.observe(max(0.0, newest_time - (d.time + FRAME_S)))
-            self.metrics.music.labels(self.channel).set(d.state)
+            if self._music_gauge is None:
+                self._music_gauge = self.metrics.music.labels(self.channel)
+            self._music_gauge.set(d.state)
         for seg in self.segments.push(d.time, d.state, d.posterior):
             self._emit(seg)
         emb, (lmin, lmed), scores = self._pending.popleft()

@@ -150,6 +150,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "batch_size": Int(64, 1, 4096),
         "max_wait_ms": Float(20.0, 0.0, 10000.0),
         "threads": Int(0, 0, 256),
+        "precision": Choice("fp32", ("fp32", "bf16", "int8")),   # VGGish only; see operators/vggish.py
     },
     "heads": {
         "dir": Str("heads"),   # relative to the config file's folder
@@ -167,7 +168,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "requery_after_s": Float(240.0, 30.0, 86400.0),
         "cooldown_s": Float(20.0, 0.0, 3600.0),
         "window_frames": Int(6, 2, 60),
-        "novelty_high": Float(0.5, 0.0, 2.0),
+        "novelty_high": Float(2.0, 0.0, 2.0),
         "novelty_low": Float(0.25, 0.0, 2.0),
         "dip_db": Float(20.0, 0.0, 120.0),
         "max_self_similarity": Float(0.8, -1.0, 1.0),
@@ -257,8 +258,20 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "port": Int(0, 0, 65535),                # 0 = no /metrics endpoint (each command takes --metrics-port)
         "music_channels": StrList(()),           # channels expected to carry music (alert when none for hours)
     },
+    "overlay": {
+        "host": Str("127.0.0.1"),                # anything but a loopback address needs a token
+        "port": Int(8765, 0, 65535),             # 0 = any free port (logged)
+        "token_env": Str("ONAIR_OVERLAY_TOKEN"),
+        "token_file": Str(None, optional=True),
+        "hold_s": Float(10.0, 0.0, 3600.0),
+        "clear_s": Float(3.0, 0.0, 3600.0),
+        "stale_s": Float(300.0, 1.0, 86400.0, optional=True),
+        "heartbeat_s": Float(15.0, 0.5, 3600.0),
+        "replay_records": Int(1000, 0, 10**9),
+    },
     "runtime": {
         "queue_frames": Int(512, 1, 1_000_000),
+        "decode_threads": Int(1, 1, 64),         # ChunkPipeline decoders (more compete for the GIL)
         "log_level": Choice("INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
     },
 }

@@ -1,0 +1,270 @@
+"""One paced trial: N live channels for a warm-up and a measurement window,
+with the measurements the throughput benchmark reports.
+
+Worker mode: ingest-style chunks, handed over when on air, into a
+pipeline.batcher.ChunkPipeline. Direct mode: named pipes fed at real-time pace,
+read by `onair run`'s runtime (DirectRun, a thread per source). Every stage is
+the product's own; the only addition is a detector subclass that notes, per
+channel, how far the embedding has got and when each decision was made.
+
+- lag (per channel, sampled every second): now minus the wall time at which
+  the newest embedded audio was on air. A pipeline that keeps up holds it
+  near one frame (0.96 s) plus the chunk length plus batching; one that does
+  not lets it grow.
+- latency (per decided frame): decision wall time minus the wall time the
+  frame's last sample was on air: the 4-frame HMM lag by design, plus queueing.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import runner
+from pipeline.channel import FRAME_S, ChannelDetector
+from pipeline.metrics import Metrics
+
+from benchmarks.livefeed import ChunkFeed, LiveFeed, Media
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def cpu_by_thread_group() -> dict[str, float]:
+    """CPU seconds so far per kind of thread: sources (decode), the embedding thread,
+    the feeder, and threads Python does not know (the model's own pools, PyAV's)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(tid), "native")
+        group = "sources" if name.startswith("input-") else "decode" if name.startswith("decode-") else \
+            name if name in ("embed", "livefeed") else \
+            ("native (model pools)" if name == "native" else "other python")
+        out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+class Progress:
+    """What the instrumented detectors report, shared by all channels."""
+
+    def __init__(self, feed: LiveFeed):
+        self.feed = feed
+        self.index = {ch.name: i for i, ch in enumerate(feed.channels)}
+        self.embedded_until = np.full(len(feed.channels), np.nan)
+        self.frames = 0
+        self.latencies: list[float] = []
+        self.record = False
+        self.lock = threading.Lock()
+
+
+def timed_detector(progress: Progress):
+    class TimedDetector(ChannelDetector):
+        def on_embedded(self, times, embeddings, newest, frames, class_scores=None):
+            super().on_embedded(times, embeddings, newest, frames, class_scores)
+            i = progress.index[self.channel]
+            progress.embedded_until[i] = times[-1] + FRAME_S
+            progress.frames += len(times)
+
+        def _decided(self, d, newest_time):
+            if progress.record:
+                due = progress.feed.on_air(progress.index[self.channel], d.time + FRAME_S)
+                progress.latencies.append(time.monotonic() - due)
+            super()._decided(d, newest_time)
+
+    return TimedDetector
+
+
+@dataclass
+class TrialResult:
+    channels: int
+    window_s: float
+    realtime: bool
+    lag_slope: float                 # seconds of lag gained per second (>0: falling behind)
+    lag_growth_s: float              # mean lag, last third of the window minus first third
+    lag_end_s: float                 # mean lag at the end of the window
+    lag_p95_end_s: float             # worst 95th percentile over channels, second half of the window
+    frames_per_s: float
+    cpu_percent: float               # of one core (200 = both cores of a 2-core machine)
+    rss_mb: float
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    channels_started: int
+    failed_inputs: int
+    cpu_percent_by_thread: dict = field(default_factory=dict)
+    lags: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        d = dict(self.__dict__)
+        d.pop("lags")
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def _specs(media: list, n: int, seed: int) -> list:
+    rng = np.random.default_rng(seed + n)
+    out = []
+    for i in range(n):
+        m = media[i % len(media)]
+        span = m.duration if isinstance(m, Media) else float(m.ends[-1])
+        out.append((f"ch{i:04d}", m, float(rng.uniform(0, span))))
+    return out
+
+
+def _detector_factory(cls, embedder, cfg: dict, metrics, out_dir: Path):
+    """Detectors wired as DirectRun wires them: head, HMM, debounce, genre, JSONL sinks."""
+    from pipeline.heads import hmm_params, load_genre_model, load_music_head
+    from pipeline.sinks import JsonlSink
+    head = load_music_head(cfg, embedder.name, embedder.dim)
+    hmm = hmm_params(head, cfg)
+    genre_model = load_genre_model(cfg, embedder)
+    sinks = {name: JsonlSink(out_dir / f"{name}.jsonl") for name in ("segments", "requests", "genres")}
+
+    def make(channel: str):
+        return cls(channel, head, hmm, cfg["hmm"]["lag_frames"], sinks["segments"].write, metrics,
+                   cfg["debounce"], sinks["requests"].write, genre_model, cfg["genre"], sinks["genres"].write)
+    return make, sinks
+
+
+class _Worker:
+    """Worker mode: chunks (as ingest makes them) at real-time pace into a ChunkPipeline."""
+
+    def __init__(self, embedder, cfg, specs, tmp: Path, stagger_s: float):
+        from pipeline.batcher import ChunkPipeline
+        self.feed = ChunkFeed(specs, self._submit, stagger_s=stagger_s)
+        self.progress = Progress(self.feed)
+        make, self.sinks = _detector_factory(timed_detector(self.progress), embedder, cfg, Metrics(), tmp)
+        self.pipeline = ChunkPipeline(embedder, cfg, make, Metrics())
+        self.failed = 0
+
+    def _submit(self, channel, data):
+        self.pipeline.submit(channel, data)
+
+    def start(self, t0):
+        self.pipeline.start()
+        self.feed.start_clock(t0)
+
+    def stop(self):
+        self.feed.close()
+        for ch in self.feed.channels:
+            self.pipeline.submit(ch.name, None)
+        self.pipeline.close()
+        for s in self.sinks.values():
+            s.close()
+        self.failed = int(self.pipeline.error is not None)
+
+
+class _Direct:
+    """Direct mode: `onair run`'s runtime (a thread per source) reading named pipes fed at pace."""
+
+    def __init__(self, embedder, cfg, specs, tmp: Path, stagger_s: float):
+        self.feed = LiveFeed(specs, tmp / "pipes", stagger_s=stagger_s)
+        self.progress = Progress(self.feed)
+        self.original = runner.ChannelDetector
+        runner.ChannelDetector = timed_detector(self.progress)
+        self.run = runner.DirectRun([(name, str(self.feed.paths[name])) for name, _, _ in specs], tmp / "out", cfg,
+                                    metrics=Metrics(), embedder=embedder)
+        self.results: dict = {}
+        self.thread = threading.Thread(target=lambda: self.results.update(self.run.run()), name="directrun",
+                                       daemon=True)
+        self.failed = 0
+
+    def start(self, t0):
+        self.thread.start()
+        self.feed.start_clock(t0)
+
+    def stop(self):
+        self.run.stop.set()
+        self.feed.close()
+        self.thread.join(timeout=60)
+        runner.ChannelDetector = self.original
+        self.feed.cleanup()
+        self.failed = sum(1 for r in self.results.values() if not r.ok)
+
+
+def run_trial(embedder, cfg: dict, media: list, n: int, warmup_s: float, window_s: float, mode: str = "worker",
+              max_slope: float = 0.01, max_lag_s: float | None = None, seed: int = 0) -> TrialResult:
+    """`media`: ChunkedMedia for mode "worker", Media for mode "direct"."""
+    specs = _specs(media, n, seed)
+    if max_lag_s is None:
+        # a chunk's audio waits in the chunk until it is complete (ingest's chunk_s), then a frame
+        max_lag_s = (cfg["kafka"]["chunk_s"] if mode == "worker" else 0.0) + 4.0
+    with tempfile.TemporaryDirectory(prefix="onair-tp-") as tmp:
+        run = (_Worker if mode == "worker" else _Direct)(embedder, cfg, specs, Path(tmp), min(4.0, warmup_s / 3))
+        progress, feed = run.progress, run.feed
+        try:
+            t0 = time.monotonic()
+            run.start(t0)
+            starts = np.array([c.start_wall for c in feed.channels])
+
+            def lag_now():
+                now = time.monotonic()
+                started = ~np.isnan(progress.embedded_until)
+                lag = now - (starts[started] + progress.embedded_until[started])
+                return now, lag, int(started.sum())
+
+            # Warm-up: every channel opened and the start-up burst (first chunks of all channels at
+            # once, first model calls of each batch shape) worked off. A count that cannot even drain
+            # it in 3 warm-ups is not real time: measure a short window for the next guess and stop.
+            time.sleep(warmup_s)
+            while time.monotonic() - t0 < 3 * warmup_s:
+                _, lag, started = lag_now()
+                if started == n and len(lag) and np.percentile(lag, 95) <= 0.75 * max_lag_s:
+                    break
+                time.sleep(1.0)
+            else:
+                window_s = min(window_s, 6.0)
+            progress.record = True
+            cpu0, w0, f0 = cpu_seconds(), time.monotonic(), progress.frames
+            groups0 = cpu_by_thread_group()
+            rss_peak = rss_bytes()
+            samples = []
+            while time.monotonic() - w0 < window_s:
+                time.sleep(1.0)
+                now, lag, started = lag_now()
+                if len(lag):
+                    samples.append((now - w0, float(lag.mean()), float(np.percentile(lag, 95)), started))
+                rss_peak = max(rss_peak, rss_bytes())
+            wall = time.monotonic() - w0
+            cpu = cpu_seconds() - cpu0
+            groups1 = cpu_by_thread_group()
+            by_group = {k: round(100 * (v - groups0.get(k, 0.0)) / wall, 1) for k, v in groups1.items()}
+            frames = progress.frames - f0
+            progress.record = False
+        finally:
+            run.stop()
+    lat = np.array(progress.latencies) if progress.latencies else None
+    if len(samples) >= 3:
+        t, mean_lag = np.array([s[0] for s in samples]), np.array([s[1] for s in samples])
+        slope = float(np.polyfit(t, mean_lag, 1)[0])
+        third = max(1, len(samples) // 3)
+        growth = float(mean_lag[-third:].mean() - mean_lag[:third].mean())
+        end_mean, started = samples[-1][1], samples[-1][3]
+        end_p95 = max(s[2] for s in samples[len(samples) // 2:])
+    else:
+        slope = growth = end_mean = end_p95 = float("inf")
+        started = 0
+    # Growing backlog: the mean lag of the last third of the window above that of the first third
+    # by more than half a second plus 1 % of the window (a 20 s window resolves ~3 % overload,
+    # 60 s ~2 %); and no channel group far behind at the end (95th percentile of the lag).
+    ok = growth <= 0.5 + max_slope * wall and end_p95 <= max_lag_s and started == n and run.failed == 0
+    return TrialResult(n, wall, ok, slope, growth, end_mean, end_p95, frames / wall, 100.0 * cpu / wall,
+                       rss_peak / 2**20, None if lat is None else float(np.percentile(lat, 50)),
+                       None if lat is None else float(np.percentile(lat, 95)), started, run.failed, by_group, samples)
