@@ -107,6 +107,7 @@ def kafka_figure(work: Path, spec: dict, name: str, n: int, ts_files: list[Path]
                 feed.close()
                 th.join(timeout=60)
                 feed.cleanup()
+                ingest.producer.close(timeout=10)   # before the broker goes: no reconnect noise after it
             summary = {}
             if worker is not None:
                 try:
