@@ -61,20 +61,53 @@ class _Channel:
     written: int = 0
 
 
-class LiveFeed(threading.Thread):
+class _PacedFeed(threading.Thread):
+    """A thread that, every `tick_s`, releases each channel's media that is due on
+    air; channel i of n starts `stagger_s * i / n` after the clock (real channels
+    are not phase-aligned)."""
+
+    def __init__(self, tick_s: float, stagger_s: float):
+        super().__init__(name="livefeed", daemon=True)
+        self.tick_s = tick_s
+        self.stagger_s = stagger_s
+        self._halt = threading.Event()
+        self.channels: list = []      # each with a `start_wall`
+
+    def start_clock(self, t0: float | None = None) -> None:
+        t0 = time.monotonic() if t0 is None else t0
+        n = max(1, len(self.channels))
+        for i, ch in enumerate(self.channels):
+            ch.start_wall = t0 + self.stagger_s * i / n
+        self.start()
+
+    def on_air(self, index: int, stream_time: float) -> float:
+        """Wall time at which channel `index`'s audio up to `stream_time` was due."""
+        return self.channels[index].start_wall + stream_time
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self._tick(time.monotonic())
+            self._halt.wait(self.tick_s)
+
+    def _tick(self, now: float) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join()
+
+
+class LiveFeed(_PacedFeed):
     """Feeds `channels` = [(name, media, offset_s)] into FIFOs under `dirpath`."""
 
     def __init__(self, channels: list[tuple[str, Media, float]], dirpath: Path, tick_s: float = 0.1,
                  stagger_s: float = 2.0):
-        super().__init__(name="livefeed", daemon=True)
+        super().__init__(tick_s, stagger_s)
         self.dir = Path(dirpath)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.tick_s = tick_s
-        self.stagger_s = stagger_s
-        self._halt = threading.Event()
         self.paths: dict[str, Path] = {}
         self._spec = channels
-        self.channels: list[_Channel] = []
         for name, media, offset in channels:
             p = self.dir / f"{name}.ts"
             if p.exists():
@@ -87,25 +120,10 @@ class LiveFeed(threading.Thread):
             self.channels.append(_Channel(name, media, fd, 0.0, float(media.times[k]), int(media.cuts[k])))
             self.paths[name] = p
 
-    def start_clock(self, t0: float | None = None) -> None:
-        t0 = time.monotonic() if t0 is None else t0
-        n = max(1, len(self.channels))
-        for i, ch in enumerate(self.channels):
-            # real channels are not phase-aligned: spread their starts
-            ch.start_wall = t0 + self.stagger_s * i / n
-        self.start()
-
-    def on_air(self, name_index: int, stream_time: float) -> float:
-        """Wall time at which a channel's audio up to `stream_time` was due in its pipe."""
-        return self.channels[name_index].start_wall + stream_time
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            now = time.monotonic()
-            for ch in self.channels:
-                if now >= ch.start_wall:
-                    self._feed(ch, now)
-            self._halt.wait(self.tick_s)
+    def _tick(self, now: float) -> None:
+        for ch in self.channels:
+            if now >= ch.start_wall:
+                self._feed(ch, now)
 
     def _feed(self, ch: _Channel, now: float) -> None:
         m = ch.media
@@ -139,9 +157,7 @@ class LiveFeed(threading.Thread):
 
     def close(self) -> None:
         """Stop feeding and close the pipes: readers see the end of their stream."""
-        self._halt.set()
-        if self.is_alive():
-            self.join()
+        super().close()
         for ch in self.channels:
             try:
                 os.close(ch.fd)
@@ -204,48 +220,26 @@ class _ChunkChannel:
     start_wall: float = 0.0
 
 
-class ChunkFeed(threading.Thread):
+class ChunkFeed(_PacedFeed):
     """Hands each channel's chunks to `submit(channel, bytes)` when the last audio
     sample in them is on air: a live ingest at real-time pace, minus Kafka."""
 
     def __init__(self, channels: list[tuple[str, ChunkedMedia, float]], submit, tick_s: float = 0.05,
                  stagger_s: float = 2.0):
-        super().__init__(name="livefeed", daemon=True)
+        super().__init__(tick_s, stagger_s)
         self.submit = submit
-        self.tick_s = tick_s
-        self.stagger_s = stagger_s
-        self._halt = threading.Event()
-        self.channels = []
         for name, m, offset in channels:
             k = min(int(np.searchsorted(m.ends, offset % m.ends[-1])), len(m.chunks) - 1)
             self.channels.append(_ChunkChannel(name, m, k, -float(m.starts[k])))
         self.submitted = 0
 
-    def start_clock(self, t0: float | None = None) -> None:
-        t0 = time.monotonic() if t0 is None else t0
-        n = max(1, len(self.channels))
-        for i, ch in enumerate(self.channels):
-            ch.start_wall = t0 + self.stagger_s * i / n
-        self.start()
-
-    def on_air(self, index: int, stream_time: float) -> float:
-        return self.channels[index].start_wall + stream_time
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            now = time.monotonic()
-            for ch in self.channels:
-                m = ch.media
-                while now >= ch.start_wall + ch.base + m.ends[ch.k]:
-                    self.submit(ch.name, m.chunks[ch.k])
-                    self.submitted += 1
-                    ch.k += 1
-                    if ch.k == len(m.chunks):     # loop: the audio goes on where the file ended
-                        ch.base += float(m.ends[-1] - m.starts[0])
-                        ch.k = 0
-            self._halt.wait(self.tick_s)
-
-    def close(self) -> None:
-        self._halt.set()
-        if self.is_alive():
-            self.join()
+    def _tick(self, now: float) -> None:
+        for ch in self.channels:
+            m = ch.media
+            while now >= ch.start_wall + ch.base + m.ends[ch.k]:
+                self.submit(ch.name, m.chunks[ch.k])
+                self.submitted += 1
+                ch.k += 1
+                if ch.k == len(m.chunks):     # loop: the audio goes on where the file ended
+                    ch.base += float(m.ends[-1] - m.starts[0])
+                    ch.k = 0
