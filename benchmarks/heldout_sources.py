@@ -87,8 +87,9 @@ def main() -> None:
                 for r in rows:
                     if r["source"] not in held:
                         w.writerow(r)
-            cx, cy = composed_frames(SHARED / "tools" / "broadcast_sim.py", kept, 4, 15.0, embedder,
-                                     Path(tmp) / "composed", root=SHARED / "data")
+            cx, clabels, _ = composed_frames(SHARED / "tools" / "broadcast_sim.py", kept, 4, 15.0, embedder,
+                                             Path(tmp) / "composed", root=SHARED / "data")
+            cy = ["music" if lab == "music" else "non_music" for lab in clabels]
         head = fit_head(np.concatenate([x, cx]), y + cy, ["non_music", "music"], l2=1e-3)
         test_clips = [sim.Clip(r["path"], r["label"], float(r["duration_s"]), r["source"],
                                r.get("genre", "")) for r in rows if r["source"] in held or r["label"] != "music"]

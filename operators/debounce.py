@@ -19,6 +19,13 @@ boundaries are already known, so a jingle or sting shorter than that never
 costs anything. After a request the song is not asked again unless the music
 changes or `requery_after_s` passes; requests on a channel are at least
 `cooldown_s` apart.
+
+Non-music inside a run (a silence, a noise, or speech over music flagged by
+the talk-over head) is a gap: shorter than `gap_keep_s` it keeps the song
+open, and the first music frame after it counts as a level dip, since the
+gap is exactly what sits between two records. Music shorter than
+`min_music_s` before a gap (a jingle, a bed between two voice-overs) starts
+no song: the run restarts after the gap, so the clip is cut from what follows.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 FRAME_HOP_S = 0.96
+GAP_LEVEL_DB = -200.0    # level given to the first frame after a gap: a dip deeper than any threshold
 
 
 @dataclass
@@ -80,8 +88,10 @@ class Debouncer:
 
     # -- per decided frame
     def push(self, time: float, music: bool, embedding: np.ndarray, level_min_db: float, level_med_db: float,
-             newest_time: float) -> list[RequestIntent]:
-        if not music:
+             newest_time: float, talk: bool = False) -> list[RequestIntent]:
+        # speech over music (adverts, a presenter over a bed) is not a song to pay for: to the
+        # debouncer it is a gap like any other non-music
+        if not music or talk:
             # a short gap (a silence between records, a misclassified second) keeps the song open:
             # the change test across it decides whether the music after it is the same song
             if self.song_start is not None:
@@ -90,11 +100,18 @@ class Debouncer:
                 elif time - self._gap_since > self.p.gap_keep_s:
                     self.reset_run()
             return []
+        after_gap = self._gap_since is not None
+        if after_gap and not self.requested and self._gap_since - self.song_start < self.p.min_music_s:
+            # music too short to pay for, then a gap: a jingle, or a bed under talk; what follows
+            # the gap is a run of its own, so the clip is not cut from the jingle
+            self.reset_run()
         self._gap_since = None
         if self.song_start is None:
             self.song_start, self.song_reason = time, "new_music"
         e = np.asarray(embedding, np.float32)
         e = e / (np.linalg.norm(e) + 1e-9)
+        if after_gap and self._frames:
+            level_min_db = GAP_LEVEL_DB     # the gap is the dip the change test looks for
         self._frames.append((time, e, float(level_min_db), float(level_med_db)))
         self._detect_change()
         return self._maybe_request(newest_time)

@@ -21,6 +21,7 @@ from operators.hmm import FixedLagHMM
 from operators.segments import SegmentBuilder
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
+TALK_CLASS = "speech_over_music"
 LEVEL_SAMPLES = FRAME_SAMPLES - FRAME_SAMPLES % 1600    # whole 0.1 s blocks of a frame
 log = logging.getLogger("onair.channel")
 
@@ -28,7 +29,7 @@ log = logging.getLogger("onair.channel")
 class ChannelDetector:
     def __init__(self, channel: str, head: Head, hmm: dict, lag_frames: int, emit_segment, metrics=None,
                  debounce: dict | None = None, emit_request=None, genre_model=None, genre: dict | None = None,
-                 emit_genre=None):
+                 emit_genre=None, talkover: Head | None = None):
         self.channel = channel
         self.head = head
         self._music = head.classes.index("music")
@@ -40,6 +41,8 @@ class ChannelDetector:
         self.metrics = metrics
         self.newest_time = 0.0
         d = dict(debounce or {})
+        self.talkover = talkover
+        self._talk_threshold = d.pop("talkover_threshold", 0.5)
         self.audio_codec = d.pop("audio_codec", "flac")
         self.history = AudioHistory(d.pop("history_s", 40.0))
         self.debouncer = Debouncer(channel, DebounceParams(**{k: v for k, v in d.items()
@@ -49,7 +52,8 @@ class ChannelDetector:
         self.genre = None if genre_model is None else GenreTagger(
             channel, genre_model, g.get("min_music_s", 12.0), g.get("update_s", 30.0), g.get("top_k", 3))
         self.emit_genre = emit_genre
-        self._pending: deque = deque()    # per frame inside the HMM window: (embedding, levels, class scores)
+        # per frame inside the HMM window: (embedding, levels, class scores, speech-over-music probability)
+        self._pending: deque = deque()
         self._audio_counter = self._music_gauge = None    # this channel's metric children, looked up once
 
     def frames_for(self, chunk: Chunk) -> list[tuple[float, np.ndarray]]:
@@ -74,15 +78,17 @@ class ChannelDetector:
         The clip history is built here, in decision order, because a file source runs far ahead of
         the model; per-frame times keep the decisions independent of how frames were batched."""
         p_music = self.head.predict_proba(embeddings)[:, self._music]
+        p_talk = (self.talkover.predict_proba(embeddings)[:, self.talkover.classes.index(TALK_CLASS)].tolist()
+                  if self.talkover is not None else [0.0] * len(times))
         scores = class_scores if class_scores is not None else [None] * len(times)
         # levels of all frames at once (0.1 s blocks): per-frame numpy calls cost more than the maths
         parts = np.stack([f[:LEVEL_SAMPLES] for f in frames]).reshape(len(frames), -1, 1600)
         db = 10 * np.log10(np.mean(parts * parts, axis=2) + 1e-10)
         levels = zip(db.min(axis=1).tolist(), np.median(db, axis=1).tolist())
-        for t, p, e, f, newest_time, sc, lv in zip(times, p_music.tolist(), embeddings, frames, newest, scores,
-                                                   levels):
+        for t, p, e, f, newest_time, sc, lv, pt in zip(times, p_music.tolist(), embeddings, frames, newest, scores,
+                                                       levels, p_talk):
             self.history.push(t, f[:HOP_SAMPLES])
-            self._pending.append((e, lv, sc))
+            self._pending.append((e, lv, sc, pt))
             for d in self.hmm.push(p, t):
                 self._decided(d, newest_time)
 
@@ -100,7 +106,8 @@ class ChannelDetector:
     def state_dict(self) -> dict:
         return {"ring": self.ring.state_dict(), "hmm": self.hmm.state_dict(), "segments": self.segments.state_dict(),
                 "newest_time": self.newest_time, "debounce": self.debouncer.state_dict(),
-                "pending": [(e.tolist(), lv, None if sc is None else sc.tolist()) for e, lv, sc in self._pending],
+                "pending": [(e.tolist(), lv, None if sc is None else sc.tolist(), pt)
+                            for e, lv, sc, pt in self._pending],
                 "genre": None if self.genre is None else self.genre.state_dict()}
 
     def load_state_dict(self, d: dict) -> None:
@@ -109,8 +116,9 @@ class ChannelDetector:
         self.segments.load_state_dict(d["segments"])
         self.newest_time = d["newest_time"]
         self.debouncer.load_state_dict(d["debounce"])
-        self._pending = deque((np.asarray(e, np.float32), tuple(lv), None if sc is None else np.asarray(sc))
-                              for e, lv, sc in d["pending"])
+        # snapshots from before the talk-over head carry three fields per frame
+        self._pending = deque((np.asarray(p[0], np.float32), tuple(p[1]), None if p[2] is None else np.asarray(p[2]),
+                               p[3] if len(p) > 3 else 0.0) for p in d["pending"])
         if self.genre is not None and d.get("genre"):
             self.genre.load_state_dict(d["genre"])
 
@@ -122,11 +130,12 @@ class ChannelDetector:
             self._music_gauge.set(d.state)
         for seg in self.segments.push(d.time, d.state, d.posterior):
             self._emit(seg)
-        emb, (lmin, lmed), scores = self._pending.popleft()
+        emb, (lmin, lmed), scores, p_talk = self._pending.popleft()
         if self.genre is not None:
             for rec in self.genre.push(d.time, d.state == 1, emb, scores):
                 self._emit_genre(rec)
-        for intent in self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time):
+        for intent in self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time,
+                                          talk=p_talk > self._talk_threshold):
             if self.metrics is not None:
                 self.metrics.requests_emitted.labels(self.channel, intent.reason).inc()
             if self.emit_request is not None:

@@ -173,6 +173,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "dip_db": Float(20.0, 0.0, 120.0),
         "max_self_similarity": Float(0.8, -1.0, 1.0),
         "gap_keep_s": Float(8.0, 0.0, 600.0),
+        "talkover_threshold": Float(0.5, 0.0, 1.0),   # 1 = the talk-over head is ignored
         "audio_codec": Choice("flac", ("flac", "wav")),
         "history_s": Float(40.0, 15.0, 600.0),
     },

@@ -30,6 +30,23 @@ def load_music_head(cfg: dict, backend: str, dim: int) -> Head:
     return head
 
 
+def load_talkover_head(cfg: dict, backend: str, dim: int) -> Head | None:
+    """The speech-over-music head (music vs speech_over_music), or None: without it adverts with a
+    music bed can cost a request, and the pipeline says so once."""
+    import logging
+    path = head_path(cfg, backend, "talkover")
+    if not path.is_file():
+        logging.getLogger("onair.heads").warning(
+            "no talk-over head for backend '%s' at %s: speech over a music bed (adverts) is not told apart "
+            "from songs by the debouncer; train one with onair train --compose N", backend, path)
+        return None
+    head = Head.load(path)
+    if head.dim != dim or "speech_over_music" not in head.classes:
+        raise HeadMissing(f"{path}: head expects {head.dim}-d embeddings with a 'speech_over_music' class, "
+                          f"backend '{backend}' gives {dim}-d; retrain with onair train --backend {backend}")
+    return head
+
+
 def hmm_params(head: Head, cfg: dict) -> dict:
     """Transition matrix and priors: fitted values stored with the head, overridable in config."""
     h = head.meta.get("hmm", {})

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipeline.batcher import STOP, EmbedBatcher, EndItem, FrameItem
 from pipeline.channel import ChannelDetector
-from pipeline.heads import hmm_params, load_genre_model, load_music_head
+from pipeline.heads import hmm_params, load_genre_model, load_music_head, load_talkover_head
 from pipeline.metrics import Metrics
 from pipeline.models import load_embedder
 from pipeline.sinks import JsonlSink
@@ -64,6 +64,7 @@ class DirectRun:
         self.stop = threading.Event()
         self.embedder = embedder or load_embedder(cfg)
         self.head = load_music_head(cfg, self.embedder.name, self.embedder.dim)
+        self.talkover = load_talkover_head(cfg, self.embedder.name, self.embedder.dim)
         self.results = {ch: ChannelResult(ch, url) for ch, url in inputs}
         self.on_request = None       # the recognition stage, when one runs in this process
 
@@ -91,7 +92,7 @@ class DirectRun:
         genre_model = load_genre_model(self.cfg, self.embedder)
         detectors = {ch: ChannelDetector(ch, self.head, hmm, self.cfg["hmm"]["lag_frames"], segment_sink,
                                          self.metrics, self.cfg["debounce"], request_sink, genre_model,
-                                         self.cfg["genre"], sinks["genres"].write)
+                                         self.cfg["genre"], sinks["genres"].write, self.talkover)
                      for ch, _ in self.inputs}
         items: queue.Queue = queue.Queue(maxsize=self.cfg["runtime"]["queue_frames"])
         emb = self.cfg["embedding"]

@@ -28,7 +28,7 @@ from operators.decode import ChunkDecoder, ChunkError
 from pipeline import envelope
 from pipeline.batcher import embed_by_channel
 from pipeline.channel import ChannelDetector
-from pipeline.heads import hmm_params, load_genre_model, load_music_head
+from pipeline.heads import hmm_params, load_genre_model, load_music_head, load_talkover_head
 from pipeline.metrics import Metrics
 from pipeline.sources import select_audio
 
@@ -47,7 +47,7 @@ class ChannelState:
         self.detector = ChannelDetector(channel, worker.head, worker.hmm, worker.cfg["hmm"]["lag_frames"],
                                         worker.emit_segment, worker.metrics, worker.cfg["debounce"],
                                         worker.emit_request, worker.genre_model, worker.cfg["genre"],
-                                        worker.emit_genre)
+                                        worker.emit_genre, worker.talkover)
         self.partition = None
         self.offset = -1
         self.session = None
@@ -114,6 +114,7 @@ class Worker:
         self.embedder = embedder or load_embedder(cfg)
         self.head = load_music_head(cfg, self.embedder.name, self.embedder.dim)
         self.hmm = hmm_params(self.head, cfg)
+        self.talkover = load_talkover_head(cfg, self.embedder.name, self.embedder.dim)
         self.genre_model = load_genre_model(cfg, self.embedder)
         self.channels: dict[str, ChannelState] = {}
         self.id = f"{socket.gethostname()}-{os.getpid()}-{id(self) % 10000}"

@@ -12,13 +12,14 @@ def song(rng, seconds, center=None):
 
 
 def feed(deb, blocks, lag_s=4.8):
-    """blocks: list of (kind, embeddings) with kind music|speech|fade; returns the request intents."""
+    """blocks: list of (kind, embeddings) with kind music|speech|fade|advert (music the talk-over head
+    flags); returns the request intents."""
     out, t = [], 0.0
     for kind, embs in blocks:
         for i, e in enumerate(embs):
             music = kind != "speech"
             level = -60.0 if kind == "fade" else -20.0
-            out += deb.push(t, music, e, level, -20.0, t + 0.975 + lag_s)
+            out += deb.push(t, music, e, level, -20.0, t + 0.975 + lag_s, talk=kind == "advert")
             t += HOP
     return out
 
@@ -87,3 +88,26 @@ def test_state_round_trip_gives_the_same_requests():
             split = restored
         out_split += split.push(i * HOP, m, e, lv, -20.0, i * HOP + 5.8)
     assert out_whole == out_split and len(out_whole) == 2
+
+
+def test_an_advert_on_a_music_bed_costs_nothing_and_the_song_after_it_is_asked_once():
+    # the HMM calls the advert music (its bed is music); the talk-over head flags it
+    rng = np.random.default_rng(5)
+    advert, _ = song(rng, 25)
+    a, _ = song(rng, 90)
+    reqs = feed(Debouncer("c"), [("advert", advert), ("music", a)])
+    assert [r.reason for r in reqs] == ["new_music"]
+    assert reqs[0].song_start >= 25 * HOP - HOP and reqs[0].clip_start >= 25 * HOP
+    # without the flag the advert and the song are one run, asked once, from inside the advert
+    blind = feed(Debouncer("c"), [("music", advert), ("music", a)])
+    assert len(blind) == 1 and blind[0].clip_start < 25 * HOP
+
+
+def test_a_jingle_then_a_short_gap_then_a_song_cuts_the_clip_from_the_song():
+    rng = np.random.default_rng(6)
+    jingle, _ = song(rng, 4)     # shorter than the change test's windows: only the gap can split it off
+    gap = [rng.normal(size=64) for _ in range(2)]
+    a, _ = song(rng, 90)
+    reqs = feed(Debouncer("c"), [("music", jingle), ("speech", gap), ("music", a)])
+    song_start = (len(jingle) + len(gap)) * HOP
+    assert len(reqs) == 1 and reqs[0].song_start == song_start and reqs[0].clip_start > song_start

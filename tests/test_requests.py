@@ -79,3 +79,46 @@ def test_recognize_follows_a_run_directory(programme, tmp_path, monkeypatch):
     assert len(server.calls) == 2
     assert len(read(out / "nowplaying.jsonl")) == 4        # the second pass re-announces from the cache
     assert sum(e["paid"] for e in read(out / "ledger.jsonl")) == 2
+
+
+def _rms_to(a, db):
+    return a * (10 ** (db / 20) / (np.sqrt(np.mean(a * a)) + 1e-12))
+
+
+def test_an_advert_on_a_music_bed_costs_no_request(shared, tmp_path):
+    """An advert (a voice over a quiet music bed, as broadcast_sim makes them) then a song: the
+    music head may call the bed music; the talk-over head flags it and only the song is asked."""
+    from pipeline import config
+    from pipeline.audiofile import frames_of, read_audio
+    from pipeline.heads import load_talkover_head
+    from pipeline.models import load_embedder
+    from tests.conftest import load_clip, write_ts
+    clips = shared / "data" / "clips"
+    talk = np.concatenate([load_clip(p) for p in sorted((clips / "speech").glob("debian-fillets-ng__speech__*"))[40:90]])
+    bed = load_clip(clips / "music" / "debian-widelands__music__ingame_02.opus", seconds=30.0)
+    song = load_clip(clips / "music" / "debian-0ad__music__Land_Between_Rivers.opus", seconds=45.0)
+    assert len(talk) >= 30 * 48000
+    advert = _rms_to(talk[:30 * 48000], -20) + _rms_to(bed, -28)
+    ts = write_ts(tmp_path / "advert_song.ts", np.concatenate([advert, _rms_to(song, -18)]).astype(np.float32))
+
+    cfg = config.load()
+    embedder = load_embedder(cfg)
+    head = load_talkover_head(cfg, embedder.name, embedder.dim)
+    assert head is not None, "the committed talk-over head is missing"
+    frames = frames_of(read_audio(str(ts)))
+    p = head.predict_proba(embedder.embed(frames).embeddings)[:, head.classes.index("speech_over_music")]
+    t = np.arange(len(p)) * 0.96
+    in_advert, in_song = p[t + 0.975 <= 29.5], p[t >= 31.0]
+    print("flagged: advert %.2f, song %.2f" % (np.mean(in_advert > 0.5), np.mean(in_song > 0.5)))
+    assert np.mean(in_advert > 0.5) >= 0.4 and np.mean(in_song > 0.5) <= 0.05, (in_advert.round(2), in_song.round(2))
+
+    out = tmp_path / "out"
+    r = onair("run", "--out", str(out), "--input", f"a={ts}")
+    assert r.returncode == 0, r.stderr
+    reqs = read(out / "requests.jsonl")
+    assert len(reqs) == 1, reqs
+    assert 30.0 <= reqs[0]["clip_start"] and reqs[0]["clip_end"] <= 75.0
+    # what the head buys: with it ignored, the bed reads as music long enough to pay for the advert
+    r = onair("run", "--out", str(tmp_path / "blind"), "--input", f"a={ts}", "--set", "debounce.talkover_threshold=1")
+    assert r.returncode == 0, r.stderr
+    assert any(q["clip_end"] <= 30.0 for q in read(tmp_path / "blind" / "requests.jsonl"))
