@@ -36,7 +36,7 @@ from pipeline.audiofile import frames_of  # noqa: E402
 from pipeline.heads import hmm_params  # noqa: E402
 from pipeline.models import load_embedder  # noqa: E402
 from pipeline.evaluate import music_f1, replay  # noqa: E402
-from pipeline.train import EmbeddingCache, composed_frames, embed_items, manifest_items  # noqa: E402
+from pipeline.train import EmbeddingCache, composed_frames, embed_items, manifest_items, music_or_not  # noqa: E402
 
 
 def compose_from(sim, clips, seed, minutes, profile):
@@ -89,7 +89,7 @@ def main() -> None:
                         w.writerow(r)
             cx, clabels, _ = composed_frames(SHARED / "tools" / "broadcast_sim.py", kept, 4, 15.0, embedder,
                                              Path(tmp) / "composed", root=SHARED / "data")
-            cy = ["music" if lab == "music" else "non_music" for lab in clabels]
+            cy = music_or_not(clabels)
         head = fit_head(np.concatenate([x, cx]), y + cy, ["non_music", "music"], l2=1e-3)
         test_clips = [sim.Clip(r["path"], r["label"], float(r["duration_s"]), r["source"],
                                r.get("genre", "")) for r in rows if r["source"] in held or r["label"] != "music"]

@@ -19,9 +19,9 @@ from operators.genre import GenreTagger
 from operators.framing import FRAME_SAMPLES, HOP_SAMPLES, SAMPLE_RATE, FrameRing
 from operators.hmm import FixedLagHMM
 from operators.segments import SegmentBuilder
+from pipeline.heads import TALK_CLASS
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
-TALK_CLASS = "speech_over_music"
 LEVEL_SAMPLES = FRAME_SAMPLES - FRAME_SAMPLES % 1600    # whole 0.1 s blocks of a frame
 log = logging.getLogger("onair.channel")
 

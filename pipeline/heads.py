@@ -12,8 +12,20 @@ class HeadMissing(RuntimeError):
     pass
 
 
+TALK_CLASS = "speech_over_music"    # the talk-over head's positive class (adverts, voice over a bed)
+
+
 def head_path(cfg: dict, backend: str, kind: str = "music") -> Path:
     return Path(cfg["heads"]["dir"]) / backend / f"{kind}.json"
+
+
+def _checked(path: Path, backend: str, dim: int, needed_class: str) -> Head:
+    """A head file that fits this backend's embeddings and has the class its user reads."""
+    head = Head.load(path)
+    if head.dim != dim or needed_class not in head.classes:
+        raise HeadMissing(f"{path}: head expects {head.dim}-d embeddings with a '{needed_class}' class, "
+                          f"backend '{backend}' gives {dim}-d; retrain with onair train --backend {backend}")
+    return head
 
 
 def load_music_head(cfg: dict, backend: str, dim: int) -> Head:
@@ -23,11 +35,7 @@ def load_music_head(cfg: dict, backend: str, dim: int) -> Head:
             f"no music head for embedding backend '{backend}' at {path}; train one with: "
             f"onair train --backend {backend} --manifest ../shared/data/manifest.csv "
             f"--music-dir ../shared/data/genre --programmes ../shared/data/streams")
-    head = Head.load(path)
-    if head.dim != dim or "music" not in head.classes:
-        raise HeadMissing(f"{path}: head expects {head.dim}-d embeddings with a 'music' class, backend '{backend}' "
-                          f"gives {dim}-d; retrain with onair train --backend {backend}")
-    return head
+    return _checked(path, backend, dim, "music")
 
 
 def load_talkover_head(cfg: dict, backend: str, dim: int) -> Head | None:
@@ -40,11 +48,7 @@ def load_talkover_head(cfg: dict, backend: str, dim: int) -> Head | None:
             "no talk-over head for backend '%s' at %s: speech over a music bed (adverts) is not told apart "
             "from songs by the debouncer; train one with onair train --compose N", backend, path)
         return None
-    head = Head.load(path)
-    if head.dim != dim or "speech_over_music" not in head.classes:
-        raise HeadMissing(f"{path}: head expects {head.dim}-d embeddings with a 'speech_over_music' class, "
-                          f"backend '{backend}' gives {dim}-d; retrain with onair train --backend {backend}")
-    return head
+    return _checked(path, backend, dim, TALK_CLASS)
 
 
 def hmm_params(head: Head, cfg: dict) -> dict:

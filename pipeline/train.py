@@ -22,6 +22,7 @@ from operators.framing import HOP_S
 from operators.hmm import fit_transitions
 from pipeline.audiofile import frames_of, read_audio
 from pipeline.evaluate import music_f1, read_labels, replay
+from pipeline.heads import TALK_CLASS
 
 log = logging.getLogger("onair.train")
 
@@ -150,11 +151,16 @@ def composed_frames(composer: Path, manifest: Path, count: int, minutes: float, 
             np.savez(key, emb=embedder.embed(frames).embeddings, labels=np.array(lab))
             log.info("composed programme %d (%s, %.0f min) embedded", seed, profile, minutes)
         d = np.load(key)
-        keep = np.isin(d["labels"], ["music", "speech", "noise", "silence", "speech_over_music"])
+        keep = np.isin(d["labels"], ["music", "speech", "noise", "silence", TALK_CLASS])
         xs.append(d["emb"][keep])
         ys += [str(lab) for lab in d["labels"][keep]]
         programme += [seed] * int(keep.sum())
     return (np.concatenate(xs) if xs else np.zeros((0, embedder.dim), np.float32)), ys, np.array(programme, int)
+
+
+def music_or_not(labels) -> list[str]:
+    """The music head's two classes from the composer's labels (speech over music is non-music)."""
+    return ["music" if lab == "music" else "non_music" for lab in labels]
 
 
 def calibrate_hmm(head, embedder, programmes: list[Path], transition: np.ndarray, lag: int) -> dict:
@@ -214,7 +220,7 @@ def train_music_head(embedder, manifest: Path, music_dirs: list[Path], programme
     log.info("frame validation on held-out sources: %s", validation)
     if compose:
         cx, clabels, cprog = composed_frames(composer, manifest, compose, 15.0, embedder, cache_dir / "composed")
-        x, y = np.concatenate([x, cx]), list(y) + ["music" if lab == "music" else "non_music" for lab in clabels]
+        x, y = np.concatenate([x, cx]), list(y) + music_or_not(clabels)
         train_talkover_head(cx, clabels, cprog, out.with_name("talkover.json"), embedder.name)
     head = fit_head(x, y, ["non_music", "music"], l2=l2)
     hmm = {"p_enter_music": 0.01, "p_leave_music": 0.01, "class_prior": [0.5, 0.5], "emission_weight": 1.0,
@@ -243,19 +249,19 @@ def train_talkover_head(x: np.ndarray, labels: list[str], programme: np.ndarray,
     Classes are not rebalanced: a song frame taken for talk delays a request, an advert frame
     taken for music costs one, and songs are twenty times more frequent."""
     labels = np.asarray(labels)
-    keep = np.isin(labels, ["music", "speech_over_music"])
+    classes = ["music", TALK_CLASS]
+    keep = np.isin(labels, classes)
     x, y, prog = x[keep], list(labels[keep]), programme[keep]
-    if "speech_over_music" not in y:
+    if TALK_CLASS not in y:
         log.warning("no speech-over-music frames in the composed programmes: no talk-over head written")
         return {}
-    classes = ["music", "speech_over_music"]
     # validation on whole held-out programmes, as the head will meet new ones
     held = np.isin(prog, np.unique(prog)[::4])
     val = {}
     if held.any() and (~held).any():
         h = fit_head(x[~held], [y[i] for i in np.where(~held)[0]], classes, l2=l2, sample_weight=np.ones((~held).sum()))
         p = h.predict_proba(x[held])[:, 1] > threshold
-        t = np.array([y[i] == "speech_over_music" for i in np.where(held)[0]])
+        t = np.array([y[i] == TALK_CLASS for i in np.where(held)[0]])
         val = {"programmes": int(len(np.unique(prog[held]))), "talk_frames": int(t.sum()),
                "talk_recall": round(float(p[t].mean()), 4), "music_called_talk": round(float(p[~t].mean()), 4),
                "threshold": threshold}

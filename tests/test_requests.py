@@ -94,7 +94,8 @@ def test_an_advert_on_a_music_bed_costs_no_request(shared, tmp_path):
     from pipeline.models import load_embedder
     from tests.conftest import load_clip, write_ts
     clips = shared / "data" / "clips"
-    talk = np.concatenate([load_clip(p) for p in sorted((clips / "speech").glob("debian-fillets-ng__speech__*"))[40:90]])
+    talk_files = sorted((clips / "speech").glob("debian-fillets-ng__speech__*"))[40:90]
+    talk = np.concatenate([load_clip(p) for p in talk_files])
     bed = load_clip(clips / "music" / "debian-widelands__music__ingame_02.opus", seconds=30.0)
     song = load_clip(clips / "music" / "debian-0ad__music__Land_Between_Rivers.opus", seconds=45.0)
     assert len(talk) >= 30 * 48000
