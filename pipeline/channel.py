@@ -44,9 +44,10 @@ class ChannelDetector:
         self.talkover = talkover
         self._talk_threshold = d.pop("talkover_threshold", 0.5)
         self.audio_codec = d.pop("audio_codec", "flac")
-        self.history = AudioHistory(d.pop("history_s", 40.0))
+        self.history = AudioHistory(d.pop("history_s", 45.0))
         self.debouncer = Debouncer(channel, DebounceParams(**{k: v for k, v in d.items()
-                                                              if k in DebounceParams.__dataclass_fields__}))
+                                                              if k in DebounceParams.__dataclass_fields__}),
+                                   audio=self._recent_audio)
         self.emit_request = emit_request
         g = genre or {}
         self.genre = None if genre_model is None else GenreTagger(
@@ -134,12 +135,19 @@ class ChannelDetector:
         if self.genre is not None:
             for rec in self.genre.push(d.time, d.state == 1, emb, scores):
                 self._emit_genre(rec)
-        for intent in self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time,
-                                          talk=p_talk > self._talk_threshold):
+        vetoes = self.debouncer.same_recording_vetoes
+        intents = self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time,
+                                      talk=p_talk > self._talk_threshold)
+        if self.metrics is not None and self.debouncer.same_recording_vetoes > vetoes:
+            self.metrics.same_recording.labels(self.channel).inc(self.debouncer.same_recording_vetoes - vetoes)
+        for intent in intents:
             if self.metrics is not None:
                 self.metrics.requests_emitted.labels(self.channel, intent.reason).inc()
             if self.emit_request is not None:
                 self.emit_request(self.request_record(intent))
+
+    def _recent_audio(self, start: float, end: float) -> np.ndarray:
+        return self.history.clip(start, end)[1].astype(np.float32) / 32768.0
 
     def _emit_genre(self, rec: dict) -> None:
         if self.emit_genre is not None:

@@ -76,6 +76,16 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class Bool:
+    default: bool
+
+    def check(self, key, v):
+        if isinstance(v, bool):
+            return v
+        raise ConfigError(f"config key '{key}': expected true or false, got {v!r}")
+
+
+@dataclass(frozen=True)
 class AutoBool:
     """`auto`, or a YAML boolean (true/false, yes/no)."""
     default: object = "auto"
@@ -174,8 +184,13 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "max_self_similarity": Float(0.8, -1.0, 1.0),
         "gap_keep_s": Float(8.0, 0.0, 600.0),
         "talkover_threshold": Float(0.5, 0.0, 1.0),   # 1 = the talk-over head is ignored
+        "same_chroma": Float(0.5, -1.0, 2.0),         # above 1 = the recording-identity test is off
+        "same_tempo": Float(0.5, -1.0, 2.0),
+        "identity_before_s": Float(20.0, 6.0, 120.0),
+        "identity_after_s": Float(10.0, 6.0, 30.0),
+        "restart_on_early_dip": Bool(True),
         "audio_codec": Choice("flac", ("flac", "wav")),
-        "history_s": Float(40.0, 15.0, 600.0),
+        "history_s": Float(45.0, 15.0, 600.0),
     },
     "recognition": {
         "provider": Choice("none", ("none", "acrcloud", "audd")),
@@ -301,6 +316,12 @@ def validate(raw: Any, source: str = "config") -> dict:
             cfg[sec][k] = SCHEMA[sec][k].check(f"{sec}.{k}", v)
     if cfg["source"]["reconnect_max_s"] < cfg["source"]["reconnect_min_s"]:
         raise ConfigError("config key 'source.reconnect_max_s': must be >= source.reconnect_min_s")
+    d = cfg["debounce"]
+    # the identity test reads both sides of a boundary from the clip history, about 12 s after it
+    need = d["identity_before_s"] + d["identity_after_s"] + 13.0
+    if d["history_s"] < need:
+        raise ConfigError(f"config key 'debounce.history_s': must be >= identity_before_s + identity_after_s + 13 "
+                          f"= {need:g} s, so both sides of a song boundary are still held when it is tested")
     return cfg
 
 

@@ -43,6 +43,9 @@ class Metrics:
 
         self.requests_emitted = Counter("onair_recognition_requests_emitted",
                                         "Recognition requests decided by the debouncer", ch + ["reason"], registry=r)
+        self.same_recording = Counter("onair_song_boundaries_same_recording",
+                                      "Candidate song boundaries dropped because the audio on both sides is one "
+                                      "record (a break inside a track)", ch, registry=r)
 
         cp = ["channel", "provider"]
         self.recognition_requests = Counter("onair_recognition_requests",

@@ -45,6 +45,25 @@ def tone(seconds: float, rate: int = 48000, freq: float = 440.0, level: float = 
     return (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
+def record(seconds: float, root_hz: float, bpm: float, bright: bool = True, seed: int = 0,
+           rate: int = 16000) -> np.ndarray:
+    """A synthetic record: a major triad on `root_hz` struck on every beat at `bpm`, with a noise
+    drum when `bright`. `bright=False` is the same record's break: the same harmony and pulse in
+    another texture (pure tones, no drum), 12 dB quieter."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    harmonics = (1, 2, 3, 4) if bright else (1,)
+    chord = sum(np.sin(2 * np.pi * root_hz * r * h * t) / h for r in (1.0, 1.26, 1.5) for h in harmonics)
+    beat = (t * bpm / 60.0) % 1.0 * 60.0 / bpm           # seconds since the last beat
+    env = np.exp(-beat / 0.25)
+    out = chord * (0.3 + 0.7 * env)
+    if bright:
+        out = out + 2.0 * rng.normal(size=n) * np.exp(-beat / 0.04)
+    out = out / np.sqrt(np.mean(out ** 2)) * (0.1 if bright else 0.025)
+    return out.astype(np.float32)
+
+
 def load_clip(path: Path, rate: int = 48000, seconds: float | None = None) -> np.ndarray:
     with av.open(str(path)) as c:
         rs = av.AudioResampler(format="flt", layout="mono", rate=rate)

@@ -19,6 +19,10 @@ def test_default_config_loads_and_heads_dir_is_resolved():
     ("hmm:\n  lag_frames: abc\n", "hmm.lag_frames"),
     ("source:\n  audio_track: second\n", "source.audio_track"),
     ("sources: {}\n", "sources"),
+    ("debounce:\n  restart_on_early_dip: maybe\n", "debounce.restart_on_early_dip"),
+    # the recording-identity test reads both sides of a boundary from the clip history
+    ("debounce:\n  history_s: 30\n", "debounce.history_s"),
+    ("debounce:\n  identity_before_s: 40\n", "debounce.history_s"),
 ])
 def test_bad_config_names_the_key(tmp_path, yaml_text, key):
     p = tmp_path / "c.yaml"

@@ -1,0 +1,44 @@
+"""Recording identity on synthetic records: harmony and pulse survive a break inside a record."""
+import numpy as np
+
+from operators.identity import compare
+from tests.conftest import record
+
+A, D_FLAT = 220.0, 277.2      # a major third apart: different pitch classes
+
+
+def test_a_break_inside_a_record_is_the_same_recording():
+    ident = compare(record(20, A, 120), record(10, A, 120, bright=False, seed=1))
+    assert ident is not None and ident.chroma > 0.8 and ident.tempo > 0.5
+    assert ident.same_recording(0.5, 0.5)
+
+
+def test_another_record_is_not_even_when_it_shares_the_key_or_the_tempo():
+    before = record(20, A, 120)
+    assert not compare(before, record(10, D_FLAT, 93, seed=1)).same_recording(0.5, 0.5)
+    same_key = compare(before, record(10, A, 93, seed=1))
+    same_tempo = compare(before, record(10, D_FLAT, 120, seed=1))
+    assert same_key.chroma > 0.8 and same_key.tempo < 0.5 and not same_key.same_recording(0.5, 0.5)
+    assert same_tempo.tempo > 0.8 and same_tempo.chroma < 0.5 and not same_tempo.same_recording(0.5, 0.5)
+
+
+def test_too_little_audio_to_tell():
+    assert compare(record(20, A, 120), record(3, A, 120)) is None
+    assert compare(np.zeros(0, np.float32), record(10, A, 120)) is None
+
+
+def test_a_channel_gives_its_debouncer_the_audio_it_heard():
+    # the identity test reads the clip history: same times, same scale as the frames that went in
+    from pipeline import config
+    from pipeline.channel import ChannelDetector
+    from pipeline.heads import hmm_params, load_music_head
+    cfg = config.load()
+    head = load_music_head(cfg, "yamnet", 1024)
+    det = ChannelDetector("c", head, hmm_params(head, cfg), 4, lambda s: None, None, cfg["debounce"])
+    audio = record(12, A, 120)
+    frames = [audio[i * 15360:i * 15360 + 15600] for i in range(11)]
+    det.on_embedded([i * 0.96 for i in range(11)], np.zeros((11, 1024), np.float32),
+                    [i * 0.96 + 0.975 for i in range(11)], frames)
+    got = det.debouncer.audio(2.0, 7.0)
+    assert len(got) == 5 * 16000
+    assert np.max(np.abs(got - audio[32000:112000])) < 1e-3
