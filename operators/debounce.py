@@ -12,7 +12,7 @@ the dev programmes plus 16 composed 20 min ones (120 songs) requiring the dip
 raised exactly-once from 0.77 to 0.84 and lost 1 song in 120. Ambient
 and through-composed music changes texture within a track, so a candidate is
 kept only if the new material resembles no earlier part of the current song
-(`max_self_similarity`, against up to 24 prototype embeddings of the song),
+(`max_self_similarity`, against up to `prototypes` (48) window means of the song),
 and is placed at the local peak of the novelty. Last, the audio on both
 sides must sound like two records (`operators.identity`): a break inside a
 track keeps its harmony (chroma) and pulse (onset autocorrelation) while
@@ -64,7 +64,7 @@ class DebounceParams:
     prototypes: int = 48
     gap_keep_s: float = 8.0
     same_chroma: float = 0.5      # a boundary whose two sides match in harmony and pulse is a break
-    same_tempo: float = 0.5       # inside one record (operators.identity); above 1 turns it off
+    same_tempo: float = 0.5       # inside one record (operators.identity); either above 1 turns it off
     identity_before_s: float = 20.0
     identity_after_s: float = 10.0
     restart_on_early_dip: bool = True
@@ -193,7 +193,7 @@ class Debouncer:
 
     def _same_recording(self, t: float, newest_time: float) -> bool:
         p = self.p
-        if self.audio is None or (p.same_chroma > 1 and p.same_tempo > 1):
+        if self.audio is None or p.same_chroma > 1 or p.same_tempo > 1:   # a correlation never exceeds 1
             return False
         # the second around the boundary is the fade or the break itself: neither side's
         before = self.audio(max(self.song_start, t - 1.0 - p.identity_before_s), t - 1.0)
