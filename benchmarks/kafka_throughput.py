@@ -6,9 +6,14 @@ Ingest reads the same named pipes fed at real-time pace as direct mode
 worker is its own process, so its CPU is measured on its own. The backlog is
 the consumer group's lag on the media topic (end offset minus committed
 offset, in chunks), turned into seconds of media per channel; the worker keeps
-up when that does not grow over the window. The worker's CPU per channel is
-the figure to compare with the in-process one (benchmarks/throughput.py):
-what the broker path adds is Kafka I/O plus the per-poll state changelog.
+up when that does not grow over the window. Committed offsets trail the
+processed ones by up to `kafka.state_every_s` by design (a partition is
+committed only as far as the channels' saved states cover), so the backlog is
+read from the worker's own `onair_kafka_consumer_lag` (partition end minus its
+consumer's position) on its /metrics port: what it has not processed yet.
+The worker's CPU per channel is the figure to compare with the in-process one
+(benchmarks/throughput.py): what the broker path adds is Kafka I/O plus the
+state changelog. ONAIR_BENCH_WORKER_LOG=FILE keeps the worker's log.
 """
 from __future__ import annotations
 
@@ -32,24 +37,30 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _lag_chunks(cfg: dict) -> int | None:
-    """Media chunks produced but not yet committed by the worker group."""
-    from kafka import TopicPartition
+def _lag_chunks(cfg: dict, metrics_port: int) -> int | None:
+    """Media chunks on the topic that the worker has not processed yet, from its /metrics."""
+    import urllib.request
 
-    from pipeline.kafka_io import consumer
-    c = consumer(cfg, group_id=cfg["kafka"]["group_id"], enable_auto_commit=False)
+    from prometheus_client.parser import text_string_to_metric_families
     try:
-        topic = cfg["kafka"]["topic_media"]
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
-        done = {tp: c.committed(tp) or 0 for tp in tps}
-        end = c.end_offsets(tps)    # after the commits: a commit between the two reads cannot make it negative
-        return sum(max(0, end[tp] - done[tp]) for tp in tps)
-    finally:
-        c.close()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return None
+    lags = [s.value for fam in text_string_to_metric_families(text) if fam.name == "onair_kafka_consumer_lag"
+            for s in fam.samples if s.labels.get("topic") == cfg["kafka"]["topic_media"]]
+    return int(sum(lags)) if lags else None
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def kafka_figure(work: Path, spec: dict, name: str, n: int, ts_files: list[Path], window_s: float = 60.0,
-                 warmup_s: float = 15.0) -> dict:
+                 warmup_s: float = 15.0, extra_sets: tuple = ()) -> dict:
+    """`extra_sets`: config overrides (`SECTION.KEY=VALUE`) for ingest and worker."""
     from benchmarks.livefeed import LiveFeed, Media
     from benchmarks.trial import cpu_seconds
     from pipeline import broker, config
@@ -74,15 +85,16 @@ def kafka_figure(work: Path, spec: dict, name: str, n: int, ts_files: list[Path]
                     f"kafka.topic_nowplaying={prefix}.nowplaying", f"kafka.topic_genres={prefix}.genres",
                     f"kafka.group_id={prefix}.workers", f"embedding.backend={spec['backend']}",
                     f"embedding.precision={spec['precision']}", f"heads.dir={work / 'heads'}",
-                    "source.open_timeout_s=60", "source.read_timeout_s=60"]
+                    "source.open_timeout_s=60", "source.read_timeout_s=60", *extra_sets]
             cfg = config.load(None, sets)
             broker.create_topic(b, cfg["kafka"]["topic_state"], cfg["kafka"]["partitions"], compact=True)
             broker.create_topic(b, cfg["kafka"]["topic_media"], cfg["kafka"]["partitions"])
-            cmd = [sys.executable, "-m", "pipeline.cli", "worker", "--exit-when-idle", "10"]
+            port = _free_port()
+            cmd = [sys.executable, "-m", "pipeline.cli", "worker", "--exit-when-idle", "10", "--metrics-port", str(port)]
             for s in sets:
                 cmd += ["--set", s]
             env = {**os.environ, "ONAIR_MODEL_DIR": str(work / "models")}
-            worker = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            worker = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=open(os.environ.get("ONAIR_BENCH_WORKER_LOG", os.devnull), "w"),
                                       text=True)
             time.sleep(5.0)   # model load and group join; what it misses waits in Kafka
             feed = LiveFeed(specs, tmp / "pipes", stagger_s=min(4.0, warmup_s / 3))
@@ -95,7 +107,7 @@ def kafka_figure(work: Path, spec: dict, name: str, n: int, ts_files: list[Path]
             cpu_w0, cpu_i0 = _proc_cpu_s(worker.pid), cpu_seconds()
             while time.monotonic() - t_w0 < window_s:
                 time.sleep(2.0)
-                lag = _lag_chunks(cfg)
+                lag = _lag_chunks(cfg, port)
                 if lag is not None:
                     lags.append((time.monotonic() - t_w0, lag))
             wall = time.monotonic() - t_w0
@@ -128,5 +140,5 @@ def kafka_figure(work: Path, spec: dict, name: str, n: int, ts_files: list[Path]
                worker_cpu_ms_per_channel_s=round(10 * worker_cpu / n, 3),
                ingest_and_feeder_cpu_percent=round(ingest_cpu, 1),
                worker_summary={k: summary.get(k) for k in ("media_records", "segments", "audio_s", "busy_s",
-                                                           "span_s")})
+                                                           "span_s", "state_records")})
     return out

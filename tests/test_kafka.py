@@ -55,6 +55,53 @@ def test_kafka_path_gives_the_direct_path_segments(kafka_broker, programme, tmp_
         assert res["p"]["bytes"] < full
 
 
+def test_state_goes_to_the_changelog_every_state_every_s_and_offsets_only_as_far_as_it_covers(kafka_broker,
+                                                                                              programme):
+    from kafka import TopicPartition
+
+    from pipeline.kafka_io import consumer
+    sent = {}
+    for every in (0, 600):
+        cfg, _ = kafka_cfg(kafka_broker, f"kafka.state_every_s={every}")
+        res = Ingest([("p", str(programme["ts"]))], cfg).run()
+        w = run_worker(cfg)
+        states = [json.loads(m.value) for m in read_topic(cfg, cfg["kafka"]["topic_state"])]
+        sent[every] = len(states)
+        assert states[-1]["finished"] and w.state_records == len(states)
+        # the group's committed offsets reach the end of every partition the channel's records went to
+        media = read_topic(cfg, cfg["kafka"]["topic_media"])
+        c = consumer(cfg, group_id=cfg["kafka"]["group_id"], enable_auto_commit=False)
+        try:
+            for part in {m.partition for m in media}:
+                end = max(m.offset for m in media if m.partition == part) + 1
+                assert c.committed(TopicPartition(cfg["kafka"]["topic_media"], part)) == end
+        finally:
+            c.close()
+        assert w.processed == res["p"]["chunks"] + 1
+    # every poll (the old behaviour) against once, when the source ended
+    assert sent[600] == 1 < sent[0]
+
+
+def test_a_worker_that_dies_between_states_is_replayed_with_the_same_ids(kafka_broker, programme, tmp_path):
+    # no state was sent yet when it dies (state_every_s is long), so its offsets were not committed past
+    # its first record: the next worker does it all again, and every copy carries the first one's id
+    cfg, _ = kafka_cfg(kafka_broker, "kafka.state_every_s=600")
+    res = Ingest([("p", str(programme["ts"]))], cfg).run()
+    first = Worker(cfg, metrics=Metrics())
+    while first.processed < res["p"]["chunks"] // 2:
+        records = first.consumer.poll(timeout_ms=500)
+        if records:
+            first.process(records)
+    first.producer.close(timeout=10)                # what it emitted is out
+    first.consumer.close(autocommit=False)          # then it dies: no state of its own saved or committed
+    assert first.state_records == 0 and first.segments_out > 0
+    second = run_worker(cfg)
+    assert second.processed == res["p"]["chunks"] + 1
+    segs, dupes = segments_by_channel(cfg)
+    assert dupes >= first.segments_out
+    assert strip(segs["p"]) == strip(direct_segments(programme["ts"], tmp_path))
+
+
 def test_bad_chunks_go_to_the_dead_letter_topic_and_the_channel_goes_on(kafka_broker, programme, tmp_path):
     cfg, _ = kafka_cfg(kafka_broker)
     chunks = []
@@ -133,6 +180,7 @@ def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs):
 
     assert wait_for(lambda: len({o for v in state_owners().values() for o, _ in v}) == 2, 30), \
         "both workers should own channels before the kill"
+    time.sleep(3)   # the victim's work since its last state (state_every_s is 10) is replayed by the survivor
     victim_pid = workers[0].pid
     victim = next(o for v in owners.values() for o, _ in v if o.split("-")[-2] == str(victim_pid))
     os.kill(victim_pid, signal.SIGKILL)
