@@ -76,6 +76,7 @@ def kafka_figure(work: Path, spec: dict, name: str, n: int, ts_files: list[Path]
         tmp = Path(tmp)
         b = broker.start(tmp / "kafka", partitions=4)
         worker = None
+        worker_log = open(os.environ.get("ONAIR_BENCH_WORKER_LOG", os.devnull), "w")
         feed = None
         try:
             prefix = f"tp{os.getpid()}"
@@ -94,7 +95,7 @@ def kafka_figure(work: Path, spec: dict, name: str, n: int, ts_files: list[Path]
             for s in sets:
                 cmd += ["--set", s]
             env = {**os.environ, "ONAIR_MODEL_DIR": str(work / "models")}
-            worker = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=open(os.environ.get("ONAIR_BENCH_WORKER_LOG", os.devnull), "w"),
+            worker = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=worker_log,
                                       text=True)
             time.sleep(5.0)   # model load and group join; what it misses waits in Kafka
             feed = LiveFeed(specs, tmp / "pipes", stagger_s=min(4.0, warmup_s / 3))
@@ -128,6 +129,7 @@ def kafka_figure(work: Path, spec: dict, name: str, n: int, ts_files: list[Path]
                     summary = json.loads(lines[-1]) if lines else {}
                 except subprocess.TimeoutExpired:
                     worker.kill()
+            worker_log.close()
             broker.stop(tmp / "kafka")
     chunk_s = cfg["kafka"]["chunk_s"]
     lag_s = np.array([lag * chunk_s / n for _, lag in lags], float)   # seconds of media per channel

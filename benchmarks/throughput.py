@@ -205,7 +205,7 @@ def main() -> None:
                     help="channels for the Kafka mode figure (default: a quarter of the best VGGish count; 0 = skip)")
     ap.add_argument("--channels", type=int, default=0, help="no search: one trial at this many channels")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override for every configuration, e.g. embedding.threads=1")
+                    help="config override for every configuration and the Kafka line, e.g. embedding.threads=1")
     ap.add_argument("--mode", choices=("worker", "direct"), default="worker",
                     help="worker: chunks as ingest makes them, decoded by one thread for all channels "
                          "(the worker's path, without the broker); direct: `onair run` reading one named pipe "
@@ -248,7 +248,8 @@ def main() -> None:
         from benchmarks.kafka_throughput import kafka_figure
         cfg_name = best["config"] if best else "yamnet-fp32"
         fig = kafka_figure(work, CONFIGS[cfg_name], cfg_name, kafka_n, media_files(),
-                           window_s=12.0 if args.quick else 60.0, warmup_s=8.0 if args.quick else 15.0)
+                           window_s=12.0 if args.quick else 60.0, warmup_s=8.0 if args.quick else 15.0,
+                           extra_sets=tuple(args.set))
         ref = results.get(cfg_name, {})
         if ref.get("channels_realtime"):
             fig["in_process_cpu_ms_per_channel_s"] = round(10 * ref["cpu_percent"] / ref["channels_realtime"], 3)

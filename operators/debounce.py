@@ -83,7 +83,7 @@ class RequestIntent:
 
 class Debouncer:
     """`audio(start, end)`, when given, returns the channel's float audio of that stretch (what
-    is still held, possibly none): the recording-identity test needs it."""
+    is still held, possibly nothing): the recording-identity test needs it."""
 
     def __init__(self, channel: str, params: DebounceParams | None = None, audio=None):
         self.channel = channel
@@ -198,9 +198,7 @@ class Debouncer:
         # the second around the boundary is the fade or the break itself: neither side's
         before = self.audio(max(self.song_start, t - 1.0 - p.identity_before_s), t - 1.0)
         after = self.audio(t + 0.5, min(newest_time, t + 0.5 + p.identity_after_s))
-        if before is None or after is None:
-            return False
-        ident = compare(before, after)
+        ident = compare(before, after)   # None when either side is too short to tell
         return ident is not None and ident.same_recording(p.same_chroma, p.same_tempo)
 
     def _remember(self, e: np.ndarray) -> None:

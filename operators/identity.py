@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import stft
 
-SAMPLE_RATE = 16000
+from operators.framing import SAMPLE_RATE
+
 ONSET_HOP = 160                     # 10 ms: the onset envelope at 100 Hz
 ONSET_RATE = SAMPLE_RATE // ONSET_HOP
 TEMPO_LAGS = (25, 200)              # 0.25 - 2 s

@@ -133,7 +133,6 @@ class Worker:
         self.handled: dict = {}       # partition (TopicPartition) -> next offset after the last record handled
         self.committed: dict = {}
         self.state_records = 0
-        self._retired: list[ChannelState] = []   # ended runs replaced by a new run in this poll
         self.id = f"{socket.gethostname()}-{os.getpid()}-{id(self) % 10000}"
         self.store = StateStore(cfg)
         ensure_topics(cfg)
@@ -281,11 +280,10 @@ class Worker:
 
     def _save_due(self) -> None:
         now, every = time.monotonic(), self.k["state_every_s"]
-        retired, self._retired = self._retired, []
         due = [st for st in self.channels.values()
                if st.unsaved_from is not None and (st.finished or now - st.unsaved_since >= every)]
-        if retired or due:
-            self._save_states(retired + due)
+        if due:
+            self._save_states(due)
         self._commit()
 
     def _save_states(self, states: list[ChannelState]) -> None:
@@ -320,22 +318,20 @@ class Worker:
         except Exception as e:  # rebalance or broker away: the chunks come again and are skipped by offset
             log.warning("offset commit failed (%s); redelivered chunks will be skipped by state", e)
 
-    def _handle(self, m, frames, ends) -> ChannelState | None:
+    def _handle(self, m, frames, ends) -> None:
         try:
             header, payload = envelope.unpack(m.value)
         except envelope.EnvelopeError as e:
             self._dlq(m, "bad_envelope", str(e))
-            return None
+            return
         channel = str(header["channel"])
         st = self._state(channel, m.partition)
         if st.partition == m.partition and m.offset <= st.offset:
             self.metrics.media_skipped.labels(channel).inc()
-            return None
+            return
         if st.finished and header["kind"] == "media":
-            # the channel's source ended before; this is a new run of it with a new timeline (the
-            # ended run's state still goes out first, after its end is processed)
-            if st.unsaved_from is not None:
-                self._retired.append(st)
+            # the channel's source ended before (its final state went out in that poll); this is a new
+            # run of it with a new timeline
             st = self.channels[channel] = ChannelState(channel, self)
             st.partition = m.partition
         st.offset, st.session = m.offset, header.get("session")
@@ -349,13 +345,12 @@ class Worker:
                 chunks = st.decoder.decode(payload)
             except ChunkError as e:
                 self._dlq(m, "undecodable", str(e))
-                return st
+                return
             self.metrics.media_chunks.labels(channel).inc()
         for chunk in chunks:
             self.audio_s += len(chunk.samples) / 16000
             for t, frame in st.detector.frames_for(chunk):
                 frames.append((st, t, frame, st.detector.newest_time))
-        return st
 
     def _embed(self, frames) -> None:
         bs = self.cfg["embedding"]["batch_size"]
