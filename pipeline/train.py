@@ -19,6 +19,7 @@ import numpy as np
 
 from operators.classify import fit_head
 from operators.framing import HOP_S
+from operators.genre import POOLING, pool
 from operators.hmm import fit_transitions
 from pipeline.audiofile import frames_of, read_audio
 from pipeline.evaluate import music_f1, read_labels, replay
@@ -295,7 +296,8 @@ def genre_items(manifest: Path, min_examples: int = 10) -> tuple[list[dict], lis
 
 
 def genre_features(items, embedder, cache: Path, cap: int = 48):
-    """Per file: the mean embedding of its frames and, for YAMNet, the mean AudioSet scores."""
+    """Per file: the pooled embedding of its frames (operators.genre.pool) and, for YAMNet, the
+    mean AudioSet scores."""
     cache.mkdir(parents=True, exist_ok=True)
     X, S = [], []
     for it in items:
@@ -309,7 +311,7 @@ def genre_features(items, embedder, cache: Path, cap: int = 48):
         d = np.load(key)
         X.append(d["e"])
         S.append(d["s"])
-    return np.stack(X), (np.stack(S) if S and S[0].size else None)
+    return pool(np.stack(X)).astype(np.float32), (np.stack(S) if S and S[0].size else None)
 
 
 def genre_cross_validation(X, S, y, groups, classes, l2: float, model_for, folds: int = 5, seed: int = 0) -> dict:
@@ -346,7 +348,7 @@ def train_genre_head(embedder, manifest: Path, out: Path, cache_dir: Path, model
     log.info("genre validation (5 folds by orig_id): top-1 %.3f blended, %.3f head only", validation["accuracy"],
              validation["accuracy_head_only"])
     head = fit_head(X, y, classes, l2=l2)
-    head.meta.update({"backend": embedder.name, "kind": "genre", "aggregation": "mean of frame embeddings",
+    head.meta.update({"backend": embedder.name, "kind": "genre", "aggregation": POOLING,
                       "validation": validation, "manifest": manifest.name, "l2": l2})
     head.save(out)
     log.info("wrote %s", out)

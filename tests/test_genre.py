@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from operators.classify import fit_head
-from operators.genre import GenreModel, GenreTagger
+from operators.genre import POOLING, GenreModel, GenreTagger, pool
 from pipeline.train import genre_cross_validation
 from tests.conftest import write_manifest
 from tests.test_run import onair
@@ -34,6 +34,20 @@ def test_tagger_emits_when_long_enough_updates_sparingly_and_closes():
     assert short.push(5.0, False, np.ones(8)) == []    # a 5 s jingle gets no genre record
 
 
+def test_a_head_trained_on_pooled_embeddings_scores_the_direction_of_the_mean():
+    """A song-long mean embedding has a smaller norm than a 3 s excerpt's (its frames disagree
+    more); a head trained on pooled (unit) means must give the same tags whatever that norm."""
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.normal(-1, 1, (60, 8)), rng.normal(1, 1, (60, 8))]) + rng.normal(0, 3, 8)
+    head = fit_head(pool(x), ["a"] * 60 + ["b"] * 60)
+    head.meta["aggregation"] = POOLING
+    model = GenreModel(head)
+    e = x[70]
+    assert np.allclose(model.probs(e), model.probs(0.4 * e)) and np.allclose(model.probs(e), model.probs(pool(e)))
+    plain = GenreModel(fit_head(x, ["a"] * 60 + ["b"] * 60))       # a head from before pooling
+    assert not np.allclose(plain.probs(e), plain.probs(0.4 * e))
+
+
 def test_cross_validation_never_splits_a_group():
     rng = np.random.default_rng(1)
     groups = [f"g{i}" for i in range(60) for _ in range(4)]          # 4 copies of each excerpt
@@ -56,6 +70,7 @@ def test_genre_command_and_training_on_a_small_manifest(shared, tmp_path):
     assert r.returncode == 0, r.stderr
     doc = json.loads((heads / "yamnet" / "genre.json").read_text())
     assert doc["classes"] == ["classical", "metal", "reggae"] and doc["meta"]["validation"]["files"] == 42
+    assert doc["meta"]["aggregation"] == POOLING
     # and the committed 10-genre head tags real files
     files = [str(shared / "data" / "genre" / g / sorted((shared / "data" / "genre" / g).iterdir())[0].name)
              for g in ("metal", "classical")]
