@@ -34,9 +34,10 @@ class EndItem:
 STOP = object()
 
 
-def embed_by_channel(embedder, frames: list[np.ndarray], channels: list[str], metrics=None):
+def embed_by_channel(embedder, frames: list[np.ndarray], channels: list, metrics=None):
     """One model call for frames of many channels; returns the Embedded result and,
-    per channel, the indices of its frames in arrival order."""
+    per channel, the indices of its frames in arrival order. `channels` are the frames'
+    grouping keys: channel names, or whatever tells one run of a channel from another."""
     t0 = time.perf_counter()
     result = embedder.embed(np.stack(frames))
     dt = time.perf_counter() - t0
@@ -45,7 +46,7 @@ def embed_by_channel(embedder, frames: list[np.ndarray], channels: list[str], me
         metrics.frames_embedded.labels(name).inc(len(frames))
         metrics.embed_batch.labels(name).observe(len(frames))
         metrics.embed_latency.labels(name).observe(dt)
-    groups: dict[str, list[int]] = {}
+    groups: dict = {}
     for i, ch in enumerate(channels):
         groups.setdefault(ch, []).append(i)
     return result, groups, dt

@@ -62,7 +62,8 @@ class ChannelState:
         self.partition = None
         self.offset = -1
         self.session = None
-        self.finished = False
+        self.ended = False           # its end of stream is in the poll being handled
+        self.finished = False        # ... and has been handled: the run is over
         self.unsaved_from = None     # offset of the first record handled since the last state sent
         self.unsaved_since = 0.0     # monotonic time of that record
 
@@ -267,15 +268,16 @@ class Worker:
     def process(self, records: dict) -> None:
         frames: list[tuple[ChannelState, float, np.ndarray, float]] = []
         ends: list[ChannelState] = []
+        retired: list[ChannelState] = []
         for tp, msgs in records.items():
             for m in msgs:
                 self.handled[tp] = m.offset + 1
                 self.processed += 1
-                self._handle(m, frames, ends)
-        self._embed(frames)
-        for st in ends:
-            st.detector.finish(max(st.detector.newest_time, st.decoder.normalizer.time))
-            st.finished = True
+                self._handle(m, frames, ends, retired)
+        self._drain(frames, ends)
+        # runs that ended and were followed by a new run of their channel in this poll: their final
+        # states go out before any state of the new run, so the changelog's latest is the new run's
+        self._save_states(retired)
         self._save_due()
 
     def _save_due(self) -> None:
@@ -318,7 +320,7 @@ class Worker:
         except Exception as e:  # rebalance or broker away: the chunks come again and are skipped by offset
             log.warning("offset commit failed (%s); redelivered chunks will be skipped by state", e)
 
-    def _handle(self, m, frames, ends) -> None:
+    def _handle(self, m, frames, ends, retired) -> None:
         try:
             header, payload = envelope.unpack(m.value)
         except envelope.EnvelopeError as e:
@@ -329,9 +331,12 @@ class Worker:
         if st.partition == m.partition and m.offset <= st.offset:
             self.metrics.media_skipped.labels(channel).inc()
             return
-        if st.finished and header["kind"] == "media":
-            # the channel's source ended before (its final state went out in that poll); this is a new
-            # run of it with a new timeline
+        if (st.finished or st.ended) and header["kind"] == "media":
+            # the channel's source ended before (in an earlier poll, whose final state went out then,
+            # or earlier in this one): this is a new run of it with a new timeline
+            if not st.finished:
+                self._drain(frames, ends)     # so its last records go out before the new run's first
+                retired.append(st)
             st = self.channels[channel] = ChannelState(channel, self)
             st.partition = m.partition
         st.offset, st.session = m.offset, header.get("session")
@@ -339,6 +344,7 @@ class Worker:
             st.unsaved_from, st.unsaved_since = m.offset, time.monotonic()
         if header["kind"] == "eos":
             chunks = st.decoder.finish()
+            st.ended = True
             ends.append(st)
         else:
             try:
@@ -352,11 +358,21 @@ class Worker:
             for t, frame in st.detector.frames_for(chunk):
                 frames.append((st, t, frame, st.detector.newest_time))
 
+    def _drain(self, frames: list, ends: list) -> None:
+        """Embed the frames handled so far and close the runs that ended."""
+        self._embed(frames)
+        for st in ends:
+            st.detector.finish(max(st.detector.newest_time, st.decoder.normalizer.time))
+            st.finished = True
+        frames.clear()
+        ends.clear()
+
     def _embed(self, frames) -> None:
         bs = self.cfg["embedding"]["batch_size"]
         for i in range(0, len(frames), bs):
             batch = frames[i:i + bs]
-            res, groups, _ = embed_by_channel(self.embedder, [f[2] for f in batch], [f[0].channel for f in batch],
+            # grouped by ChannelState, not by name: two runs of a channel may share a batch
+            res, groups, _ = embed_by_channel(self.embedder, [f[2] for f in batch], [f[0] for f in batch],
                                               self.metrics)
             for idx in groups.values():
                 batch[idx[0]][0].detector.on_embedded(
