@@ -6,8 +6,10 @@ Starts a local Kafka 0.9 broker (onair broker), ingests each dev programme
 (MPEG-TS, --copies channels of each) as fast as Kafka takes it, then
 1. one `onair worker` drains the topic: chunks/s, audio seconds per second
    (= channels it sustains in real time);
-2. two workers in one consumer group drain a second copy of it: the same;
-3. prints the music F1 of the Kafka path next to the direct path's (`onair run`)
+2. the same with `kafka.overlap=false` (a poll's frames embedded before the next
+   poll is decoded), and the ratio;
+3. two workers in one consumer group drain another copy of it: the same;
+4. prints the music F1 of the Kafka path next to the direct path's (`onair run`)
    for each programme, and whether their segments are identical.
 Each figure is one JSON line.
 """
@@ -67,18 +69,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         b = broker.start(Path(tmp) / "kafka", partitions=4)
         try:
-            figures = []
-            for n in (1, 2):
-                cfg, sets = kafka_cfg(b, "kafka.chunk_s=2.0")
+            figures = {}
+            for label, n, extra in (("1 worker", 1, []), ("1 worker, no overlap", 1, ["kafka.overlap=false"]),
+                                    ("2 workers", 2, [])):
+                cfg, sets = kafka_cfg(b, "kafka.chunk_s=2.0", *extra)
                 broker.create_topic(b, cfg["kafka"]["topic_state"], 4, compact=True)
                 res = Ingest(inputs, cfg).run()
                 chunks = sum(r["chunks"] for r in res.values())
-                figures.append(drain_figures(f"{n} worker(s)", workers(sets, n), chunks))
-                print(json.dumps(figures[-1]), flush=True)
-                if n == 1:
+                figures[label] = drain_figures(label, workers(sets, n), chunks)
+                print(json.dumps(figures[label]), flush=True)
+                if label == "1 worker":
                     kafka_segs, dupes = segments_by_channel(cfg)
+            print(json.dumps({"what": "1 worker: overlap / no overlap", "chunks_per_s_ratio":
+                              round(figures["1 worker"]["chunks_per_s"]
+                                    / figures["1 worker, no overlap"]["chunks_per_s"], 2)}))
             print(json.dumps({"what": "2 workers / 1 worker", "chunks_per_s_ratio":
-                              round(figures[1]["chunks_per_s"] / figures[0]["chunks_per_s"], 2)}))
+                              round(figures["2 workers"]["chunks_per_s"] / figures["1 worker"]["chunks_per_s"], 2)}))
             direct = Path(tmp) / "direct"
             DirectRun([(stem, str(ts)) for stem, ts in media.items()], direct, config.load()).run()
             direct_segs = {}

@@ -255,6 +255,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "topic_genres": Str("onair.genres"),
         "topic_state": Str("onair.state"),
         "state_every_s": Float(10.0, 0.0, 3600.0),   # 0 = every poll
+        "overlap": Bool(True),
         "partitions": Int(4, 1, 10000),
         "group_id": Str("onair-workers"),
         "chunk_bytes": Int(256 * 1024, 188 * 8, 64 * 1024 * 1024),

@@ -2,10 +2,17 @@
 
 Per poll: decode each channel's chunks (one persistent decoder per channel),
 cut frames, embed all channels' frames together, run head -> HMM -> segments,
-produce the segments, then the state of each channel whose last state is
-`kafka.state_every_s` old (or whose source ended) to the compacted changelog
+produce the segments, then the states of the channels when one of them is
+`kafka.state_every_s` old (or its source ended) to the compacted changelog
 topic, flush, and only then commit the media offsets, each partition's only up
 to its oldest record that no state covers yet (at least once).
+
+With `kafka.overlap` (default) a poll's frames are embedded on a second thread
+while the main thread polls and decodes the next one: PyAV and the model both
+release the GIL, so the two cores work at once. A channel's state is taken only
+when both stages have reached the same record (the embedding stage is waited
+for first), which is why all unsaved states go out together when one is due:
+the stages then wait for each other once per `state_every_s`, not every poll.
 
 A state is sent every `state_every_s` rather than every poll because it is
 large (a YAMNet channel's is about half a megabyte of JSON, most of it the
@@ -32,6 +39,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -75,6 +83,7 @@ class ChannelState:
     def restore(self, d: dict) -> None:
         self.partition, self.offset, self.session, self.finished = d["partition"], d["offset"], d["session"], \
             d["finished"]
+        self.ended = self.finished
         self.decoder.load_state_dict(d["decoder"])
         self.detector.load_state_dict(d["detector"])
 
@@ -131,6 +140,10 @@ class Worker:
         self.talkover = load_talkover_head(cfg, self.embedder.name, self.embedder.dim)
         self.genre_model = load_genre_model(cfg, self.embedder)
         self.channels: dict[str, ChannelState] = {}
+        self.retired: list[ChannelState] = []   # ended runs replaced by a new run, final state not sent yet
+        # the embedding stage: one thread, one poll's frames in flight at a time
+        self._stage = ThreadPoolExecutor(1, thread_name_prefix="embed") if self.k["overlap"] else None
+        self._inflight = None
         self.handled: dict = {}       # partition (TopicPartition) -> next offset after the last record handled
         self.committed: dict = {}
         self.state_records = 0
@@ -152,7 +165,9 @@ class Worker:
             def on_partitions_revoked(self, revoked):
                 gone = {tp.partition for tp in revoked}
                 # hand over without a replay: what this worker did becomes the next owner's start
-                worker._save_states([st for st in worker.channels.values() if st.partition in gone])
+                worker._barrier()
+                worker._save_states(worker.retired + [st for st in worker.channels.values() if st.partition in gone])
+                worker.retired = []
                 worker._commit(only=set(revoked))
                 for tp in revoked:
                     worker.handled.pop(tp, None)
@@ -224,7 +239,7 @@ class Worker:
                 if records:
                     t0 = time.monotonic()
                     self.first_record_at = self.first_record_at or time.time()
-                    self.process(records)
+                    self.process(records, overlap=True)
                     self.busy_s += time.monotonic() - t0
                     self.last_record_at = time.time()
                     last = time.monotonic()
@@ -255,37 +270,52 @@ class Worker:
 
     def close(self) -> None:
         try:
-            self._save_states(list(self.channels.values()))
+            self._barrier()
+            self._save_states(self.retired + list(self.channels.values()))
+            self.retired = []
             self._commit()
         except Exception as e:  # broker away at shutdown: the next owner replays from the last state
             log.warning("final state not saved (%s); the next owner replays from the last one", e)
+        if self._stage is not None:
+            self._stage.shutdown(wait=True)
         try:
             self.producer.flush(timeout=30)
         finally:
             self.consumer.close()
             self.producer.close(timeout=10)
 
-    def process(self, records: dict) -> None:
+    def process(self, records: dict, overlap: bool = False) -> None:
+        """Handle one poll. With `overlap` (and `kafka.overlap`) its frames are embedded on the
+        embedding stage while the caller polls and decodes the next one."""
         frames: list[tuple[ChannelState, float, np.ndarray, float]] = []
         ends: list[ChannelState] = []
-        retired: list[ChannelState] = []
         for tp, msgs in records.items():
             for m in msgs:
                 self.handled[tp] = m.offset + 1
                 self.processed += 1
-                self._handle(m, frames, ends, retired)
-        self._drain(frames, ends)
-        # runs that ended and were followed by a new run of their channel in this poll: their final
-        # states go out before any state of the new run, so the changelog's latest is the new run's
-        self._save_states(retired)
+                self._handle(m, frames, ends)
+        self._barrier()
+        if overlap and self._stage is not None:
+            self._inflight = self._stage.submit(self._drain, frames, ends)
+        else:
+            self._drain(frames, ends)
         self._save_due()
+
+    def _barrier(self) -> None:
+        """Wait for the embedding stage to finish what it was given (and raise what it raised)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.result()
 
     def _save_due(self) -> None:
         now, every = time.monotonic(), self.k["state_every_s"]
-        due = [st for st in self.channels.values()
-               if st.unsaved_from is not None and (st.finished or now - st.unsaved_since >= every)]
-        if due:
-            self._save_states(due)
+        unsaved = [st for st in self.channels.values() if st.unsaved_from is not None]
+        if self.retired or any(st.ended or now - st.unsaved_since >= every for st in unsaved):
+            self._barrier()
+            # runs that ended and were followed by a new run of their channel: their final states go
+            # out first, so the changelog's latest is the new run's
+            self._save_states(self.retired + unsaved)
+            self.retired = []
         self._commit()
 
     def _save_states(self, states: list[ChannelState]) -> None:
@@ -320,7 +350,7 @@ class Worker:
         except Exception as e:  # rebalance or broker away: the chunks come again and are skipped by offset
             log.warning("offset commit failed (%s); redelivered chunks will be skipped by state", e)
 
-    def _handle(self, m, frames, ends, retired) -> None:
+    def _handle(self, m, frames, ends) -> None:
         try:
             header, payload = envelope.unpack(m.value)
         except envelope.EnvelopeError as e:
@@ -334,9 +364,12 @@ class Worker:
         if (st.finished or st.ended) and header["kind"] == "media":
             # the channel's source ended before (in an earlier poll, whose final state went out then,
             # or earlier in this one): this is a new run of it with a new timeline
+            if not st.finished:               # its end is with the embedding stage, or in this poll:
+                self._barrier()               # its last records go out before the new run's first
             if not st.finished:
-                self._drain(frames, ends)     # so its last records go out before the new run's first
-                retired.append(st)
+                self._drain(frames, ends)
+            if st.unsaved_from is not None:
+                self.retired.append(st)
             st = self.channels[channel] = ChannelState(channel, self)
             st.partition = m.partition
         st.offset, st.session = m.offset, header.get("session")

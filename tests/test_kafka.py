@@ -102,21 +102,23 @@ def test_a_worker_that_dies_between_states_is_replayed_with_the_same_ids(kafka_b
     assert strip(segs["p"]) == strip(direct_segments(programme["ts"], tmp_path))
 
 
-def test_a_source_that_ends_and_starts_again_within_one_poll_gets_two_clean_runs(kafka_broker, programme,
-                                                                                 tmp_path):
-    # the end of one run and the first chunks of the next reach the worker in the same poll: the
-    # new run must start from a new decoder and detector, and the ended run's state must still go out
+@pytest.mark.parametrize("overlap,per_poll", [(False, 1000), (True, 1000), (True, 7)])
+def test_a_source_that_ends_and_starts_again_gets_two_clean_runs(kafka_broker, programme, tmp_path, overlap,
+                                                                 per_poll):
+    # the end of one run and the first chunks of the next reach the worker in the same poll (or, 7
+    # records a poll, while the end is still with the embedding stage): the new run must start from a
+    # new decoder and detector, and the ended run's final state must still go out, and first
     cfg, _ = kafka_cfg(kafka_broker)
     runs = [Ingest([("p", str(programme["ts"]))], cfg).run()["p"] for _ in range(2)]
     w = Worker(cfg, metrics=Metrics())
     polls = []
     while w.processed < sum(r["chunks"] + 1 for r in runs):
-        records = w.consumer.poll(timeout_ms=500, max_records=1000)
+        records = w.consumer.poll(timeout_ms=500, max_records=per_poll)
         if records:
             polls.append(sum(len(v) for v in records.values()))
-            w.process(records)
+            w.process(records, overlap=overlap)
     w.close()
-    assert polls[0] == w.processed, "both runs were meant to arrive in one poll"
+    assert polls[0] == w.processed or per_poll < runs[0]["chunks"], "both runs were meant to arrive in one poll"
     segs, _ = segments_by_channel(cfg, dedupe=False)
     once = strip(direct_segments(programme["ts"], tmp_path))
     assert strip(segs["p"]) == once + once, (strip(segs["p"]), once)
