@@ -70,6 +70,15 @@ class DebounceParams:
     restart_on_early_dip: bool = True
 
 
+def history_needed_s(p: DebounceParams, lag_frames: int, delivery_s: float) -> float:
+    """Seconds of audio the clip history must hold for the recording-identity test. It runs once a
+    candidate boundary at t has `window_frames + peak_wait_frames` decided frames after it;
+    decisions trail the newest audio by the HMM's lag and a frame, and audio arrives up to
+    `delivery_s` at a time. By then it reads back to t - 1 - identity_before_s."""
+    return (p.identity_before_s + 1.0 + delivery_s
+            + FRAME_HOP_S * (p.window_frames + p.peak_wait_frames + 1 + lag_frames))
+
+
 @dataclass
 class RequestIntent:
     channel: str

@@ -318,12 +318,16 @@ def validate(raw: Any, source: str = "config") -> dict:
             cfg[sec][k] = SCHEMA[sec][k].check(f"{sec}.{k}", v)
     if cfg["source"]["reconnect_max_s"] < cfg["source"]["reconnect_min_s"]:
         raise ConfigError("config key 'source.reconnect_max_s': must be >= source.reconnect_min_s")
+    from dataclasses import fields
+
+    from operators.debounce import DebounceParams, history_needed_s
     d = cfg["debounce"]
-    # the identity test reads both sides of a boundary from the clip history, about 12 s after it
-    need = d["identity_before_s"] + d["identity_after_s"] + 13.0
+    params = DebounceParams(**{f.name: d[f.name] for f in fields(DebounceParams) if f.name in d})
+    need = history_needed_s(params, cfg["hmm"]["lag_frames"], cfg["kafka"]["chunk_s"])
     if d["history_s"] < need:
-        raise ConfigError(f"config key 'debounce.history_s': must be >= identity_before_s + identity_after_s + 13 "
-                          f"= {need:g} s, so both sides of a song boundary are still held when it is tested")
+        raise ConfigError(f"config key 'debounce.history_s': must be >= {need:.1f} s (identity_before_s, the "
+                          f"boundary test's windows, the HMM lag and kafka.chunk_s), so the audio before a song "
+                          f"boundary is still held when it is tested")
     return cfg
 
 

@@ -150,3 +150,35 @@ def test_a_jingle_run_straight_into_a_song_is_not_in_the_clip():
     assert len(reqs) == 1 and reqs[0].clip_start > len(jingle) * HOP
     blind = feed(Debouncer("c", DebounceParams(restart_on_early_dip=False)), blocks)
     assert len(blind) == 1 and blind[0].clip_start < len(jingle) * HOP
+
+
+def test_the_history_the_config_check_asks_for_holds_what_the_identity_test_reads(monkeypatch):
+    # config refuses a debounce.history_s below history_needed_s: with exactly that much audio held,
+    # counted back from the newest audio (a whole chunk ahead of the decisions, the worst case), the
+    # test still gets its full identity_before_s of the old side
+    from operators import debounce
+    from tests.conftest import record
+    p, lag_frames, chunk_s = DebounceParams(), 4, 2.0
+    held = debounce.history_needed_s(p, lag_frames, chunk_s)
+    rng = np.random.default_rng(7)
+    intro, _ = song(rng, 40)
+    rest, _ = song(rng, 60)
+    blocks = [("music", intro), ("fade", [intro[-1] * 0.01] * 2), ("music", rest)]
+    a = np.concatenate([record(len(intro) * HOP, 220.0, 120), np.zeros(int(2 * HOP * 16000), np.float32),
+                        record(len(rest) * HOP, 220.0, 120, bright=False, seed=1)])
+    newest = {"t": 0.0}
+
+    def history(s, e):
+        lo = max(s, newest["t"] + chunk_s - held)
+        return a[max(0, int(lo * 16000)):max(0, int(e * 16000))]
+
+    sides = []
+    real = debounce.compare
+    monkeypatch.setattr(debounce, "compare", lambda before, after: sides.append(len(before)) or real(before, after))
+    deb, t = Debouncer("c", p, audio=history), 0.0
+    for kind, embs in blocks:
+        for e in embs:
+            newest["t"] = t + 0.975 + lag_frames * HOP
+            deb.push(t, True, e, -60.0 if kind == "fade" else -20.0, -20.0, newest["t"])
+            t += HOP
+    assert sides == [int(p.identity_before_s * 16000)] and deb.same_recording_vetoes == 1
