@@ -1,6 +1,6 @@
 """Kafka mode vs direct mode on the dev programmes, through a real broker.
 
-  python benchmarks/kafka_vs_direct.py [--copies 2] [--codec aac]
+  python benchmarks/kafka_vs_direct.py [--copies 2] [--codec aac] [--config yamnet-fp32|vggish-int8|...]
 
 Starts a local Kafka 0.9 broker (onair broker), ingests each dev programme
 (MPEG-TS, --copies channels of each) as fast as Kafka takes it, then
@@ -11,7 +11,9 @@ Starts a local Kafka 0.9 broker (onair broker), ingests each dev programme
 3. two workers in one consumer group drain another copy of it: the same;
 4. prints the music F1 of the Kafka path next to the direct path's (`onair run`)
    for each programme, and whether their segments are identical.
-Each figure is one JSON line.
+Each figure is one JSON line. `--config` takes a configuration of throughput.py:
+the VGGish ones use its stand-in model and throwaway head (random weights, the
+real compute), so their F1 says nothing; their drain rates and identity do.
 """
 from __future__ import annotations
 
@@ -35,15 +37,16 @@ from pipeline.demo import encode_programme  # noqa: E402
 from pipeline.evaluate import music_f1, read_labels  # noqa: E402
 from pipeline.ingest import Ingest  # noqa: E402
 from pipeline.runner import DirectRun  # noqa: E402
+from benchmarks.throughput import CONFIGS, prepared  # noqa: E402
 from tests.kafka_helpers import kafka_cfg, segments_by_channel  # noqa: E402
 
 
-def workers(sets: list[str], n: int) -> list[dict]:
+def workers(sets: list[str], n: int, env: dict | None = None) -> list[dict]:
     cmd = [sys.executable, "-m", "pipeline.cli", "worker", "--exit-when-idle", "6"]
     for s in sets:
         cmd += ["--set", s]
-    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-             for _ in range(n)]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env=env) for _ in range(n)]
     return [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
 
 
@@ -61,7 +64,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--copies", type=int, default=2, help="channels per dev programme")
     ap.add_argument("--codec", default="aac")
+    ap.add_argument("--config", default="yamnet-fp32", choices=[n for n, c in CONFIGS.items() if not c.get("naive")],
+                    help="a configuration of throughput.py")
     args = ap.parse_args()
+    spec = CONFIGS[args.config]
+    model_sets, env, direct_cfg = [], None, config.load()
+    if spec["backend"] != "yamnet":
+        work = prepared()
+        model_sets = [f"embedding.backend={spec['backend']}", f"embedding.precision={spec['precision']}",
+                      f"heads.dir={work / 'heads'}"]
+        env = {**os.environ, "ONAIR_MODEL_DIR": str(work / "models")}
+        os.environ["ONAIR_MODEL_DIR"] = env["ONAIR_MODEL_DIR"]
+        direct_cfg = config.load(None, model_sets)
     progs = sorted((SHARED / "data" / "streams").glob("*.opus"))
     media = {p.stem: encode_programme(SHARED, p, args.codec, REPO / ".cache" / "streams" / f"{p.stem}-{args.codec}.ts")
              for p in progs}
@@ -72,11 +86,11 @@ def main() -> None:
             figures = {}
             for label, n, extra in (("1 worker", 1, []), ("1 worker, no overlap", 1, ["kafka.overlap=false"]),
                                     ("2 workers", 2, [])):
-                cfg, sets = kafka_cfg(b, "kafka.chunk_s=2.0", *extra)
+                cfg, sets = kafka_cfg(b, "kafka.chunk_s=2.0", *model_sets, *extra)
                 broker.create_topic(b, cfg["kafka"]["topic_state"], 4, compact=True)
                 res = Ingest(inputs, cfg).run()
                 chunks = sum(r["chunks"] for r in res.values())
-                figures[label] = drain_figures(label, workers(sets, n), chunks)
+                figures[label] = {"config": args.config, **drain_figures(label, workers(sets, n, env), chunks)}
                 print(json.dumps(figures[label]), flush=True)
                 if label == "1 worker":
                     kafka_segs, dupes = segments_by_channel(cfg)
@@ -86,7 +100,7 @@ def main() -> None:
             print(json.dumps({"what": "2 workers / 1 worker", "chunks_per_s_ratio":
                               round(figures["2 workers"]["chunks_per_s"] / figures["1 worker"]["chunks_per_s"], 2)}))
             direct = Path(tmp) / "direct"
-            DirectRun([(stem, str(ts)) for stem, ts in media.items()], direct, config.load()).run()
+            DirectRun([(stem, str(ts)) for stem, ts in media.items()], direct, direct_cfg).run()
             direct_segs = {}
             for line in (direct / "segments.jsonl").read_text().splitlines():
                 s = json.loads(line)
