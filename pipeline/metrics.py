@@ -38,6 +38,9 @@ class Metrics:
                                      "Redelivered chunks already covered by restored state", ch, registry=r)
         self.dlq = Counter("onair_dlq_records", "Media records sent to the dead-letter topic", ["reason"],
                            registry=r)
+        self.embed_wait = Counter("onair_worker_embed_wait_seconds",
+                                  "Time a Kafka worker's poll-and-decode thread waited for its embedding stage "
+                                  "(high: the model is what limits the worker)", registry=r)
         self.state_restores = Counter("onair_state_restores", "Channel states restored from the changelog", ch,
                                       registry=r)
 

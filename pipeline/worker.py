@@ -305,7 +305,11 @@ class Worker:
         """Wait for the embedding stage to finish what it was given (and raise what it raised)."""
         inflight, self._inflight = self._inflight, None
         if inflight is not None:
-            inflight.result()
+            t0 = time.monotonic()
+            try:
+                inflight.result()
+            finally:
+                self.metrics.embed_wait.inc(time.monotonic() - t0)
 
     def _save_due(self) -> None:
         now, every = time.monotonic(), self.k["state_every_s"]
