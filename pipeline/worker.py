@@ -70,8 +70,8 @@ class ChannelState:
         self.partition = None
         self.offset = -1
         self.session = None
-        self.ended = False           # its end of stream is in the poll being handled
-        self.finished = False        # ... and has been handled: the run is over
+        self.ended = False           # its end of stream has been read (main thread)
+        self.finished = False        # ... and its last frames embedded and closed: the run is over
         self.unsaved_from = None     # offset of the first record handled since the last state sent
         self.unsaved_since = 0.0     # monotonic time of that record
 
