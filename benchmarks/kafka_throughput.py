@@ -51,13 +51,6 @@ def _lag_chunks(cfg: dict, metrics_port: int) -> int | None:
     return int(sum(lags)) if lags else None
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def kafka_figure(work: Path, spec: dict, name: str, n: int, ts_files: list[Path], window_s: float = 60.0,
                  warmup_s: float = 15.0, extra_sets: tuple = ()) -> dict:
     """`extra_sets`: config overrides (`SECTION.KEY=VALUE`) for ingest and worker."""
@@ -90,7 +83,7 @@ def kafka_figure(work: Path, spec: dict, name: str, n: int, ts_files: list[Path]
             cfg = config.load(None, sets)
             broker.create_topic(b, cfg["kafka"]["topic_state"], cfg["kafka"]["partitions"], compact=True)
             broker.create_topic(b, cfg["kafka"]["topic_media"], cfg["kafka"]["partitions"])
-            port = _free_port()
+            port = broker.free_port()
             cmd = [sys.executable, "-m", "pipeline.cli", "worker", "--exit-when-idle", "10", "--metrics-port", str(port)]
             for s in sets:
                 cmd += ["--set", s]

@@ -41,12 +41,12 @@ from benchmarks.throughput import CONFIGS, prepared  # noqa: E402
 from tests.kafka_helpers import kafka_cfg, segments_by_channel  # noqa: E402
 
 
-def workers(sets: list[str], n: int, env: dict | None = None) -> list[dict]:
+def workers(sets: list[str], n: int) -> list[dict]:
     cmd = [sys.executable, "-m", "pipeline.cli", "worker", "--exit-when-idle", "6"]
     for s in sets:
         cmd += ["--set", s]
-    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              env=env) for _ in range(n)]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for _ in range(n)]
     return [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
 
 
@@ -68,13 +68,12 @@ def main() -> None:
                     help="a configuration of throughput.py")
     args = ap.parse_args()
     spec = CONFIGS[args.config]
-    model_sets, env, direct_cfg = [], None, config.load()
+    model_sets, direct_cfg = [], config.load()
     if spec["backend"] != "yamnet":
         work = prepared()
         model_sets = [f"embedding.backend={spec['backend']}", f"embedding.precision={spec['precision']}",
                       f"heads.dir={work / 'heads'}"]
-        env = {**os.environ, "ONAIR_MODEL_DIR": str(work / "models")}
-        os.environ["ONAIR_MODEL_DIR"] = env["ONAIR_MODEL_DIR"]
+        os.environ["ONAIR_MODEL_DIR"] = str(work / "models")     # for this run and the workers it starts
         direct_cfg = config.load(None, model_sets)
     progs = sorted((SHARED / "data" / "streams").glob("*.opus"))
     media = {p.stem: encode_programme(SHARED, p, args.codec, REPO / ".cache" / "streams" / f"{p.stem}-{args.codec}.ts")
@@ -90,7 +89,7 @@ def main() -> None:
                 broker.create_topic(b, cfg["kafka"]["topic_state"], 4, compact=True)
                 res = Ingest(inputs, cfg).run()
                 chunks = sum(r["chunks"] for r in res.values())
-                figures[label] = {"config": args.config, **drain_figures(label, workers(sets, n, env), chunks)}
+                figures[label] = {"config": args.config, **drain_figures(label, workers(sets, n), chunks)}
                 print(json.dumps(figures[label]), flush=True)
                 if label == "1 worker":
                     kafka_segs, dupes = segments_by_channel(cfg)

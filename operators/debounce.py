@@ -69,6 +69,12 @@ class DebounceParams:
     identity_after_s: float = 10.0
     restart_on_early_dip: bool = True
 
+    @classmethod
+    def from_config(cls, section: dict) -> "DebounceParams":
+        """The debouncer's parameters among a `debounce` config section's keys (the others,
+        such as history_s, are the channel's)."""
+        return cls(**{k: v for k, v in section.items() if k in cls.__dataclass_fields__})
+
 
 def history_needed_s(p: DebounceParams, lag_frames: int, delivery_s: float) -> float:
     """Seconds of audio the clip history must hold for the recording-identity test. It runs once a

@@ -45,9 +45,7 @@ class ChannelDetector:
         self._talk_threshold = d.pop("talkover_threshold", 0.5)
         self.audio_codec = d.pop("audio_codec", "flac")
         self.history = AudioHistory(d.pop("history_s", 45.0))
-        self.debouncer = Debouncer(channel, DebounceParams(**{k: v for k, v in d.items()
-                                                              if k in DebounceParams.__dataclass_fields__}),
-                                   audio=self._recent_audio)
+        self.debouncer = Debouncer(channel, DebounceParams.from_config(d), audio=self._recent_audio)
         self.emit_request = emit_request
         g = genre or {}
         self.genre = None if genre_model is None else GenreTagger(

@@ -318,12 +318,9 @@ def validate(raw: Any, source: str = "config") -> dict:
             cfg[sec][k] = SCHEMA[sec][k].check(f"{sec}.{k}", v)
     if cfg["source"]["reconnect_max_s"] < cfg["source"]["reconnect_min_s"]:
         raise ConfigError("config key 'source.reconnect_max_s': must be >= source.reconnect_min_s")
-    from dataclasses import fields
-
     from operators.debounce import DebounceParams, history_needed_s
     d = cfg["debounce"]
-    params = DebounceParams(**{f.name: d[f.name] for f in fields(DebounceParams) if f.name in d})
-    need = history_needed_s(params, cfg["hmm"]["lag_frames"], cfg["kafka"]["chunk_s"])
+    need = history_needed_s(DebounceParams.from_config(d), cfg["hmm"]["lag_frames"], cfg["kafka"]["chunk_s"])
     if d["history_s"] < need:
         raise ConfigError(f"config key 'debounce.history_s': must be >= {need:.1f} s (identity_before_s, the "
                           f"boundary test's windows, the HMM lag and kafka.chunk_s), so the audio before a song "

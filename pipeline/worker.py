@@ -365,7 +365,7 @@ class Worker:
         if st.partition == m.partition and m.offset <= st.offset:
             self.metrics.media_skipped.labels(channel).inc()
             return
-        if (st.finished or st.ended) and header["kind"] == "media":
+        if st.ended and header["kind"] == "media":      # (finished implies ended)
             # the channel's source ended before (in an earlier poll, whose final state went out then,
             # or earlier in this one): this is a new run of it with a new timeline
             if not st.finished:               # its end is with the embedding stage, or in this poll:

@@ -11,17 +11,33 @@ def song(rng, seconds, center=None):
     return [center + 0.3 * rng.normal(size=64) for _ in range(int(seconds / HOP))], center
 
 
-def feed(deb, blocks, lag_s=4.8):
+def feed(deb, blocks, lag_s=4.8, newest=None):
     """blocks: list of (kind, embeddings) with kind music|speech|fade|advert (music the talk-over head
-    flags); returns the request intents."""
+    flags); returns the request intents. `newest`, a dict, gets the newest audio time ("t") before
+    each frame goes in."""
     out, t = [], 0.0
     for kind, embs in blocks:
         for i, e in enumerate(embs):
             music = kind != "speech"
             level = -60.0 if kind == "fade" else -20.0
+            if newest is not None:
+                newest["t"] = t + 0.975 + lag_s
             out += deb.push(t, music, e, level, -20.0, t + 0.975 + lag_s, talk=kind == "advert")
             t += HOP
     return out
+
+
+def break_in_record(after):
+    """A record with a 2-frame level dip inside (the embedding moves too), as blocks, and its audio:
+    a synthetic record before the dip, silence, then `after(seconds)`."""
+    from tests.conftest import record
+    rng = np.random.default_rng(7)
+    intro, _ = song(rng, 40)
+    dip = [intro[-1] * 0.01 for _ in range(2)]
+    rest, _ = song(rng, 60)
+    audio = np.concatenate([record(len(intro) * HOP, 220.0, 120), np.zeros(int(len(dip) * HOP * 16000), np.float32),
+                            after(len(rest) * HOP)])
+    return [("music", intro), ("fade", dip), ("music", rest)], audio
 
 
 def test_one_request_per_song_and_none_for_a_jingle():
@@ -117,19 +133,13 @@ def test_a_break_inside_a_record_is_not_a_new_song_when_harmony_and_pulse_go_on(
     # the embedding moves and the level dips, as at a change of record; the audio says it is the same
     # record (operators.identity), so it is asked once; another record behind the same break is asked again
     from tests.conftest import record
-    rng = np.random.default_rng(7)
-    intro, _ = song(rng, 40)
-    dip = [intro[-1] * 0.01 for _ in range(2)]
-    rest, _ = song(rng, 60)
-    blocks = [("music", intro), ("fade", dip), ("music", rest)]
-    n = [len(b) for _, b in blocks]
 
-    def audio_of(after: np.ndarray):
-        a = np.concatenate([record(n[0] * HOP, 220.0, 120), np.zeros(int(n[1] * HOP * 16000), np.float32), after])
-        return lambda s, e: a[max(0, int(s * 16000)):max(0, int(e * 16000))]
+    def audio_of(after):
+        blocks, a = break_in_record(after)
+        return blocks, lambda s, e: a[max(0, int(s * 16000)):max(0, int(e * 16000))]
 
-    same = audio_of(record(n[2] * HOP, 220.0, 120, bright=False, seed=1))
-    other = audio_of(record(n[2] * HOP, 277.2, 93, seed=1))
+    blocks, same = audio_of(lambda sec: record(sec, 220.0, 120, bright=False, seed=1))
+    _, other = audio_of(lambda sec: record(sec, 277.2, 93, seed=1))
     deb = Debouncer("c", audio=same)
     assert [r.reason for r in feed(deb, blocks)] == ["new_music"] and deb.same_recording_vetoes == 1
     assert [r.reason for r in feed(Debouncer("c", audio=other), blocks)] == ["new_music", "song_change"]
@@ -160,12 +170,7 @@ def test_the_history_the_config_check_asks_for_holds_what_the_identity_test_read
     from tests.conftest import record
     p, lag_frames, chunk_s = DebounceParams(), 4, 2.0
     held = debounce.history_needed_s(p, lag_frames, chunk_s)
-    rng = np.random.default_rng(7)
-    intro, _ = song(rng, 40)
-    rest, _ = song(rng, 60)
-    blocks = [("music", intro), ("fade", [intro[-1] * 0.01] * 2), ("music", rest)]
-    a = np.concatenate([record(len(intro) * HOP, 220.0, 120), np.zeros(int(2 * HOP * 16000), np.float32),
-                        record(len(rest) * HOP, 220.0, 120, bright=False, seed=1)])
+    blocks, a = break_in_record(lambda sec: record(sec, 220.0, 120, bright=False, seed=1))
     newest = {"t": 0.0}
 
     def history(s, e):
@@ -175,10 +180,6 @@ def test_the_history_the_config_check_asks_for_holds_what_the_identity_test_read
     sides = []
     real = debounce.compare
     monkeypatch.setattr(debounce, "compare", lambda before, after: sides.append(len(before)) or real(before, after))
-    deb, t = Debouncer("c", p, audio=history), 0.0
-    for kind, embs in blocks:
-        for e in embs:
-            newest["t"] = t + 0.975 + lag_frames * HOP
-            deb.push(t, True, e, -60.0 if kind == "fade" else -20.0, -20.0, newest["t"])
-            t += HOP
+    deb = Debouncer("c", p, audio=history)
+    feed(deb, blocks, lag_s=lag_frames * HOP, newest=newest)
     assert sides == [int(p.identity_before_s * 16000)] and deb.same_recording_vetoes == 1
