@@ -4,7 +4,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from operators.clipaudio import audio_field
+from pipeline.broker import free_port
 from pipeline.metrics import Metrics
 from tests.conftest import REPO
 from tests.provider_servers import ProviderServer
@@ -71,12 +71,6 @@ def test_counters_agree_with_the_records(programme, tmp_path):
     assert total("onair_recognition_requests_emitted_total") == lines("requests.jsonl") > 0
     assert abs(total("onair_audio_decoded_seconds_total") - len(programme["audio"]) / 48000) < 0.1
     assert total("onair_frames_embedded_total") > 70
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url):

@@ -8,7 +8,6 @@ import json
 import os
 import queue
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from operators.nowplaying import BadRecord, NowPlayingBoard
+from pipeline.broker import free_port
 from pipeline.follow import JsonlTail
 from tests.conftest import REPO
 from tests.kafka_helpers import kafka_cfg, wait_for
@@ -172,12 +172,6 @@ def test_tail_returns_complete_lines_and_starts_again_on_a_new_file(tmp_path):
 
 
 # ---------------------------------------------------------------- `onair overlay`, a real process
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Overlay:
     """`onair overlay` in a subprocess on free ports; its log in tmp_path."""
