@@ -2,7 +2,10 @@
 (orig_id groups, never split by file), head alone and blended with YAMNet's
 AudioSet genre classes, and the confusion matrix as a picture.
 
-  python benchmarks/genre_eval.py [--out benchmarks/out]
+  python benchmarks/genre_eval.py [--out benchmarks/out] [--seeds 5]
+
+The mean over fold seeds is the figure to quote: one seed's folds move top-1 by about 0.006,
+and the mean of seeds 0-2 (0.796) sat above that of seeds 0-14 (0.791).
 
 Writes OUT/genre_confusion.svg and prints one JSON line per aggregation/blend.
 """
@@ -57,6 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
     ap.add_argument("--l2", type=float, default=0.3)
+    ap.add_argument("--seeds", type=int, default=5, help="fold seeds 0..N-1 (default 5)")
     args = ap.parse_args()
     cfg = config.load()
     embedder = load_embedder(cfg)
@@ -69,7 +73,7 @@ def main() -> None:
     for weight in sorted({0.0, 0.1, 0.2, 0.3, 0.5, default}):
         cfg["genre"]["audioset_weight"] = weight
         accs = [genre_cross_validation(X, S, y, groups, classes, args.l2, genre_model_for(cfg, embedder), seed=s)
-                for s in range(3)]
+                for s in range(args.seeds)]
         results[weight] = accs[0]
         print(json.dumps({"backend": embedder.name, "aggregation": POOLING,
                           "audioset_weight": weight, "top1_by_seed": [a["accuracy"] for a in accs],
