@@ -1,6 +1,7 @@
 """Kafka mode against a real Kafka 0.9 broker: ingest -> worker group -> segments."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -191,9 +192,17 @@ def test_sigkill_of_a_worker_loses_nothing_and_pays_nothing_twice(kafka_broker, 
                 p.kill()
 
 
+def _both_joined(tmp_path) -> bool:
+    # each worker logs its share once the group has balanced; a slow start (TF import on a loaded
+    # machine) must not leave one worker to finish the programme alone before the other joins
+    logs = [(tmp_path / f"worker{i}.log").read_text(errors="replace") for i in range(2)]
+    return all(re.search(r"partitions assigned: \[\d", text) for text in logs)
+
+
 def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs):
-    time.sleep(6)                                   # both join the group and share the 4 partitions
-    ing = Ingest([(ch, str(programme["ts"])) for ch in channels], cfg, rate=4.0)
+    assert wait_for(lambda: _both_joined(tmp_path), 90), "both workers should join the group"
+    time.sleep(2)
+    ing = Ingest([(ch, str(programme["ts"])) for ch in channels], cfg, rate=3.0)
     feeder = threading.Thread(target=ing.run, daemon=True)
     feeder.start()
 
@@ -202,14 +211,14 @@ def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs):
     def state_owners():
         for m in read_topic(cfg, cfg["kafka"]["topic_state"], idle_ms=500):
             s = json.loads(m.value)
-            owners.setdefault(s["channel"], []).append((s["owner"], s["wall"]))
+            owners.setdefault(s["channel"], []).append((s["owner"], s["wall"], s["finished"]))
         return owners
 
-    assert wait_for(lambda: len({o for v in state_owners().values() for o, _ in v}) == 2, 30), \
+    assert wait_for(lambda: len({o for v in state_owners().values() for o, _, _ in v}) == 2, 30), \
         "both workers should own channels before the kill"
     time.sleep(3)   # the victim's work since its last state (state_every_s is 10) is replayed by the survivor
     victim_pid = workers[0].pid
-    victim = next(o for v in owners.values() for o, _ in v if o.split("-")[-2] == str(victim_pid))
+    victim = next(o for v in owners.values() for o, _, _ in v if o.split("-")[-2] == str(victim_pid))
     os.kill(victim_pid, signal.SIGKILL)
     killed_at = time.time()
     feeder.join()
@@ -219,9 +228,12 @@ def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs):
 
     owners.clear()
     state_owners()
-    orphans = [ch for ch, v in owners.items() if any(o == victim for o, _ in v)]
-    assert orphans, "the killed worker owned channels"
-    taken = [min(w for o, w in owners[ch] if o != victim and w > killed_at) for ch in orphans]
+    # the channels the victim held unfinished when it died: their last state before the kill is its own
+    orphans = [ch for ch, v in owners.items()
+               if (last := max((r for r in v if r[1] <= killed_at), key=lambda r: r[1], default=None))
+               and last[0] == victim and not last[2]]
+    assert orphans, "the killed worker should hold unfinished channels when it dies"
+    taken = [min(w for o, w, _ in owners[ch] if o != victim and w > killed_at) for ch in orphans]
     failover_s = min(taken) - killed_at
     print(f"failover: first record from the survivor {failover_s:.1f} s after the kill")
     assert failover_s < 30
