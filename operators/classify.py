@@ -21,6 +21,8 @@ class Head:
     weights: np.ndarray     # [D, K]
     bias: np.ndarray        # [K]
     meta: dict = field(default_factory=dict)
+    # set at load: probe cosine against the embeddings it was trained on (pipeline.heads)
+    agreement: float | None = field(default=None, compare=False)
 
     @property
     def dim(self) -> int:

@@ -41,14 +41,21 @@ class YamnetTFLite(Embedder):
     about 0.3 ms on a 2-core machine: the loop is not the bottleneck)."""
     name = "yamnet"
     dim = 1024
-    precision = "fp32"   # the shipped model is float; there is nothing to quantize it from here
+    # the shipped file has dynamic-range int8 weights (float activations); the setting is VGGish's
+    precision = "fp32"
     EMBEDDING_TENSOR = "yamnet_frames/global_average_pooling2d/Mean"
 
-    def __init__(self, path: str, threads: int = 0):
+    def __init__(self, path: str, threads: int = 0, kernels: str = "default"):
+        """kernels: "default" (XNNPACK, what the shipped heads were trained on) or "builtin"
+        (TFLite's own kernels: embeddings differ, median cosine ~0.90; see operators.probe)."""
         import tensorflow as tf
 
+        if kernels not in ("default", "builtin"):
+            raise ValueError(f"kernels {kernels!r}, expected default or builtin")
+        extra = {} if kernels == "default" else {
+            "experimental_op_resolver_type": tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
         self._it = tf.lite.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
-                                       num_threads=threads or None)
+                                       num_threads=threads or None, **extra)
         self._it.allocate_tensors()
         inp = self._it.get_input_details()[0]
         if list(inp["shape"]) != [1, FRAME_SAMPLES]:

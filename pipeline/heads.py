@@ -28,17 +28,19 @@ def _checked(path: Path, backend: str, dim: int, needed_class: str) -> Head:
     return head
 
 
-def load_music_head(cfg: dict, backend: str, dim: int) -> Head:
+def load_music_head(cfg: dict, backend: str, dim: int, embedder=None) -> Head:
     path = head_path(cfg, backend)
     if not path.is_file():
         raise HeadMissing(
             f"no music head for embedding backend '{backend}' at {path}; train one with: "
             f"onair train --backend {backend} --manifest ../shared/data/manifest.csv "
             f"--music-dir ../shared/data/genre --programmes ../shared/data/streams")
-    return _checked(path, backend, dim, "music")
+    head = _checked(path, backend, dim, "music")
+    head.agreement = embedding_agreement(head, embedder, path)
+    return head
 
 
-def load_talkover_head(cfg: dict, backend: str, dim: int) -> Head | None:
+def load_talkover_head(cfg: dict, backend: str, dim: int, embedder=None) -> Head | None:
     """The speech-over-music head (music vs speech_over_music), or None: without it adverts with a
     music bed can cost a request, and the pipeline says so once."""
     import logging
@@ -48,7 +50,29 @@ def load_talkover_head(cfg: dict, backend: str, dim: int) -> Head | None:
             "no talk-over head for backend '%s' at %s: speech over a music bed (adverts) is not told apart "
             "from songs by the debouncer; train one with onair train --compose N", backend, path)
         return None
-    return _checked(path, backend, dim, TALK_CLASS)
+    head = _checked(path, backend, dim, TALK_CLASS)
+    head.agreement = embedding_agreement(head, embedder, path)
+    return head
+
+
+def embedding_agreement(head: Head, embedder, path) -> float | None:
+    """Cosine between the probe embedding stored with `head` at training and this embedder's
+    (operators.probe); None for a head without one. Below MIN_AGREEMENT the head was fitted on
+    other embeddings (another model file, or the same file on other kernels) and its scores
+    are not to be trusted: one warning line says so and how to fix it."""
+    import logging
+
+    from operators.probe import MIN_AGREEMENT, agreement, fingerprint
+    stored = head.meta.get("embedding_probe")
+    if stored is None or embedder is None:
+        return None
+    cos = agreement(stored, fingerprint(embedder))
+    if cos < MIN_AGREEMENT:
+        logging.getLogger("onair.heads").warning(
+            "%s: this runtime's '%s' embeddings do not match the ones the head was trained on (probe cosine "
+            "%.3f, expected >= %.2f: another model file, or TFLite kernels other than XNNPACK); its decisions "
+            "may be wrong; retrain it here with onair train", path, embedder.name, cos, MIN_AGREEMENT)
+    return cos
 
 
 def hmm_params(head: Head, cfg: dict) -> dict:
@@ -73,7 +97,9 @@ def load_genre_model(cfg: dict, embedder):
                     "onair train --head genre --backend %s --manifest ...)", embedder.name, path, embedder.name)
         return None
     head = Head.load(path)
-    return genre_model_for(cfg, embedder)(head, path)
+    model = genre_model_for(cfg, embedder)(head, path)
+    head.agreement = embedding_agreement(head, embedder, path)
+    return model
 
 
 def genre_model_for(cfg: dict, embedder):

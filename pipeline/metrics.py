@@ -77,6 +77,9 @@ class Metrics:
         self.expect_music = Gauge("onair_channel_expects_music", "1 for channels that should carry music", ch,
                                   registry=r)
         self.build = Gauge("onair_build_info", "onair version", ["version", "backend"], registry=r)
+        self.head_agreement = Gauge("onair_head_embedding_agreement",
+                                    "Probe cosine between this runtime's embeddings and those a head was trained "
+                                    "on (below 0.99: retrain the head here)", ["head"], registry=r)
 
     def configure(self, cfg: dict, backend: str = "") -> "Metrics":
         """Gauges that describe the configuration, for the alert rules."""
@@ -104,3 +107,9 @@ class Metrics:
 
     def write_textfile(self, path: str) -> None:
         write_to_textfile(path, self.registry)
+
+    def heads_loaded(self, **heads) -> None:
+        """Each loaded head's embedding agreement (pipeline.heads.embedding_agreement), by name."""
+        for name, head in heads.items():
+            if head is not None and head.agreement is not None:
+                self.head_agreement.labels(name).set(head.agreement)

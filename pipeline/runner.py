@@ -63,8 +63,9 @@ class DirectRun:
         self.metrics = metrics or Metrics(currency=cfg["recognition"]["currency"]).configure(cfg)
         self.stop = threading.Event()
         self.embedder = embedder or load_embedder(cfg)
-        self.head = load_music_head(cfg, self.embedder.name, self.embedder.dim)
-        self.talkover = load_talkover_head(cfg, self.embedder.name, self.embedder.dim)
+        self.head = load_music_head(cfg, self.embedder.name, self.embedder.dim, self.embedder)
+        self.talkover = load_talkover_head(cfg, self.embedder.name, self.embedder.dim, self.embedder)
+        self.metrics.heads_loaded(music=self.head, talkover=self.talkover)
         self.results = {ch: ChannelResult(ch, url) for ch, url in inputs}
         self.on_request = None       # the recognition stage, when one runs in this process
 
@@ -90,6 +91,7 @@ class DirectRun:
                 self.on_request(req)
 
         genre_model = load_genre_model(self.cfg, self.embedder)
+        self.metrics.heads_loaded(genre=genre_model and genre_model.head)
         detectors = {ch: ChannelDetector(ch, self.head, hmm, self.cfg["hmm"]["lag_frames"], segment_sink,
                                          self.metrics, self.cfg["debounce"], request_sink, genre_model,
                                          self.cfg["genre"], sinks["genres"].write, self.talkover)

@@ -21,6 +21,7 @@ from operators.classify import fit_head
 from operators.framing import HOP_S
 from operators.genre import POOLING, pool
 from operators.hmm import fit_transitions
+from operators.probe import fingerprint
 from pipeline.audiofile import frames_of, read_audio
 from pipeline.evaluate import music_f1, read_labels, replay
 from pipeline.heads import TALK_CLASS
@@ -222,7 +223,8 @@ def train_music_head(embedder, manifest: Path, music_dirs: list[Path], programme
     if compose:
         cx, clabels, cprog = composed_frames(composer, manifest, compose, 15.0, embedder, cache_dir / "composed")
         x, y = np.concatenate([x, cx]), list(y) + music_or_not(clabels)
-        train_talkover_head(cx, clabels, cprog, out.with_name("talkover.json"), embedder.name)
+        train_talkover_head(cx, clabels, cprog, out.with_name("talkover.json"), embedder.name,
+                            probe=probe_meta(embedder))
     head = fit_head(x, y, ["non_music", "music"], l2=l2)
     hmm = {"p_enter_music": 0.01, "p_leave_music": 0.01, "class_prior": [0.5, 0.5], "emission_weight": 1.0,
            "fitted_on": []}
@@ -236,14 +238,15 @@ def train_music_head(embedder, manifest: Path, music_dirs: list[Path], programme
     head.meta.update({"backend": embedder.name, "kind": "music", "hmm": hmm, "validation": validation,
                       "files": len(items) - bad, "frames": int(len(y)), "frames_per_file_max": cap,
                       "composed_programmes": compose, "l2": l2,
-                      "manifest": manifest.name, "music_dirs": [Path(d).name for d in music_dirs]})
+                      "manifest": manifest.name, "music_dirs": [Path(d).name for d in music_dirs],
+                      **probe_meta(embedder)})
     head.save(out)
     log.info("wrote %s", out)
     return head.meta
 
 
 def train_talkover_head(x: np.ndarray, labels: list[str], programme: np.ndarray, out: Path, backend: str,
-                        l2: float = 0.2, threshold: float = 0.5) -> dict:
+                        l2: float = 0.2, threshold: float = 0.5, probe: dict | None = None) -> dict:
     """Speech over music (adverts, voice-overs on a bed) against music, on the composed programmes'
     frames. The music head rightly calls a bed music often enough (a fifth of advert frames on
     unseen programmes) to cost a request per advert; this head lets the debouncer skip them.
@@ -269,10 +272,16 @@ def train_talkover_head(x: np.ndarray, labels: list[str], programme: np.ndarray,
         log.info("talk-over validation on held-out programmes: %s", val)
     head = fit_head(x, y, classes, l2=l2, sample_weight=np.ones(len(y)))
     head.meta.update({"backend": backend, "kind": "talkover", "validation": val, "frames": int(len(y)),
-                      "composed_programmes": int(len(np.unique(prog))), "l2": l2})
+                      "composed_programmes": int(len(np.unique(prog))), "l2": l2, **(probe or {})})
     head.save(out)
     log.info("wrote %s", out)
     return head.meta
+
+
+def probe_meta(embedder) -> dict:
+    """The probe embedding a head keeps, so a runtime can tell it gives other embeddings
+    (operators.probe, pipeline.heads.embedding_agreement)."""
+    return {"embedding_probe": np.round(fingerprint(embedder), 5).tolist()}
 
 
 def main_report(meta: dict) -> str:
@@ -349,7 +358,7 @@ def train_genre_head(embedder, manifest: Path, out: Path, cache_dir: Path, model
              validation["accuracy_head_only"])
     head = fit_head(X, y, classes, l2=l2)
     head.meta.update({"backend": embedder.name, "kind": "genre", "aggregation": POOLING,
-                      "validation": validation, "manifest": manifest.name, "l2": l2})
+                      "validation": validation, "manifest": manifest.name, "l2": l2, **probe_meta(embedder)})
     head.save(out)
     log.info("wrote %s", out)
     return head.meta

@@ -71,6 +71,7 @@ def test_genre_command_and_training_on_a_small_manifest(shared, tmp_path):
     doc = json.loads((heads / "yamnet" / "genre.json").read_text())
     assert doc["classes"] == ["classical", "metal", "reggae"] and doc["meta"]["validation"]["files"] == 42
     assert doc["meta"]["aggregation"] == POOLING
+    assert len(doc["meta"]["embedding_probe"]) == 1024     # see tests/test_probe.py
     # and the committed 10-genre head tags real files
     files = [str(shared / "data" / "genre" / g / sorted((shared / "data" / "genre" / g).iterdir())[0].name)
              for g in ("metal", "classical")]

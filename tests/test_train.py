@@ -24,6 +24,7 @@ def test_train_writes_a_head_that_run_uses(shared, programme, tmp_path):
     assert head.classes == ["non_music", "music"] and head.dim == 1024
     assert head.meta["hmm"]["fitted_on"] == ["p.labels.csv"]
     assert 0 < head.meta["hmm"]["p_leave_music"] < 0.1
+    assert len(head.meta["embedding_probe"]) == 1024      # see tests/test_probe.py
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report["files"] == len(pick)
 
@@ -31,3 +32,4 @@ def test_train_writes_a_head_that_run_uses(shared, programme, tmp_path):
     r = onair("run", "--out", str(out), "--input", f"x={programme['ts']}", "--set", f"heads.dir={heads}")
     assert r.returncode == 0, r.stderr
     assert {s["label"] for s in segments(out, "x")} == {"music", "non_music"}
+    assert "do not match" not in r.stderr      # trained and run on the same embeddings
