@@ -3,7 +3,6 @@
 so at load, in one log line and a metric, instead of scoring silently wrong."""
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,8 @@ from pipeline.metrics import Metrics
 
 
 @pytest.fixture(scope="module")
-def yamnet_path() -> Path:
-    return Path(os.environ["ONAIR_MODEL_DIR"]) / "yamnet" / "yamnet.tflite"
+def yamnet_path(shared) -> Path:
+    return shared / "models" / "yamnet" / "yamnet.tflite"
 
 
 def _heads(cfg, embedder):
