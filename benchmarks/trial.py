@@ -130,12 +130,10 @@ def _specs(media: list, n: int, seed: int) -> list:
 
 def _detector_factory(cls, embedder, cfg: dict, metrics, out_dir: Path):
     """Detectors wired as DirectRun wires them: head, HMM, debounce, genre, JSONL sinks."""
-    from pipeline.heads import hmm_params, load_genre_model, load_music_head, load_talkover_head
+    from pipeline.heads import hmm_params, load_heads
     from pipeline.sinks import JsonlSink
-    head = load_music_head(cfg, embedder.name, embedder.dim)
-    talkover = load_talkover_head(cfg, embedder.name, embedder.dim)
+    head, talkover, genre_model = load_heads(cfg, embedder)
     hmm = hmm_params(head, cfg)
-    genre_model = load_genre_model(cfg, embedder)
     sinks = {name: JsonlSink(out_dir / f"{name}.jsonl") for name in ("segments", "requests", "genres")}
 
     def make(channel: str):

@@ -1,11 +1,15 @@
 """Trained heads per embedding backend, under `heads.dir/<backend>/`."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from operators.classify import Head
+
+log = logging.getLogger("onair.heads")
 
 
 class HeadMissing(RuntimeError):
@@ -43,10 +47,9 @@ def load_music_head(cfg: dict, backend: str, dim: int, embedder=None) -> Head:
 def load_talkover_head(cfg: dict, backend: str, dim: int, embedder=None) -> Head | None:
     """The speech-over-music head (music vs speech_over_music), or None: without it adverts with a
     music bed can cost a request, and the pipeline says so once."""
-    import logging
     path = head_path(cfg, backend, "talkover")
     if not path.is_file():
-        logging.getLogger("onair.heads").warning(
+        log.warning(
             "no talk-over head for backend '%s' at %s: speech over a music bed (adverts) is not told apart "
             "from songs by the debouncer; train one with onair train --compose N", backend, path)
         return None
@@ -60,15 +63,13 @@ def embedding_agreement(head: Head, embedder, path) -> float | None:
     (operators.probe); None for a head without one. Below MIN_AGREEMENT the head was fitted on
     other embeddings (another model file, or the same file on other kernels) and its scores
     are not to be trusted: one warning line says so and how to fix it."""
-    import logging
-
     from operators.probe import MIN_AGREEMENT, agreement, fingerprint
     stored = head.meta.get("embedding_probe")
     if stored is None or embedder is None:
         return None
     cos = agreement(stored, fingerprint(embedder))
     if cos < MIN_AGREEMENT:
-        logging.getLogger("onair.heads").warning(
+        log.warning(
             "%s: this runtime's '%s' embeddings do not match the ones the head was trained on (probe cosine "
             "%.3f, expected >= %.2f: another model file, or TFLite kernels other than XNNPACK); its decisions "
             "may be wrong; retrain it here with onair train", path, embedder.name, cos, MIN_AGREEMENT)
@@ -89,8 +90,6 @@ def hmm_params(head: Head, cfg: dict) -> dict:
 
 def load_genre_model(cfg: dict, embedder):
     """The genre model of a backend, or None (genre tags off) when no genre head was trained for it."""
-    import logging
-    log = logging.getLogger("onair.heads")
     path = head_path(cfg, embedder.name, "genre")
     if not path.is_file():
         log.warning("no genre head for backend '%s' at %s: genre tags are off (train one with "
@@ -100,6 +99,23 @@ def load_genre_model(cfg: dict, embedder):
     model = genre_model_for(cfg, embedder)(head, path)
     head.agreement = embedding_agreement(head, embedder, path)
     return model
+
+
+class Heads(NamedTuple):
+    music: Head
+    talkover: Head | None
+    genre: object          # operators.genre.GenreModel, or None
+
+
+def load_heads(cfg: dict, embedder, metrics=None) -> Heads:
+    """Every head a channel detector uses, each checked against this embedder's probe (its
+    agreement exported to `metrics` when given)."""
+    heads = Heads(load_music_head(cfg, embedder.name, embedder.dim, embedder),
+                  load_talkover_head(cfg, embedder.name, embedder.dim, embedder),
+                  load_genre_model(cfg, embedder))
+    if metrics is not None:
+        metrics.heads_loaded(music=heads.music, talkover=heads.talkover, genre=heads.genre and heads.genre.head)
+    return heads
 
 
 def genre_model_for(cfg: dict, embedder):

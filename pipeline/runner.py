@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipeline.batcher import STOP, EmbedBatcher, EndItem, FrameItem
 from pipeline.channel import ChannelDetector
-from pipeline.heads import hmm_params, load_genre_model, load_music_head, load_talkover_head
+from pipeline.heads import hmm_params, load_heads
 from pipeline.metrics import Metrics
 from pipeline.models import load_embedder
 from pipeline.sinks import JsonlSink
@@ -63,9 +63,7 @@ class DirectRun:
         self.metrics = metrics or Metrics(currency=cfg["recognition"]["currency"]).configure(cfg)
         self.stop = threading.Event()
         self.embedder = embedder or load_embedder(cfg)
-        self.head = load_music_head(cfg, self.embedder.name, self.embedder.dim, self.embedder)
-        self.talkover = load_talkover_head(cfg, self.embedder.name, self.embedder.dim, self.embedder)
-        self.metrics.heads_loaded(music=self.head, talkover=self.talkover)
+        self.head, self.talkover, self.genre_model = load_heads(cfg, self.embedder, self.metrics)
         self.results = {ch: ChannelResult(ch, url) for ch, url in inputs}
         self.on_request = None       # the recognition stage, when one runs in this process
 
@@ -90,10 +88,8 @@ class DirectRun:
             if self.on_request is not None:
                 self.on_request(req)
 
-        genre_model = load_genre_model(self.cfg, self.embedder)
-        self.metrics.heads_loaded(genre=genre_model and genre_model.head)
         detectors = {ch: ChannelDetector(ch, self.head, hmm, self.cfg["hmm"]["lag_frames"], segment_sink,
-                                         self.metrics, self.cfg["debounce"], request_sink, genre_model,
+                                         self.metrics, self.cfg["debounce"], request_sink, self.genre_model,
                                          self.cfg["genre"], sinks["genres"].write, self.talkover)
                      for ch, _ in self.inputs}
         items: queue.Queue = queue.Queue(maxsize=self.cfg["runtime"]["queue_frames"])

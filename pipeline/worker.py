@@ -47,7 +47,7 @@ from operators.decode import ChunkDecoder, ChunkError
 from pipeline import envelope
 from pipeline.batcher import embed_by_channel
 from pipeline.channel import ChannelDetector
-from pipeline.heads import hmm_params, load_genre_model, load_music_head, load_talkover_head
+from pipeline.heads import hmm_params, load_heads
 from pipeline.metrics import Metrics
 from pipeline.sources import select_audio
 
@@ -135,12 +135,8 @@ class Worker:
         self.k = cfg["kafka"]
         self.metrics = metrics or Metrics(currency=cfg["recognition"]["currency"])
         self.embedder = embedder or load_embedder(cfg)
-        self.head = load_music_head(cfg, self.embedder.name, self.embedder.dim, self.embedder)
+        self.head, self.talkover, self.genre_model = load_heads(cfg, self.embedder, self.metrics)
         self.hmm = hmm_params(self.head, cfg)
-        self.talkover = load_talkover_head(cfg, self.embedder.name, self.embedder.dim, self.embedder)
-        self.genre_model = load_genre_model(cfg, self.embedder)
-        self.metrics.heads_loaded(music=self.head, talkover=self.talkover,
-                                  genre=self.genre_model and self.genre_model.head)
         self.channels: dict[str, ChannelState] = {}
         self.retired: list[ChannelState] = []   # ended runs replaced by a new run, final state not sent yet
         # the embedding stage: one thread, one poll's frames in flight at a time
