@@ -78,8 +78,8 @@ class Progress:
 
 def timed_detector(progress: Progress):
     class TimedDetector(ChannelDetector):
-        def on_embedded(self, times, embeddings, newest, frames, class_scores=None):
-            super().on_embedded(times, embeddings, newest, frames, class_scores)
+        def on_embedded(self, times, embeddings, newest, frames, class_scores=None, features=None):
+            super().on_embedded(times, embeddings, newest, frames, class_scores, features)
             i = progress.index[self.channel]
             progress.embedded_until[i] = times[-1] + FRAME_S
             progress.frames += len(times)

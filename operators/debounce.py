@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from operators.identity import compare
+from operators.statetext import from_text, to_text
 
 FRAME_HOP_S = 0.96
 GAP_LEVEL_DB = -200.0    # level given to the first frame after a gap: a dip deeper than any threshold
@@ -283,8 +284,8 @@ class Debouncer:
                 "last_clip_start": self.last_clip_start, "last_request_at": self.last_request_at,
                 "requests": self.requests, "same_recording_vetoes": self.same_recording_vetoes,
                 "candidate": self._candidate, "_gap_since": self._gap_since,
-                "frames": [(t, _b64(e), lo, med) for t, e, lo, med in self._frames],
-                "protos": [_b64(e) for e in self._protos], "block": [_b64(e) for e in self._block]}
+                "frames": [(t, to_text(e), lo, med) for t, e, lo, med in self._frames],
+                "protos": [to_text(e) for e in self._protos], "block": [to_text(e) for e in self._block]}
 
     def load_state_dict(self, d: dict) -> None:
         for k in ("song_start", "song_reason", "requested", "song_requests", "last_clip_start", "last_request_at",
@@ -292,16 +293,7 @@ class Debouncer:
             setattr(self, k, d[k])
         self.same_recording_vetoes = d.get("same_recording_vetoes", 0)   # absent from older snapshots
         self._candidate = tuple(d["candidate"]) if d["candidate"] else None
-        self._frames = deque((t, _unb64(e), lo, med) for t, e, lo, med in d["frames"])
-        self._protos = [_unb64(e) for e in d["protos"]]
-        self._block = [_unb64(e) for e in d["block"]]
+        self._frames = deque((t, from_text(e), lo, med) for t, e, lo, med in d["frames"])
+        self._protos = [from_text(e) for e in d["protos"]]
+        self._block = [from_text(e) for e in d["block"]]
 
-
-def _b64(e: np.ndarray) -> str:
-    import base64
-    return base64.b64encode(np.asarray(e, "<f4").tobytes()).decode()
-
-
-def _unb64(s: str) -> np.ndarray:
-    import base64
-    return np.frombuffer(base64.b64decode(s), "<f4").copy()

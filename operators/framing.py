@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from operators.statetext import from_text, to_text
+
 SAMPLE_RATE = 16000
 FRAME_SAMPLES = 15600
 HOP_SAMPLES = 15360
@@ -63,13 +65,11 @@ class FrameRing:
         return out
 
     def state_dict(self) -> dict:
-        import base64
-        tail = self._buf[self._read:self._write].astype("<f4").tobytes()
-        return {"run_start": self._run_start, "frames": self._frames, "tail": base64.b64encode(tail).decode()}
+        return {"run_start": self._run_start, "frames": self._frames,
+                "tail": to_text(self._buf[self._read:self._write])}
 
     def load_state_dict(self, d: dict) -> None:
-        import base64
-        tail = np.frombuffer(base64.b64decode(d["tail"]), "<f4")
+        tail = from_text(d["tail"])
         self._read, self._write = 0, len(tail)
         self._buf[:len(tail)] = tail
         self._run_start, self._frames = d["run_start"], d["frames"]

@@ -1,8 +1,10 @@
-"""Genre tags for music: a softmax head over embeddings, optionally blended
+"""Genre tags for music: a softmax head over per-frame inputs, optionally blended
 with YAMNet's own AudioSet genre classes, aggregated over a music segment.
 
-Embeddings are averaged over the segment and the mean scaled to unit length
-(`pool`); the head gives a probability per genre; with YAMNet the AudioSet scores of the classes mapped
+A frame's input is one or more blocks (the embedding and, with YAMNet, band means of two
+inner layers: operators.embed); the head's meta names them (`inputs`, `input_dims`). They
+are averaged over the segment and each block's mean scaled to unit length (`pool`); the head
+gives a probability per genre; with YAMNet the AudioSet scores of the classes mapped
 to each genre (their maximum, normalised over genres) are mixed in with
 weight `audioset_weight`. Tags are the top k, best first; their scores sum
 to at most 1.
@@ -14,18 +16,24 @@ import csv
 import numpy as np
 
 from operators.classify import Head
+from operators.statetext import from_text, to_text
 
 HOP_S = 0.96
-POOLING = "mean of frame embeddings, L2-normalised"
+POOLING = "mean of frame inputs, each block L2-normalised"
+# what heads trained on the embedding alone say: the same pooling with one block
+POOLING_EMBEDDING_ONLY = "mean of frame embeddings, L2-normalised"
 
 
-def pool(mean_embedding: np.ndarray) -> np.ndarray:
-    """Mean embedding(s) -> unit length. The norm of a mean shrinks as its frames disagree, so
-    it says more about a segment's length and variety (a 3 s excerpt against a 4 min song) than
-    about its genre; the head should see the direction only. By 5-fold orig_id validation on
-    the GTZAN excerpts it is worth +0.005 top-1 (8 of 10 fold seeds)."""
-    e = np.asarray(mean_embedding, np.float64)
-    return e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
+def pool(mean: np.ndarray, dims: list[int] | None = None) -> np.ndarray:
+    """Mean input(s) -> each block (`dims`, default one) at unit length. The norm of a mean
+    shrinks as its frames disagree, so it says more about a segment's length and variety (a 3 s
+    excerpt against a 4 min song) than about its genre; the head should see the direction only.
+    Blocks are scaled apart so that none outweighs the others by its size.
+    By 5-fold orig_id validation on the GTZAN excerpts it is worth +0.005 top-1 (8 of 10 fold seeds)."""
+    e = np.asarray(mean, np.float64)
+    parts = np.split(e, np.cumsum(dims)[:-1], axis=-1) if dims else [e]
+    return np.concatenate([p / np.maximum(np.linalg.norm(p, axis=-1, keepdims=True), 1e-12) for p in parts],
+                          axis=-1)
 
 
 def audioset_indices(class_map_csv: str, mapping: dict[str, list[str]]) -> dict[str, list[int]]:
@@ -44,16 +52,34 @@ class GenreModel:
         self.weight = weight if audioset else 0.0
         self.audioset = audioset or {}
         # heads trained before pooling normalised (or by other tools) keep the plain mean
-        self.normalise = head.meta.get("aggregation") == POOLING
+        self.normalise = head.meta.get("aggregation") in (POOLING, POOLING_EMBEDDING_ONLY)
+        # heads from before inner layers read the embedding alone
+        self.inputs: list[str] = list(head.meta.get("inputs", ["embedding"]))
+        self.input_dims: list[int] = list(head.meta.get("input_dims", [head.dim]))
 
-    def probs(self, embedding: np.ndarray, class_scores: np.ndarray | None = None) -> np.ndarray:
-        e = pool(embedding) if self.normalise else embedding
-        p = self.head.predict_proba(np.asarray(e, np.float32)[None])[0]
-        if self.weight and class_scores is not None:
+    def frame_inputs(self, embeddings: np.ndarray, features: dict | None = None) -> np.ndarray:
+        """[B, head.dim]: this head's blocks of B frames, in its order."""
+        if self.inputs == ["embedding"]:
+            return np.asarray(embeddings)
+        features = features or {}
+        missing = [n for n in self.inputs if n != "embedding" and n not in features]
+        if missing:
+            raise KeyError(f"the genre head reads {', '.join(missing)}, which the embedder does not give")
+        return np.concatenate([embeddings if n == "embedding" else features[n] for n in self.inputs], axis=1)
+
+    def probs(self, mean_input: np.ndarray, class_scores: np.ndarray | None = None) -> np.ndarray:
+        """Genre probabilities from a segment's mean input (`frame_inputs` averaged over frames)."""
+        e = pool(mean_input, self.input_dims) if self.normalise else mean_input
+        return self.blend(self.head.predict_proba(np.asarray(e, np.float32)[None])[0], class_scores)
+
+    def blend(self, p: np.ndarray, class_scores: np.ndarray | None, weight: float | None = None) -> np.ndarray:
+        """The head's probabilities mixed with the AudioSet genre classes (`weight`, default the model's)."""
+        w = self.weight if weight is None else weight
+        if w and self.audioset and class_scores is not None:
             a = np.array([max((class_scores[i] for i in self.audioset.get(g, [])), default=0.0)
                           for g in self.classes])
             if a.sum() > 0:
-                p = (1 - self.weight) * p + self.weight * a / a.sum()
+                p = (1 - w) * p + w * a / a.sum()
         return p
 
     def tags(self, probs: np.ndarray, k: int) -> list[dict]:
@@ -77,13 +103,16 @@ class GenreTagger:
         self._n = 0
         self._last_emit = None
 
-    def push(self, time: float, music: bool, embedding: np.ndarray, class_scores=None) -> list[dict]:
+    def push(self, time: float, music: bool, x: np.ndarray, class_scores=None) -> list[dict]:
+        """x: the frame's genre input (GenreModel.frame_inputs); None for a frame restored from a
+        snapshot written for another genre head, which then counts for time only."""
         if not music:
             return self.close(time)
         if self.start is None:
             self.start = time
-        e = np.asarray(embedding, np.float64)
-        self._sum = e if self._sum is None else self._sum + e
+        if x is not None:
+            e = np.asarray(x, np.float64)
+            self._sum = e if self._sum is None else self._sum + e
         if class_scores is not None:
             s = np.asarray(class_scores, np.float64)
             self._scores = s if self._scores is None else self._scores + s
@@ -91,28 +120,33 @@ class GenreTagger:
         now = time + HOP_S
         if now - self.start >= self.min_music_s and (self._last_emit is None or now - self._last_emit >= self.update_s):
             self._last_emit = now
-            return [self._record(None)]
+            return self._record(None)
         return []
 
     def close(self, end_time: float) -> list[dict]:
         out = []
         if self.start is not None and end_time - self.start >= self.min_music_s:
-            out.append(self._record(end_time))
+            out = self._record(end_time)
         self._reset()
         return out
 
-    def _record(self, end) -> dict:
+    def _record(self, end) -> list[dict]:
+        if self._sum is None:      # no frame with an input yet: nothing to tag from
+            return []
         scores = None if self._scores is None else self._scores / self._n
+        # dividing by all frames, with or without input, changes the mean's norm, not its direction
         p = self.model.probs(self._sum / self._n, scores)
-        return {"channel": self.channel, "segment_start": round(self.start, 3),
-                "segment_end": None if end is None else round(end, 3), "tags": self.model.tags(p, self.top_k)}
+        return [{"channel": self.channel, "segment_start": round(self.start, 3),
+                 "segment_end": None if end is None else round(end, 3), "tags": self.model.tags(p, self.top_k)}]
 
     def state_dict(self) -> dict:
         return {"start": self.start, "n": self._n, "last_emit": self._last_emit,
-                "sum": None if self._sum is None else self._sum.tolist(),
-                "scores": None if self._scores is None else self._scores.tolist()}
+                "sum": to_text(self._sum, "<f8"), "scores": to_text(self._scores, "<f8")}
 
     def load_state_dict(self, d: dict) -> None:
         self.start, self._n, self._last_emit = d["start"], d["n"], d["last_emit"]
-        self._sum = None if d["sum"] is None else np.asarray(d["sum"])
-        self._scores = None if d["scores"] is None else np.asarray(d["scores"])
+        self._sum = from_text(d["sum"], "<f8")
+        self._scores = from_text(d["scores"], "<f8")
+        if self._sum is not None and self._sum.size != self.model.head.dim:
+            self._sum = None       # written for another genre head: the segment goes on from here
+

@@ -60,7 +60,7 @@ class EmbedBatcher(threading.Thread):
         self.items = items
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
-        self.on_frames = on_frames   # (channel, times, embeddings, newest times, frames, class scores)
+        self.on_frames = on_frames   # (channel, times, embeddings, newest times, frames, class scores, features)
         self.on_end = on_end         # (channel, end_time)
         self.metrics = metrics
         self.error: BaseException | None = None
@@ -114,9 +114,10 @@ class EmbedBatcher(threading.Thread):
         self.embed_seconds += dt
         self.frames_done += len(frames)
         for ch, idx in groups.items():
-            self.on_frames(ch, [frames[i].time for i in idx], res.embeddings[idx],
+            part = res.take(idx)
+            self.on_frames(ch, [frames[i].time for i in idx], part.embeddings,
                            [frames[i].newest_time for i in idx], [frames[i].frame for i in idx],
-                           None if res.class_scores is None else res.class_scores[idx])
+                           part.class_scores, part.features)
 
 
 class ChunkPipeline:

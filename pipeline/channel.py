@@ -19,6 +19,7 @@ from operators.genre import GenreTagger
 from operators.framing import FRAME_SAMPLES, HOP_SAMPLES, SAMPLE_RATE, FrameRing
 from operators.hmm import FixedLagHMM
 from operators.segments import SegmentBuilder
+from operators.statetext import from_text, to_text
 from pipeline.heads import TALK_CLASS
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
@@ -51,7 +52,8 @@ class ChannelDetector:
         self.genre = None if genre_model is None else GenreTagger(
             channel, genre_model, g.get("min_music_s", 12.0), g.get("update_s", 30.0), g.get("top_k", 3))
         self.emit_genre = emit_genre
-        # per frame inside the HMM window: (embedding, levels, class scores, speech-over-music probability)
+        # per frame inside the HMM window: (embedding, levels, class scores, speech-over-music
+        # probability, genre input or None)
         self._pending: deque = deque()
         self._audio_counter = self._music_gauge = None    # this channel's metric children, looked up once
 
@@ -72,7 +74,8 @@ class ChannelDetector:
         return self.ring.push(chunk.samples)
 
     def on_embedded(self, times: list[float], embeddings: np.ndarray, newest: list[float],
-                    frames: list[np.ndarray], class_scores: np.ndarray | None = None) -> None:
+                    frames: list[np.ndarray], class_scores: np.ndarray | None = None,
+                    features: dict | None = None) -> None:
         """Embedded frames in order, with their audio and the newest stream time when each was cut.
         The clip history is built here, in decision order, because a file source runs far ahead of
         the model; per-frame times keep the decisions independent of how frames were batched."""
@@ -80,14 +83,16 @@ class ChannelDetector:
         p_talk = (self.talkover.predict_proba(embeddings)[:, self.talkover.classes.index(TALK_CLASS)].tolist()
                   if self.talkover is not None else [0.0] * len(times))
         scores = class_scores if class_scores is not None else [None] * len(times)
+        genre_in = (self.genre.model.frame_inputs(embeddings, features) if self.genre is not None
+                    else [None] * len(times))
         # levels of all frames at once (0.1 s blocks): per-frame numpy calls cost more than the maths
         parts = np.stack([f[:LEVEL_SAMPLES] for f in frames]).reshape(len(frames), -1, 1600)
         db = 10 * np.log10(np.mean(parts * parts, axis=2) + 1e-10)
         levels = zip(db.min(axis=1).tolist(), np.median(db, axis=1).tolist())
-        for t, p, e, f, newest_time, sc, lv, pt in zip(times, p_music.tolist(), embeddings, frames, newest, scores,
-                                                       levels, p_talk):
+        for t, p, e, f, newest_time, sc, lv, pt, gx in zip(times, p_music.tolist(), embeddings, frames, newest,
+                                                           scores, levels, p_talk, genre_in):
             self.history.push(t, f[:HOP_SAMPLES])
-            self._pending.append((e, lv, sc, pt))
+            self._pending.append((e, lv, sc, pt, gx))
             for d in self.hmm.push(p, t):
                 self._decided(d, newest_time)
 
@@ -105,8 +110,7 @@ class ChannelDetector:
     def state_dict(self) -> dict:
         return {"ring": self.ring.state_dict(), "hmm": self.hmm.state_dict(), "segments": self.segments.state_dict(),
                 "newest_time": self.newest_time, "debounce": self.debouncer.state_dict(),
-                "pending": [(e.tolist(), lv, None if sc is None else sc.tolist(), pt)
-                            for e, lv, sc, pt in self._pending],
+                "pending": [(to_text(e), lv, to_text(sc), pt, to_text(gx)) for e, lv, sc, pt, gx in self._pending],
                 "genre": None if self.genre is None else self.genre.state_dict()}
 
     def load_state_dict(self, d: dict) -> None:
@@ -115,11 +119,21 @@ class ChannelDetector:
         self.segments.load_state_dict(d["segments"])
         self.newest_time = d["newest_time"]
         self.debouncer.load_state_dict(d["debounce"])
-        # snapshots from before the talk-over head carry three fields per frame
-        self._pending = deque((np.asarray(p[0], np.float32), tuple(p[1]), None if p[2] is None else np.asarray(p[2]),
-                               p[3] if len(p) > 3 else 0.0) for p in d["pending"])
+        # older snapshots: three fields per frame (before the talk-over head), four (before genre inputs)
+        self._pending = deque((from_text(p[0]), tuple(p[1]), from_text(p[2]), p[3] if len(p) > 3 else 0.0,
+                               self._genre_input_of(p)) for p in d["pending"])
         if self.genre is not None and d.get("genre"):
             self.genre.load_state_dict(d["genre"])
+
+    def _genre_input_of(self, p: list):
+        """A restored pending frame's genre input: stored, or its embedding for a head that reads
+        only that; None where the snapshot was written for another head (operators.genre)."""
+        if self.genre is None:
+            return None
+        if len(p) > 4 and p[4] is not None:
+            x = from_text(p[4])
+            return x if x.size == self.genre.model.head.dim else None
+        return from_text(p[0]) if self.genre.model.inputs == ["embedding"] else None
 
     def _decided(self, d, newest_time: float) -> None:
         if self.metrics is not None:
@@ -129,9 +143,9 @@ class ChannelDetector:
             self._music_gauge.set(d.state)
         for seg in self.segments.push(d.time, d.state, d.posterior):
             self._emit(seg)
-        emb, (lmin, lmed), scores, p_talk = self._pending.popleft()
+        emb, (lmin, lmed), scores, p_talk, genre_in = self._pending.popleft()
         if self.genre is not None:
-            for rec in self.genre.push(d.time, d.state == 1, emb, scores):
+            for rec in self.genre.push(d.time, d.state == 1, genre_in, scores):
                 self._emit_genre(rec)
         vetoes = self.debouncer.same_recording_vetoes
         intents = self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time,

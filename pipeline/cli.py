@@ -186,7 +186,7 @@ def cmd_genre(args, cfg) -> int:
             failed += 1
             continue
         scores = None if res.class_scores is None else res.class_scores.mean(0)
-        p = model.probs(res.embeddings.mean(0), scores)
+        p = model.probs(model.frame_inputs(res.embeddings, res.features).mean(0), scores)
         print(json.dumps({"path": path, "tags": model.tags(p, cfg["genre"]["top_k"])}), flush=True)
     return 1 if failed == len(args.files) else 0
 

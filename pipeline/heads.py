@@ -96,7 +96,11 @@ def load_genre_model(cfg: dict, embedder):
                     "onair train --head genre --backend %s --manifest ...)", embedder.name, path, embedder.name)
         return None
     head = Head.load(path)
-    model = genre_model_for(cfg, embedder)(head, path)
+    try:
+        model = genre_model_for(cfg, embedder)(head, path)
+    except HeadMissing as e:   # genre tags are an extra: music detection and requests go on
+        log.warning("%s: genre tags are off", e)
+        return None
     head.agreement = embedding_agreement(head, embedder, path)
     return model
 
@@ -127,9 +131,14 @@ def genre_model_for(cfg: dict, embedder):
     class_map = Path(os.environ.get("ONAIR_MODEL_DIR", "")) / "yamnet" / "yamnet_class_map.csv"
 
     def make(head, path="the genre head"):
-        if head.dim != embedder.dim:
-            raise HeadMissing(f"{path}: genre head expects {head.dim}-d embeddings, backend '{embedder.name}' gives "
-                          f"{embedder.dim}-d; retrain with onair train --head genre --backend {embedder.name}")
+        gives = {"embedding": embedder.dim, **embedder.feature_dims}
+        inputs = head.meta.get("inputs", ["embedding"])
+        dims = head.meta.get("input_dims", [head.dim])
+        wrong = [f"{n} ({d}-d)" for n, d in zip(inputs, dims) if gives.get(n) != d]
+        if wrong or sum(dims) != head.dim:
+            raise HeadMissing(f"{path}: the genre head reads {', '.join(wrong or inputs)}, which backend "
+                              f"'{embedder.name}' ({type(embedder).__name__}) does not give; retrain with "
+                              f"onair train --head genre --backend {embedder.name}")
         audioset = None
         if embedder.name == "yamnet" and g["audioset_weight"] > 0 and class_map.is_file():
             audioset = audioset_indices(str(class_map), {k: v for k, v in g["audioset_map"].items()

@@ -299,49 +299,73 @@ def genre_items(manifest: Path, min_examples: int = 10) -> tuple[list[dict], lis
     for r in rows:
         counts[r["genre"]] = counts.get(r["genre"], 0) + 1
     classes = sorted(g for g, n in counts.items() if n >= min_examples)
-    items = [{"path": str(root / r["path"]), "genre": r["genre"], "group": r.get("orig_id") or r["path"]}
-             for r in rows if r["genre"] in classes]
+    items = [{"path": str(root / r["path"]), "genre": r["genre"], "group": r.get("orig_id") or r["path"],
+              "duration_s": float(r.get("duration_s") or "nan")} for r in rows if r["genre"] in classes]
     return items, classes
 
 
-def genre_features(items, embedder, cache: Path, cap: int = 48):
-    """Per file: the pooled embedding of its frames (operators.genre.pool) and, for YAMNet, the
-    mean AudioSet scores."""
+def genre_inputs(embedder) -> tuple[list[str], list[int]]:
+    """The blocks a genre head reads from this embedder: its inner-layer features, then the
+    embedding (operators.embed; the embedding alone where a backend has no features)."""
+    return [*embedder.feature_dims, "embedding"], [*embedder.feature_dims.values(), embedder.dim]
+
+
+def genre_features(items, embedder, cache: Path, cap: int = 48, inputs: list[str] | None = None):
+    """Per file: the pooled mean of its frames' genre inputs (operators.genre.pool, block by block)
+    and, for YAMNet, the mean AudioSet scores."""
+    names, dims = genre_inputs(embedder)
+    if inputs is not None:
+        dims = [dims[names.index(n)] for n in inputs]
+        names = list(inputs)
     cache.mkdir(parents=True, exist_ok=True)
     X, S = [], []
     for it in items:
         st = Path(it["path"]).stat()
-        key = cache / (hashlib.sha1(f"{Path(it['path']).resolve()}|{st.st_size}|{st.st_mtime_ns}|{cap}"
+        key = cache / (hashlib.sha1(f"{Path(it['path']).resolve()}|{st.st_size}|{st.st_mtime_ns}|{cap}|{names}"
                                     .encode()).hexdigest() + ".npz")
         if not key.exists():
             res = embedder.embed(frames_of(read_audio(it["path"]), cap))
-            np.savez(key, e=res.embeddings.mean(0),
+            x = np.concatenate([res.embeddings if n == "embedding" else res.features[n] for n in names], axis=1)
+            np.savez(key, e=x.mean(0),
                      s=res.class_scores.mean(0) if res.class_scores is not None else np.zeros(0))
         d = np.load(key)
         X.append(d["e"])
         S.append(d["s"])
-    return pool(np.stack(X)).astype(np.float32), (np.stack(S) if S and S[0].size else None)
+    return pool(np.stack(X), dims).astype(np.float32), (np.stack(S) if S and S[0].size else None)
 
 
-def genre_cross_validation(X, S, y, groups, classes, l2: float, model_for, folds: int = 5, seed: int = 0) -> dict:
-    """Top-1 accuracy and confusion (rows: truth) by folds of whole groups (orig_id), never by file."""
+def genre_cross_validation(X, S, y, groups, classes, l2: float, model_for, folds: int = 5, seed: int = 0,
+                           meta: dict | None = None, weights: tuple = ()) -> dict:
+    """Top-1 accuracy and confusion (rows: truth) by folds of whole groups (orig_id), never by file.
+    `meta` (inputs, input_dims, aggregation) is given to each fold's head as training gives it.
+    `predicted` holds each file's out-of-fold genre; `weights` adds the accuracy and predictions
+    with other AudioSet blend weights (the heads are fitted once)."""
     ug = np.array(sorted(set(groups)))
     parts = np.array_split(np.random.default_rng(seed).permutation(ug), folds)
-    groups, y = np.asarray(groups), np.asarray(y)
-    conf = np.zeros((len(classes), len(classes)), int)
-    conf_head = np.zeros_like(conf)
+    groups = np.asarray(groups)
+    truth = np.array([classes.index(g) for g in y])
+    head_p = np.zeros((len(truth), len(classes)))
     for part in parts:
         te = np.isin(groups, part)
-        head = fit_head(X[~te], list(y[~te]), classes, l2=l2)
+        head = fit_head(X[~te], list(np.asarray(y)[~te]), classes, l2=l2)
+        head.meta.update(meta or {})
         model = model_for(head)
-        for i in np.where(te)[0]:
-            t = classes.index(y[i])
-            conf[t, int(np.argmax(model.probs(X[i], None if S is None else S[i])))] += 1
-            conf_head[t, int(np.argmax(head.predict_proba(X[i][None])[0]))] += 1
-    return {"accuracy": round(float(np.trace(conf) / conf.sum()), 4),
-            "accuracy_head_only": round(float(np.trace(conf_head) / conf_head.sum()), 4),
+        head_p[te] = head.predict_proba(X[te])    # X is pooled already
+
+    def predicted(w):
+        return np.array([np.argmax(model.blend(head_p[i], None if S is None else S[i], w))
+                         for i in range(len(truth))])
+
+    pred = predicted(model.weight)
+    conf = np.zeros((len(classes), len(classes)), int)
+    np.add.at(conf, (truth, pred), 1)
+    by_weight = {w: predicted(w) for w in weights}
+    return {"accuracy": round(float(np.mean(pred == truth)), 4),
+            "accuracy_head_only": round(float(np.mean(head_p.argmax(1) == truth)), 4),
             "files": int(conf.sum()), "folds": folds, "split": "orig_id groups", "classes": classes,
-            "confusion": conf.tolist()}
+            "confusion": conf.tolist(), "predicted": pred.tolist(),
+            "accuracy_by_weight": {w: round(float(np.mean(p == truth)), 4) for w, p in by_weight.items()},
+            "predicted_by_weight": {w: p.tolist() for w, p in by_weight.items()}}
 
 
 def train_genre_head(embedder, manifest: Path, out: Path, cache_dir: Path, model_for, l2: float = 0.3,
@@ -350,15 +374,18 @@ def train_genre_head(embedder, manifest: Path, out: Path, cache_dir: Path, model
     if len(classes) < 2:
         raise ValueError(f"{manifest}: fewer than 2 genres with {min_examples}+ files; nothing to train")
     log.info("genre head: %d files in %d genres (%s)", len(items), len(classes), ", ".join(classes))
+    names, dims = genre_inputs(embedder)
     X, S = genre_features(items, embedder, cache_dir / f"genre-{embedder.name}")
     y = [it["genre"] for it in items]
     groups = [it["group"] for it in items]
-    validation = genre_cross_validation(X, S, y, groups, classes, l2, model_for)
+    inputs = {"inputs": names, "input_dims": dims, "aggregation": POOLING}
+    validation = genre_cross_validation(X, S, y, groups, classes, l2, model_for, meta=inputs)
+    for k in ("predicted", "accuracy_by_weight", "predicted_by_weight"):   # per file: not for the head file
+        validation.pop(k)
     log.info("genre validation (5 folds by orig_id): top-1 %.3f blended, %.3f head only", validation["accuracy"],
              validation["accuracy_head_only"])
     head = fit_head(X, y, classes, l2=l2)
-    head.meta.update({"backend": embedder.name, "kind": "genre", "aggregation": POOLING,
-                      "validation": validation, "manifest": manifest.name, "l2": l2, **probe_meta(embedder)})
+    head.meta.update({"backend": embedder.name, "kind": "genre", **inputs, "validation": validation, "manifest": manifest.name, "l2": l2, **probe_meta(embedder)})
     head.save(out)
     log.info("wrote %s", out)
     return head.meta

@@ -410,9 +410,10 @@ class Worker:
             res, groups, _ = embed_by_channel(self.embedder, [f[2] for f in batch], [f[0] for f in batch],
                                               self.metrics)
             for idx in groups.values():
+                part = res.take(idx)
                 batch[idx[0]][0].detector.on_embedded(
-                    [batch[j][1] for j in idx], res.embeddings[idx], [batch[j][3] for j in idx],
-                    [batch[j][2] for j in idx], None if res.class_scores is None else res.class_scores[idx])
+                    [batch[j][1] for j in idx], part.embeddings, [batch[j][3] for j in idx],
+                    [batch[j][2] for j in idx], part.class_scores, part.features)
 
 
 def _offset(next_offset: int):

@@ -87,3 +87,29 @@ def test_yamnet_tflite_batch_equals_single_frames(shared):
     assert batch.embeddings.shape == (5, 1024) and batch.class_scores.shape == (5, 521)
     for i in (0, 4):
         np.testing.assert_allclose(emb.embed(frames[i:i + 1]).embeddings[0], batch.embeddings[i], atol=1e-6)
+
+
+def test_yamnet_inner_layers_are_the_band_means_of_layers_9_and_10(shared):
+    """What the genre head reads besides the embedding: YAMNet's layer 9 and 10 maps
+    ([6 time steps, 4 mel bands, 512]) averaged over time, bands kept apart, read from the
+    interpreter's kept tensors (XNNPACK computes them; the embedding check shows they are live)."""
+    import tensorflow as tf
+    emb = load_embedder(config.load())
+    frames = np.random.default_rng(2).normal(0, 0.1, (3, FRAME_SAMPLES)).astype(np.float32)
+    res = emb.embed(frames)
+    assert {k: v.shape for k, v in res.features.items()} == {"layer9_bands": (3, 2048), "layer10_bands": (3, 2048)}
+    it = tf.lite.Interpreter(model_path=str(shared / "models" / "yamnet" / "yamnet.tflite"),
+                             experimental_preserve_all_tensors=True)
+    it.allocate_tensors()
+    by_op = {d["name"].split(";")[0]: d["index"] for d in it.get_tensor_details()}
+    it.set_tensor(it.get_input_details()[0]["index"], frames[2:3])
+    it.invoke()
+    last = it.get_tensor(by_op["yamnet_frames/layer14/pointwise_conv/relu/Relu"])[0]
+    np.testing.assert_allclose(last.mean(axis=(0, 1)), res.embeddings[2], atol=1e-5)
+    for key, layer in (("layer9_bands", 9), ("layer10_bands", 10)):
+        t = it.get_tensor(by_op[f"yamnet_frames/layer{layer}/pointwise_conv/relu/Relu"])[0]
+        assert t.shape == (6, 4, 512)
+        np.testing.assert_allclose(res.features[key][2], t.mean(axis=0).ravel(), atol=1e-5)
+        assert res.features[key][2].std() > 0
+    np.testing.assert_allclose(emb.embed(frames[:1]).features["layer10_bands"][0], res.features["layer10_bands"][0],
+                               atol=1e-6)

@@ -3,6 +3,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 
 from operators.classify import fit_head
 from operators.genre import POOLING, GenreModel, GenreTagger, pool
@@ -72,6 +73,7 @@ def test_genre_command_and_training_on_a_small_manifest(shared, tmp_path):
     assert doc["classes"] == ["classical", "metal", "reggae"] and doc["meta"]["validation"]["files"] == 42
     assert doc["meta"]["aggregation"] == POOLING
     assert len(doc["meta"]["embedding_probe"]) == 1024     # see tests/test_probe.py
+    assert doc["meta"]["inputs"] == ["layer9_bands", "layer10_bands", "embedding"] and len(doc["mean"]) == 5120
     # and the committed 10-genre head tags real files
     files = [str(shared / "data" / "genre" / g / sorted((shared / "data" / "genre" / g).iterdir())[0].name)
              for g in ("metal", "classical")]
@@ -93,3 +95,108 @@ def test_run_writes_genre_records_for_music_segments(programme, tmp_path):
     music = [(s["start"], s["end"]) for s in segs if s["label"] == "music" and s["end"] - s["start"] >= 12]
     assert [(r["segment_start"], r["segment_end"]) for r in finals] == music
     assert all(set(r) >= {"channel", "segment_start", "segment_end", "tags"} for r in recs)
+
+
+def test_pooling_scales_each_block_to_unit_length_apart():
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(0, 100, 6), rng.normal(0, 0.01, 4)])   # one block dwarfs the other
+    p = pool(x, [6, 4])
+    assert np.allclose([np.linalg.norm(p[:6]), np.linalg.norm(p[6:])], 1.0)
+    assert np.allclose(p[6:], x[6:] / np.linalg.norm(x[6:]))               # the small block keeps its say
+    assert np.allclose(pool(x), x / np.linalg.norm(x))                     # one block: as before
+
+
+def _inner_layer_head(rng):
+    """A genre head over two blocks (a 4-d inner-layer block, then an 8-d embedding), as training writes it."""
+    x = np.concatenate([rng.normal(-1, 1, (60, 12)), rng.normal(1, 1, (60, 12))])
+    head = fit_head(pool(x, [4, 8]), ["a"] * 60 + ["b"] * 60)
+    head.meta.update(inputs=["bands", "embedding"], input_dims=[4, 8], aggregation=POOLING)
+    return head
+
+
+def test_a_head_reads_its_blocks_in_its_order_and_names_a_missing_one():
+    model = GenreModel(_inner_layer_head(np.random.default_rng(4)))
+    emb, bands = np.full((2, 8), 2.0), np.full((2, 4), 3.0)
+    x = model.frame_inputs(emb, {"bands": bands, "other": np.zeros((2, 5))})
+    assert x.shape == (2, 12) and (x[:, :4] == 3).all() and (x[:, 4:] == 2).all()
+    with pytest.raises(KeyError, match="bands"):
+        model.frame_inputs(emb, {})
+    # a head from before inner layers reads the embedding alone
+    assert GenreModel(fit_head(np.random.default_rng(5).normal(size=(20, 8)), ["a", "b"] * 10)) \
+        .frame_inputs(emb, {"bands": bands}) is emb
+
+
+def test_the_shipped_head_needs_yamnets_inner_layers_and_is_off_without_them(shared, caplog):
+    """The committed YAMNet genre head reads layers 9 and 10 of the TFLite model; an embedder with
+    the same 1024-d embedding but no inner layers (YAMNet from TF-Hub) gets genre tags off, in one
+    line, instead of a head scoring the wrong inputs."""
+    from operators.embed import Embedder
+    from pipeline import config
+    from pipeline.heads import load_genre_model
+    from pipeline.models import load_embedder
+
+    cfg = config.load()
+    model = load_genre_model(cfg, load_embedder(cfg))
+    assert model.inputs == ["layer9_bands", "layer10_bands", "embedding"] and model.input_dims == [2048, 2048, 1024]
+
+    class EmbeddingOnly(Embedder):
+        name, dim = "yamnet", 1024
+    with caplog.at_level("WARNING"):
+        assert load_genre_model(cfg, EmbeddingOnly()) is None
+    lines = [r.getMessage() for r in caplog.records if "genre tags are off" in r.getMessage()]
+    assert len(lines) == 1 and "layer9_bands" in lines[0] and "onair train --head genre" in lines[0]
+
+
+def test_a_channel_resumed_from_a_snapshot_tags_as_one_that_never_stopped():
+    """The genre inputs of the frames inside the HMM window and the segment's sums go into the
+    channel's snapshot (JSON, as on the Kafka changelog); older snapshots without them still load."""
+    from pipeline import config
+    from pipeline.channel import ChannelDetector
+    from pipeline.heads import hmm_params
+
+    rng = np.random.default_rng(6)
+    cfg = config.load()
+    music = fit_head(np.concatenate([rng.normal(-2, 1, (50, 8)), rng.normal(2, 1, (50, 8))]),
+                     ["non_music"] * 50 + ["music"] * 50)
+    genre = GenreModel(_inner_layer_head(rng))
+    n = 60
+    emb = rng.normal(2, 1, (n, 8)).astype(np.float32)        # music all along
+    bands = rng.normal(1, 1, (n, 4)).astype(np.float32)
+    frames = [np.zeros(15600, np.float32)] * n
+
+    def detector(out):
+        return ChannelDetector("c", music, hmm_params(music, cfg), 4, lambda s: None, None, cfg["debounce"],
+                               None, genre, {"min_music_s": 10, "update_s": 15}, out.append)
+
+    def feed(det, a, b):
+        for i in range(a, b):
+            det.on_embedded([i * 0.96], emb[i:i + 1], [i * 0.96 + 0.975], frames[i:i + 1], None,
+                            {"bands": bands[i:i + 1]})
+
+    straight = []
+    det = detector(straight)
+    feed(det, 0, n)
+    det.finish(n * 0.96)
+    assert len(straight) >= 3 and straight[-1]["segment_end"] is not None
+    resumed = []
+    first = detector(resumed)
+    feed(first, 0, 25)
+    snap = json.loads(json.dumps(first.state_dict()))
+    assert all(isinstance(p[4], str) for p in snap["pending"]) and isinstance(snap["genre"]["sum"], str)
+    second = detector(resumed)
+    second.load_state_dict(snap)
+    feed(second, 25, n)
+    second.finish(n * 0.96)
+    assert resumed == straight
+    # a snapshot written before genre inputs (four fields per frame, sums as a list of another
+    # size): it loads, and the open segment is tagged from the frames after it
+    old = json.loads(json.dumps(snap))
+    old["pending"] = [p[:4] for p in old["pending"]]
+    old["genre"]["sum"] = [0.5] * 8
+    after = []
+    third = detector(after)
+    third.load_state_dict(old)
+    feed(third, 25, n)
+    third.finish(n * 0.96)
+    assert [r["segment_start"] for r in after] == [r["segment_start"] for r in straight[-len(after):]]
+    assert after[-1]["tags"][0]["genre"] == straight[-1]["tags"][0]["genre"]
