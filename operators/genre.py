@@ -36,6 +36,24 @@ def pool(mean: np.ndarray, dims: list[int] | None = None) -> np.ndarray:
                           axis=-1)
 
 
+def head_inputs(head: Head) -> tuple[list[str], list[int]]:
+    """The blocks a genre head reads and their sizes; heads from before inner layers read the
+    embedding alone."""
+    return list(head.meta.get("inputs", ["embedding"])), list(head.meta.get("input_dims", [head.dim]))
+
+
+def frame_inputs(names: list[str], embeddings: np.ndarray, features: dict | None = None) -> np.ndarray:
+    """[B, sum of block sizes]: the named blocks of B frames ("embedding" or a key of the
+    embedder's `features`), in that order."""
+    if names == ["embedding"]:
+        return np.asarray(embeddings)
+    features = features or {}
+    missing = [n for n in names if n != "embedding" and n not in features]
+    if missing:
+        raise KeyError(f"the genre head reads {', '.join(missing)}, which the embedder does not give")
+    return np.concatenate([embeddings if n == "embedding" else features[n] for n in names], axis=1)
+
+
 def audioset_indices(class_map_csv: str, mapping: dict[str, list[str]]) -> dict[str, list[int]]:
     with open(class_map_csv, newline="") as f:
         names = {r["display_name"]: int(r["index"]) for r in csv.DictReader(f)}
@@ -53,19 +71,11 @@ class GenreModel:
         self.audioset = audioset or {}
         # heads trained before pooling normalised (or by other tools) keep the plain mean
         self.normalise = head.meta.get("aggregation") in (POOLING, POOLING_EMBEDDING_ONLY)
-        # heads from before inner layers read the embedding alone
-        self.inputs: list[str] = list(head.meta.get("inputs", ["embedding"]))
-        self.input_dims: list[int] = list(head.meta.get("input_dims", [head.dim]))
+        self.inputs, self.input_dims = head_inputs(head)
 
     def frame_inputs(self, embeddings: np.ndarray, features: dict | None = None) -> np.ndarray:
         """[B, head.dim]: this head's blocks of B frames, in its order."""
-        if self.inputs == ["embedding"]:
-            return np.asarray(embeddings)
-        features = features or {}
-        missing = [n for n in self.inputs if n != "embedding" and n not in features]
-        if missing:
-            raise KeyError(f"the genre head reads {', '.join(missing)}, which the embedder does not give")
-        return np.concatenate([embeddings if n == "embedding" else features[n] for n in self.inputs], axis=1)
+        return frame_inputs(self.inputs, embeddings, features)
 
     def probs(self, mean_input: np.ndarray, class_scores: np.ndarray | None = None) -> np.ndarray:
         """Genre probabilities from a segment's mean input (`frame_inputs` averaged over frames)."""

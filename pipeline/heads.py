@@ -126,14 +126,13 @@ def genre_model_for(cfg: dict, embedder):
     """A function head -> GenreModel with this config's AudioSet blending (used by training too)."""
     import os
 
-    from operators.genre import GenreModel, audioset_indices
+    from operators.genre import GenreModel, audioset_indices, head_inputs
     g = cfg["genre"]
     class_map = Path(os.environ.get("ONAIR_MODEL_DIR", "")) / "yamnet" / "yamnet_class_map.csv"
 
     def make(head, path="the genre head"):
         gives = {"embedding": embedder.dim, **embedder.feature_dims}
-        inputs = head.meta.get("inputs", ["embedding"])
-        dims = head.meta.get("input_dims", [head.dim])
+        inputs, dims = head_inputs(head)
         wrong = [f"{n} ({d}-d)" for n, d in zip(inputs, dims) if gives.get(n) != d]
         if wrong or sum(dims) != head.dim:
             raise HeadMissing(f"{path}: the genre head reads {', '.join(wrong or inputs)}, which backend "

@@ -19,7 +19,7 @@ import numpy as np
 
 from operators.classify import fit_head
 from operators.framing import HOP_S
-from operators.genre import POOLING, pool
+from operators.genre import POOLING, frame_inputs, pool
 from operators.hmm import fit_transitions
 from operators.probe import fingerprint
 from pipeline.audiofile import frames_of, read_audio
@@ -325,8 +325,7 @@ def genre_features(items, embedder, cache: Path, cap: int = 48, inputs: list[str
                                     .encode()).hexdigest() + ".npz")
         if not key.exists():
             res = embedder.embed(frames_of(read_audio(it["path"]), cap))
-            x = np.concatenate([res.embeddings if n == "embedding" else res.features[n] for n in names], axis=1)
-            np.savez(key, e=x.mean(0),
+            np.savez(key, e=frame_inputs(names, res.embeddings, res.features).mean(0),
                      s=res.class_scores.mean(0) if res.class_scores is not None else np.zeros(0))
         d = np.load(key)
         X.append(d["e"])
@@ -352,7 +351,7 @@ def genre_cross_validation(X, S, y, groups, classes, l2: float, model_for, folds
         model = model_for(head)
         head_p[te] = head.predict_proba(X[te])    # X is pooled already
 
-    def predicted(w):
+    def predicted(w):   # blending needs only the classes and the AudioSet map: any fold's model does
         return np.array([np.argmax(model.blend(head_p[i], None if S is None else S[i], w))
                          for i in range(len(truth))])
 
@@ -385,7 +384,8 @@ def train_genre_head(embedder, manifest: Path, out: Path, cache_dir: Path, model
     log.info("genre validation (5 folds by orig_id): top-1 %.3f blended, %.3f head only", validation["accuracy"],
              validation["accuracy_head_only"])
     head = fit_head(X, y, classes, l2=l2)
-    head.meta.update({"backend": embedder.name, "kind": "genre", **inputs, "validation": validation, "manifest": manifest.name, "l2": l2, **probe_meta(embedder)})
+    head.meta.update({"backend": embedder.name, "kind": "genre", **inputs, "validation": validation,
+                      "manifest": manifest.name, "l2": l2, **probe_meta(embedder)})
     head.save(out)
     log.info("wrote %s", out)
     return head.meta
