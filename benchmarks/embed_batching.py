@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("ONAIR_MODEL_DIR", str(REPO.parent / "shared" / "models"))
 
-from operators.framing import FRAME_SAMPLES  # noqa: E402
+from operators.audio.framing import FRAME_SAMPLES  # noqa: E402
 
 
 def rate(fn, frames: np.ndarray, repeats: int = 3) -> float:
@@ -47,7 +47,7 @@ def main() -> None:
     def batched(embed):
         return lambda x: [embed(x[i:i + args.batch]) for i in range(0, len(x), args.batch)]
 
-    from operators.embed import VGGishHub
+    from operators.models.embed import VGGishHub
     from pipeline import config
     from pipeline.models import load_embedder
     yamnet = load_embedder(config.load())

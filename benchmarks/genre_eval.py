@@ -30,8 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from pipeline import config  # noqa: E402
 from pipeline.heads import genre_model_for  # noqa: E402
 from pipeline.models import load_embedder  # noqa: E402
-from operators.genre import POOLING  # noqa: E402
-from pipeline.train import genre_cross_validation, genre_features, genre_inputs, genre_items  # noqa: E402
+from operators.tagging.genre import POOLING  # noqa: E402
+from pipeline.training.train import genre_cross_validation, genre_features, genre_inputs, genre_items  # noqa: E402
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5)
 

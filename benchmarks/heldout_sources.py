@@ -29,14 +29,14 @@ SHARED = REPO.parent / "shared"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("ONAIR_MODEL_DIR", str(SHARED / "models"))
 
-from operators.classify import fit_head  # noqa: E402
-from operators.framing import HOP_S  # noqa: E402
+from operators.models.classify import fit_head  # noqa: E402
+from operators.audio.framing import HOP_S  # noqa: E402
 from pipeline import config  # noqa: E402
-from pipeline.audiofile import frames_of  # noqa: E402
+from pipeline.training.audiofile import frames_of  # noqa: E402
 from pipeline.heads import hmm_params  # noqa: E402
 from pipeline.models import load_embedder  # noqa: E402
-from pipeline.evaluate import music_f1, replay  # noqa: E402
-from pipeline.train import EmbeddingCache, composed_frames, embed_items, manifest_items, music_or_not  # noqa: E402
+from pipeline.training.evaluate import music_f1, replay  # noqa: E402
+from pipeline.training.train import EmbeddingCache, composed_frames, embed_items, manifest_items, music_or_not  # noqa: E402
 
 
 def compose_from(sim, clips, seed, minutes, profile):
@@ -64,7 +64,7 @@ def main() -> None:
     rows = list(csv.DictReader(open(manifest)))
     cfg = config.load()
     embedder = load_embedder(cfg)
-    shipped = hmm_params(__import__("operators.classify", fromlist=["Head"]).Head.load(
+    shipped = hmm_params(__import__("operators.models.classify", fromlist=["Head"]).Head.load(
         Path(cfg["heads"]["dir"]) / embedder.name / "music.json"), cfg)
     items = manifest_items(manifest, [])
     x_all, y_all, groups, _ = embed_items(items, embedder, EmbeddingCache(REPO / ".cache" / "embeddings",

@@ -1,5 +1,5 @@
 """The throughput benchmark through a real broker: live channels -> `onair ingest`
--> Kafka 0.9 (local, pipeline.broker) -> one `onair worker` process.
+-> Kafka 0.9 (local, pipeline.kafka.broker) -> one `onair worker` process.
 
 Ingest reads the same named pipes fed at real-time pace as direct mode
 (benchmarks/livefeed.py) and runs in this process (with the feeder); the
@@ -56,8 +56,9 @@ def kafka_figure(work: Path, spec: dict, name: str, n: int, ts_files: list[Path]
     """`extra_sets`: config overrides (`SECTION.KEY=VALUE`) for ingest and worker."""
     from benchmarks.livefeed import LiveFeed, Media
     from benchmarks.trial import cpu_seconds
-    from pipeline import broker, config
-    from pipeline.ingest import Ingest
+    from pipeline import config
+    from pipeline.kafka import broker
+    from pipeline.kafka.ingest import Ingest
 
     media = [Media.scan(p) for p in ts_files]
     rng = np.random.default_rng(7)

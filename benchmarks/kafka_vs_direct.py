@@ -34,9 +34,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from pipeline import broker, config  # noqa: E402
 from pipeline.demo import encode_programme  # noqa: E402
-from pipeline.evaluate import music_f1, read_labels  # noqa: E402
-from pipeline.ingest import Ingest  # noqa: E402
-from pipeline.runner import DirectRun  # noqa: E402
+from pipeline.training.evaluate import music_f1, read_labels  # noqa: E402
+from pipeline.kafka.ingest import Ingest  # noqa: E402
+from pipeline.direct import DirectRun  # noqa: E402
 from benchmarks.throughput import CONFIGS, prepared  # noqa: E402
 from tests.kafka_helpers import kafka_cfg, segments_by_channel  # noqa: E402
 

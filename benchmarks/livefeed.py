@@ -175,7 +175,7 @@ class LiveFeed(_PacedFeed):
 @dataclass
 class ChunkedMedia:
     """A TS file cut into the self-contained MPEG-TS chunks `onair ingest` makes
-    (pipeline.remux.TsChunker, every track, `chunk_s` of media each)."""
+    (pipeline.kafka.remux.TsChunker, every track, `chunk_s` of media each)."""
     path: Path
     chunks: list
     starts: np.ndarray    # media time of each chunk's first audio sample
@@ -185,7 +185,7 @@ class ChunkedMedia:
     def cut(cls, path: Path, chunk_s: float = 2.0, chunk_bytes: int = 256 * 1024) -> "ChunkedMedia":
         import av
 
-        from pipeline.remux import TsChunker
+        from pipeline.kafka.remux import TsChunker
         chunks, starts, ends = [], [], []
         span = [None, None]
 

@@ -8,7 +8,7 @@ in benchmarks/throughput.py; no real weights here) in fp32, bf16 and int8.
 Printed per precision:
 - cosine similarity to the fp32 embedding of the same frame (min, 1st
   percentile, mean);
-- music F1 by the scorer's rules (pipeline.evaluate) of a throwaway head:
+- music F1 by the scorer's rules (pipeline.training.evaluate) of a throwaway head:
   there is no trained VGGish head, so a logistic-regression head is fitted on
   the fp32 embeddings of one programme and applied, through the fixed-lag HMM,
   to the other programme's embeddings of each precision (both ways round). Its
@@ -40,9 +40,9 @@ L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
 
 def cross_f1(emb: dict, states: dict, l2: float, streams: Path) -> list[float]:
     """Music F1 of a head fitted on one programme's embeddings, on the other's (both ways)."""
-    from operators.classify import fit_head
-    from operators.hmm import fit_transitions
-    from pipeline.evaluate import music_f1, read_labels, replay
+    from operators.models.classify import fit_head
+    from operators.decisions.hmm import fit_transitions
+    from pipeline.training.evaluate import music_f1, read_labels, replay
     out = []
     for train, test in (PROGRAMMES, PROGRAMMES[::-1]):
         head = fit_head(emb[train], ["music" if s else "non_music" for s in states[train]], ["non_music", "music"],
@@ -56,13 +56,13 @@ def cross_f1(emb: dict, states: dict, l2: float, streams: Path) -> list[float]:
 
 def main() -> None:
     from benchmarks.throughput import prepared
-    from operators.classify import fit_head
-    from operators.embed import VGGishHub
-    from operators.hmm import fit_transitions
-    from pipeline.audiofile import frames_of, read_audio
-    from pipeline.evaluate import music_f1, read_labels, replay
+    from operators.models.classify import fit_head
+    from operators.models.embed import VGGishHub
+    from operators.decisions.hmm import fit_transitions
+    from pipeline.training.audiofile import frames_of, read_audio
+    from pipeline.training.evaluate import music_f1, read_labels, replay
     from pipeline.models import limit_blas_threads, model_cache
-    from pipeline.train import programme_states
+    from pipeline.training.train import programme_states
 
     limit_blas_threads(1)
     streams = SHARED / "data" / "streams"

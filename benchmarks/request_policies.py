@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from pipeline import config  # noqa: E402
 from pipeline.demo import encode_programme  # noqa: E402
-from pipeline.runner import DirectRun  # noqa: E402
+from pipeline.direct import DirectRun  # noqa: E402
 
 
 def scorer():

@@ -8,7 +8,7 @@ programmes, encoded once into .cache/streams as `onair demo` does), each
 starting at its own offset and looping. Mode `worker` (default): the TS is cut
 into the chunks `onair ingest` makes (2 s, every track) and each channel's
 chunks are handed over when their last sample is on air (benchmarks/livefeed.py
-ChunkFeed), to pipeline.batcher.ChunkPipeline: the worker's path without the
+ChunkFeed), to pipeline.engine.batcher.ChunkPipeline: the worker's path without the
 broker. Mode `direct`: `onair run`'s runtime reads one named pipe per channel,
 fed at real-time pace, with a thread per source. Either way every stage is
 measured: PyAV demux, decode and resample -> framing -> embedding batched
@@ -79,7 +79,7 @@ CODECS = ("aac", "mp2")
 
 
 def machine() -> dict:
-    from operators.vggish import available_cores, cpu_has_bf16
+    from operators.models.vggish import available_cores, cpu_has_bf16
     model, flags = "", []
     try:
         for line in open("/proc/cpuinfo"):
@@ -103,7 +103,7 @@ def media_files() -> list[Path]:
 
 @functools.lru_cache(maxsize=None)
 def programme_audio(name: str):
-    from pipeline.audiofile import read_audio
+    from pipeline.training.audiofile import read_audio
     return read_audio(str(SHARED / "data" / "streams" / f"{name}.opus"))
 
 
@@ -111,8 +111,8 @@ def programme_frames(name: str, start_s: float, count: int):
     """`count` consecutive 0.96 s frames of a dev programme from `start_s`, with their labels."""
     import numpy as np
 
-    from operators.framing import FRAME_SAMPLES, HOP_S, HOP_SAMPLES
-    from pipeline.train import programme_states
+    from operators.audio.framing import FRAME_SAMPLES, HOP_S, HOP_SAMPLES
+    from pipeline.training.train import programme_states
     audio = programme_audio(name)
     k = int(start_s / HOP_S)
     frames = np.stack([audio[i * HOP_SAMPLES:i * HOP_SAMPLES + FRAME_SAMPLES]
@@ -130,8 +130,8 @@ def prepare(work: Path) -> None:
     sys.path.insert(0, str(REPO / "tests"))
     from standin_vggish import build
 
-    from operators.classify import fit_head
-    from operators.embed import VGGishHub
+    from operators.models.classify import fit_head
+    from operators.models.embed import VGGishHub
     models = work / "models"
     models.mkdir(parents=True)
     (models / "yamnet").symlink_to(Path(os.environ["ONAIR_MODEL_DIR"]).resolve() / "yamnet")
@@ -270,7 +270,7 @@ class NaiveVGGish:
     def embed(self, frames):
         import numpy as np
 
-        from operators.embed import Embedded
+        from operators.models.embed import Embedded
         return Embedded(np.concatenate([self.hub.embed_signature(f) for f in frames]))
 
 
@@ -299,7 +299,7 @@ def model_rate(embedder, frames, batch: int) -> float:
 
 def decode_cost(media) -> float:
     """CPU seconds to decode one second of a channel from its chunks (one thread), for the first guess."""
-    from operators.decode import ChunkDecoder
+    from operators.audio.decode import ChunkDecoder
     from pipeline.sources import select_audio
     dec = ChunkDecoder(lambda c: select_audio(c, "first"))
     t0 = time.process_time()
@@ -310,7 +310,7 @@ def decode_cost(media) -> float:
 def search(embedder, cfg: dict, media, first: int, quick: bool, window: float, mode: str,
            only: int = 0) -> tuple[dict | None, list]:
     from benchmarks.trial import run_trial
-    from operators.vggish import available_cores
+    from operators.models.vggish import available_cores
     max_trials, tol = (3, 0.15) if quick else (7, 0.05)
     if only:
         max_trials, first = 1, only

@@ -2,7 +2,7 @@
 with the measurements the throughput benchmark reports.
 
 Worker mode: ingest-style chunks, handed over when on air, into a
-pipeline.batcher.ChunkPipeline. Direct mode: named pipes fed at real-time pace,
+pipeline.engine.batcher.ChunkPipeline. Direct mode: named pipes fed at real-time pace,
 read by `onair run`'s runtime (DirectRun, a thread per source). Every stage is
 the product's own; the only addition is a detector subclass that notes, per
 channel, how far the embedding has got and when each decision was made.
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import runner
-from pipeline.channel import FRAME_S, ChannelDetector
+from pipeline import direct as runner
+from pipeline.engine.channel import FRAME_S, ChannelDetector
 from pipeline.metrics import Metrics
 
 from benchmarks.livefeed import ChunkFeed, LiveFeed, Media
@@ -131,7 +131,7 @@ def _specs(media: list, n: int, seed: int) -> list:
 def _detector_factory(cls, embedder, cfg: dict, metrics, out_dir: Path):
     """Detectors wired as DirectRun wires them: head, HMM, debounce, genre, JSONL sinks."""
     from pipeline.heads import hmm_params, load_heads
-    from pipeline.sinks import JsonlSink
+    from pipeline.outputs import JsonlSink
     head, talkover, genre_model = load_heads(cfg, embedder)
     hmm = hmm_params(head, cfg)
     sinks = {name: JsonlSink(out_dir / f"{name}.jsonl") for name in ("segments", "requests", "genres")}
@@ -147,7 +147,7 @@ class _Worker:
     """Worker mode: chunks (as ingest makes them) at real-time pace into a ChunkPipeline."""
 
     def __init__(self, embedder, cfg, specs, tmp: Path, stagger_s: float):
-        from pipeline.batcher import ChunkPipeline
+        from pipeline.engine.batcher import ChunkPipeline
         self.feed = ChunkFeed(specs, self._submit, stagger_s=stagger_s)
         self.progress = Progress(self.feed)
         make, self.sinks = _detector_factory(timed_detector(self.progress), embedder, cfg, Metrics(), tmp)

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args, cfg) -> int:
-    from pipeline.runner import DirectRun, install_signal_handlers, parse_inputs
+    from pipeline.direct import DirectRun, install_signal_handlers, parse_inputs
     inputs = parse_inputs(args.input)
     run = DirectRun(inputs, args.out, cfg, _metrics(cfg))
     install_signal_handlers(run.stop)
@@ -169,7 +169,7 @@ def cmd_run(args, cfg) -> int:
 
 
 def cmd_genre(args, cfg) -> int:
-    from pipeline.audiofile import frames_of, read_audio
+    from pipeline.training.audiofile import frames_of, read_audio
     from pipeline.heads import HeadMissing, load_genre_model
     from pipeline.models import load_embedder
     embedder = load_embedder(cfg)
@@ -194,14 +194,14 @@ def cmd_genre(args, cfg) -> int:
 def cmd_train(args, cfg) -> int:
     from pipeline.heads import head_path
     from pipeline.models import load_embedder
-    from pipeline.train import main_report, train_music_head
+    from pipeline.training.train import main_report, train_music_head
     if args.backend:
         cfg["embedding"]["backend"] = args.backend
     embedder = load_embedder(cfg)
     out = Path(args.out) if args.out else head_path(cfg, embedder.name, args.head)
     if args.head == "genre":
         from pipeline.heads import genre_model_for
-        from pipeline.train import train_genre_head
+        from pipeline.training.train import train_genre_head
         meta = train_genre_head(embedder, Path(args.manifest), out, Path(args.cache),
                                 genre_model_for(cfg, embedder))
         v = meta["validation"]
@@ -217,8 +217,8 @@ def cmd_train(args, cfg) -> int:
 
 
 def cmd_ingest(args, cfg) -> int:
-    from pipeline.ingest import Ingest
-    from pipeline.runner import install_signal_handlers, parse_inputs
+    from pipeline.kafka.ingest import Ingest
+    from pipeline.direct import install_signal_handlers, parse_inputs
     ing = Ingest(parse_inputs(args.input), cfg, audio_only=args.audio_only, rate=args.rate, metrics=_metrics(cfg))
     install_signal_handlers(ing.stop)
     results = ing.run()
@@ -229,8 +229,8 @@ def cmd_ingest(args, cfg) -> int:
 
 
 def cmd_worker(args, cfg) -> int:
-    from pipeline.runner import install_signal_handlers
-    from pipeline.worker import Worker
+    from pipeline.direct import install_signal_handlers
+    from pipeline.kafka.worker import Worker
     w = Worker(cfg, metrics=_metrics(cfg))
     install_signal_handlers(w.stop)
     w.run(idle_exit_s=args.exit_when_idle)
@@ -239,8 +239,8 @@ def cmd_worker(args, cfg) -> int:
 
 
 def cmd_recognize(args, cfg) -> int:
-    from pipeline.recognize import consume_kafka, follow_dir
-    from pipeline.runner import install_signal_handlers
+    from pipeline.recognition.stage import consume_kafka, follow_dir
+    from pipeline.direct import install_signal_handlers
     import threading
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -257,18 +257,18 @@ def cmd_overlay(args, cfg) -> int:
     import signal
     import threading
 
-    from pipeline.overlay import serve
+    from pipeline.overlay.server import serve
     if args.port is not None:
         cfg["overlay"]["port"] = config_mod.SCHEMA["overlay"]["port"].check("overlay.port", args.port)
     stop = threading.Event()
-    # not pipeline.runner's helper: it would load the decoder and models into a process that serves HTML
+    # not pipeline.direct's helper: it would load the decoder and models into a process that serves HTML
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     return serve(cfg, _metrics(cfg), stop, Path(args.dir) if args.dir else None)
 
 
 def cmd_broker(args, cfg) -> int:
-    from pipeline import broker
+    from pipeline.kafka import broker
     if args.action == "start":
         b = broker.start(args.dir, args.port, args.zk_port, partitions=cfg["kafka"]["partitions"],
                          max_message_bytes=cfg["kafka"]["max_message_bytes"] * 2)

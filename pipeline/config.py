@@ -160,7 +160,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "batch_size": Int(64, 1, 4096),
         "max_wait_ms": Float(20.0, 0.0, 10000.0),
         "threads": Int(0, 0, 256),
-        "precision": Choice("fp32", ("fp32", "bf16", "int8")),   # VGGish only; see operators/vggish.py
+        "precision": Choice("fp32", ("fp32", "bf16", "int8")),   # VGGish only; see operators/models/vggish.py
     },
     "heads": {
         "dir": Str("heads"),   # relative to the config file's folder
@@ -318,7 +318,7 @@ def validate(raw: Any, source: str = "config") -> dict:
             cfg[sec][k] = SCHEMA[sec][k].check(f"{sec}.{k}", v)
     if cfg["source"]["reconnect_max_s"] < cfg["source"]["reconnect_min_s"]:
         raise ConfigError("config key 'source.reconnect_max_s': must be >= source.reconnect_min_s")
-    from operators.debounce import DebounceParams, history_needed_s
+    from operators.decisions.debounce import DebounceParams, history_needed_s
     d = cfg["debounce"]
     need = history_needed_s(DebounceParams.from_config(d), cfg["hmm"]["lag_frames"], cfg["kafka"]["chunk_s"])
     if d["history_s"] < need:

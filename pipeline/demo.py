@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.runner import DirectRun
+from pipeline.direct import DirectRun
 
 log = logging.getLogger("onair.demo")
 REPO = Path(__file__).resolve().parent.parent

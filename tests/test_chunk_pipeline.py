@@ -1,10 +1,10 @@
-"""ChunkPipeline (pipeline/batcher.py): many channels' ingest chunks decoded by one
+"""ChunkPipeline (pipeline/engine/batcher.py): many channels' ingest chunks decoded by one
 thread and embedded together give what direct mode gives for each channel."""
 from pipeline import config
-from pipeline.batcher import ChunkPipeline
-from pipeline.channel import ChannelDetector
+from pipeline.engine.batcher import ChunkPipeline
+from pipeline.engine.channel import ChannelDetector
 from pipeline.heads import hmm_params, load_genre_model, load_music_head
-from pipeline.ingest import RemuxInput
+from pipeline.kafka.ingest import RemuxInput
 from pipeline.models import load_embedder
 from tests.conftest import direct_segments
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from operators.classify import Head, fit_head
+from operators.models.classify import Head, fit_head
 
 
 def test_fit_separates_and_round_trips(tmp_path):

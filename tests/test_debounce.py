@@ -1,7 +1,7 @@
 """Debounce on synthetic decided frames: songs are clusters of embeddings."""
 import numpy as np
 
-from operators.debounce import Debouncer, DebounceParams
+from operators.decisions.debounce import Debouncer, DebounceParams
 
 HOP = 0.96
 
@@ -131,7 +131,7 @@ def test_a_jingle_then_a_short_gap_then_a_song_cuts_the_clip_from_the_song():
 
 def test_a_break_inside_a_record_is_not_a_new_song_when_harmony_and_pulse_go_on():
     # the embedding moves and the level dips, as at a change of record; the audio says it is the same
-    # record (operators.identity), so it is asked once; another record behind the same break is asked again
+    # record (operators.decisions.identity), so it is asked once; another record behind the same break is asked again
     from tests.conftest import record
 
     def audio_of(after):
@@ -166,7 +166,7 @@ def test_the_history_the_config_check_asks_for_holds_what_the_identity_test_read
     # config refuses a debounce.history_s below history_needed_s: with exactly that much audio held,
     # counted back from the newest audio (a whole chunk ahead of the decisions, the worst case), the
     # test still gets its full identity_before_s of the old side
-    from operators import debounce
+    from operators.decisions import debounce
     from tests.conftest import record
     p, lag_frames, chunk_s = DebounceParams(), 4, 2.0
     held = debounce.history_needed_s(p, lag_frames, chunk_s)

@@ -4,7 +4,7 @@ import av
 import numpy as np
 import pytest
 
-from operators.decode import AudioNormalizer, PacketDecoder
+from operators.audio.decode import AudioNormalizer, PacketDecoder
 from tests.conftest import tone, write_ts
 
 

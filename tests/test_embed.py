@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from operators.framing import FRAME_SAMPLES, HOP_SAMPLES
+from operators.audio.framing import FRAME_SAMPLES, HOP_SAMPLES
 from pipeline import config
 from pipeline.heads import HeadMissing, load_music_head
 from pipeline.models import ModelNotFound, load_embedder

@@ -1,6 +1,6 @@
 import numpy as np
 
-from operators.framing import FRAME_SAMPLES, HOP_S, HOP_SAMPLES, FrameRing
+from operators.audio.framing import FRAME_SAMPLES, HOP_S, HOP_SAMPLES, FrameRing
 
 
 def test_frames_match_direct_slicing_whatever_the_chunk_sizes():

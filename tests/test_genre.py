@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from operators.classify import fit_head
-from operators.genre import POOLING, GenreModel, GenreTagger, pool
-from pipeline.train import genre_cross_validation
+from operators.models.classify import fit_head
+from operators.tagging.genre import POOLING, GenreModel, GenreTagger, pool
+from pipeline.training.train import genre_cross_validation
 from tests.conftest import write_manifest
 from tests.test_run import onair
 
@@ -130,7 +130,7 @@ def test_the_shipped_head_needs_yamnets_inner_layers_and_is_off_without_them(sha
     """The committed YAMNet genre head reads layers 9 and 10 of the TFLite model; an embedder with
     the same 1024-d embedding but no inner layers (YAMNet from TF-Hub) gets genre tags off, in one
     line, instead of a head scoring the wrong inputs."""
-    from operators.embed import Embedder
+    from operators.models.embed import Embedder
     from pipeline import config
     from pipeline.heads import load_genre_model
     from pipeline.models import load_embedder
@@ -151,7 +151,7 @@ def test_a_channel_resumed_from_a_snapshot_tags_as_one_that_never_stopped():
     """The genre inputs of the frames inside the HMM window and the segment's sums go into the
     channel's snapshot (JSON, as on the Kafka changelog); older snapshots without them still load."""
     from pipeline import config
-    from pipeline.channel import ChannelDetector
+    from pipeline.engine.channel import ChannelDetector
     from pipeline.heads import hmm_params
 
     rng = np.random.default_rng(6)

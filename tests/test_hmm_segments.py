@@ -1,7 +1,7 @@
 import numpy as np
 
-from operators.hmm import FixedLagHMM, fit_transitions
-from operators.segments import SegmentBuilder
+from operators.decisions.hmm import FixedLagHMM, fit_transitions
+from operators.decisions.segments import SegmentBuilder
 
 A = np.array([[0.99, 0.01], [0.01, 0.99]])
 

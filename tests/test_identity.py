@@ -1,7 +1,7 @@
 """Recording identity on synthetic records: harmony and pulse survive a break inside a record."""
 import numpy as np
 
-from operators.identity import compare
+from operators.decisions.identity import compare
 from tests.conftest import record
 
 A, D_FLAT = 220.0, 277.2      # a major third apart: different pitch classes
@@ -30,7 +30,7 @@ def test_too_little_audio_to_tell():
 def test_a_channel_gives_its_debouncer_the_audio_it_heard():
     # the identity test reads the clip history: same times, same scale as the frames that went in
     from pipeline import config
-    from pipeline.channel import ChannelDetector
+    from pipeline.engine.channel import ChannelDetector
     from pipeline.heads import hmm_params, load_music_head
     cfg = config.load()
     head = load_music_head(cfg, "yamnet", 1024)

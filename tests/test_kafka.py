@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from pipeline import broker as broker_mod
-from pipeline import envelope
-from pipeline.ingest import Ingest
-from pipeline.kafka_io import producer
+from pipeline.kafka import broker as broker_mod
+from pipeline.kafka import envelope
+from pipeline.kafka.ingest import Ingest
+from pipeline.kafka.client import producer
 from pipeline.metrics import Metrics
-from pipeline.worker import Worker
+from pipeline.kafka.worker import Worker
 from tests.conftest import REPO, direct_segments, write_ts
 from tests.kafka_helpers import kafka_cfg, read_topic, requests_by_channel, segments_by_channel, wait_for
 
@@ -60,7 +60,7 @@ def test_state_goes_to_the_changelog_every_state_every_s_and_offsets_only_as_far
                                                                                               programme):
     from kafka import TopicPartition
 
-    from pipeline.kafka_io import consumer
+    from pipeline.kafka.client import consumer
     sent = {}
     for every in (0, 600):
         cfg, _ = kafka_cfg(kafka_broker, f"kafka.state_every_s={every}")

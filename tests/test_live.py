@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline import config
 from pipeline.metrics import Metrics
-from pipeline.runner import DirectRun
+from pipeline.direct import DirectRun
 from tests.conftest import write_ts
 
 

@@ -12,8 +12,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from operators.clipaudio import audio_field
-from pipeline.broker import free_port
+from operators.audio.clip import audio_field
+from pipeline.kafka.broker import free_port
 from pipeline.metrics import Metrics
 from tests.conftest import REPO
 from tests.provider_servers import ProviderServer

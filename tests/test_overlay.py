@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from operators.nowplaying import BadRecord, NowPlayingBoard
-from pipeline.broker import free_port
+from operators.recognition.nowplaying import BadRecord, NowPlayingBoard
+from pipeline.kafka.broker import free_port
 from pipeline.follow import JsonlTail
 from tests.conftest import REPO
 from tests.kafka_helpers import kafka_cfg, wait_for
@@ -338,7 +338,7 @@ def test_refuses_a_public_address_without_a_token_and_serves_loopback_without_on
 
 
 def test_kafka_mode_rebuilds_the_cards_from_the_topics_and_follows_them(kafka_broker, tmp_path):
-    from pipeline.kafka_io import producer
+    from pipeline.kafka.client import producer
     cfg, sets = kafka_cfg(kafka_broker)
     k = cfg["kafka"]
     p = producer(cfg)

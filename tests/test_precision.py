@@ -1,4 +1,4 @@
-"""VGGish precisions (operators/vggish.py): bf16 and int8 stay close to fp32,
+"""VGGish precisions (operators/models/vggish.py): bf16 and int8 stay close to fp32,
 the int8 model is cached, bf16 falls back where the CPU cannot do it, and the
 thread settings of the stream path."""
 import logging
@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from operators.framing import FRAME_SAMPLES
+from operators.audio.framing import FRAME_SAMPLES
 from pipeline import config
 from pipeline.config import ConfigError
 from tests import standin_vggish
@@ -34,7 +34,7 @@ def frames():
 
 @pytest.fixture(scope="module")
 def fp32(standin, frames):
-    from operators.embed import VGGishHub
+    from operators.models.embed import VGGishHub
     return VGGishHub(standin).embed(frames).embeddings
 
 
@@ -44,15 +44,15 @@ def cosine(a, b):
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_reduced_precision_stays_close_to_fp32(standin, frames, fp32, precision, tmp_path):
-    from operators.embed import VGGishHub
+    from operators.models.embed import VGGishHub
     emb = VGGishHub(standin, precision, cache_dir=tmp_path).embed(frames).embeddings
     assert emb.shape == fp32.shape and emb.dtype == np.float32
     assert cosine(emb, fp32).min() > 0.999
 
 
 def test_int8_model_is_converted_once_and_cached(standin, frames, tmp_path, monkeypatch):
-    from operators import vggish
-    from operators.embed import VGGishHub
+    from operators.models import vggish
+    from operators.models.embed import VGGishHub
     first = VGGishHub(standin, "int8", cache_dir=tmp_path)
     assert len(list(tmp_path.glob("vggish-int8-*.tflite"))) == 1
 
@@ -65,7 +65,7 @@ def test_int8_model_is_converted_once_and_cached(standin, frames, tmp_path, monk
 
 def test_int8_frames_do_not_depend_on_their_batch(standin, frames, tmp_path):
     # activations are quantized per frame, so a channel's embedding does not change with its neighbours
-    from operators.embed import VGGishHub
+    from operators.models.embed import VGGishHub
     emb = VGGishHub(standin, "int8", cache_dir=tmp_path)
     together = emb.embed(frames).embeddings
     alone = np.concatenate([emb.embed(frames[i:i + 1]).embeddings for i in range(len(frames))])
@@ -73,8 +73,8 @@ def test_int8_frames_do_not_depend_on_their_batch(standin, frames, tmp_path):
 
 
 def test_bf16_without_cpu_support_runs_fp32(standin, frames, fp32, monkeypatch, caplog):
-    from operators import vggish
-    from operators.embed import VGGishHub
+    from operators.models import vggish
+    from operators.models.embed import VGGishHub
     monkeypatch.setattr(vggish, "cpu_has_bf16", lambda: False)
     with caplog.at_level(logging.WARNING, logger="onair.vggish"):
         emb = VGGishHub(standin, "bf16")

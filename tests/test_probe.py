@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from operators.embed import YamnetTFLite
-from operators.probe import MIN_AGREEMENT, probe_frames
+from operators.models.embed import YamnetTFLite
+from operators.models.probe import MIN_AGREEMENT, probe_frames
 from pipeline import config
 from pipeline.heads import head_path, load_genre_model, load_music_head, load_talkover_head
 from pipeline.metrics import Metrics

@@ -7,11 +7,11 @@ import threading
 import numpy as np
 import pytest
 
-from operators.budget import Budget, Caps
-from operators.clipaudio import audio_field
+from operators.recognition.budget import Budget, Caps
+from operators.audio.clip import audio_field
 from pipeline import config
 from pipeline.metrics import Metrics
-from pipeline.recognize import make_recognizer
+from pipeline.recognition.stage import make_recognizer
 from tests.provider_servers import ProviderServer
 
 SECRET = "s3cr3t-never-logged"

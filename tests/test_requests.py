@@ -89,7 +89,7 @@ def test_an_advert_on_a_music_bed_costs_no_request(shared, tmp_path):
     """An advert (a voice over a quiet music bed, as broadcast_sim makes them) then a song: the
     music head may call the bed music; the talk-over head flags it and only the song is asked."""
     from pipeline import config
-    from pipeline.audiofile import frames_of, read_audio
+    from pipeline.training.audiofile import frames_of, read_audio
     from pipeline.heads import load_talkover_head
     from pipeline.models import load_embedder
     from tests.conftest import load_clip, write_ts

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.evaluate import music_f1
+from pipeline.training.evaluate import music_f1
 from tests.conftest import REPO, tone, write_ts
 
 

@@ -2,7 +2,7 @@
 import csv
 import json
 
-from operators.classify import Head
+from operators.models.classify import Head
 from tests.conftest import write_manifest
 from tests.test_run import onair, segments
 

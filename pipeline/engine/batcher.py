@@ -139,7 +139,7 @@ class ChunkPipeline:
     """
 
     def __init__(self, embedder, cfg: dict, make_detector, metrics=None):
-        from operators.decode import ChunkDecoder
+        from operators.audio.decode import ChunkDecoder
         from pipeline.sources import select_audio
 
         self.cfg = cfg
@@ -193,7 +193,7 @@ class ChunkPipeline:
             self.error = self.batcher.error
 
     def _run(self, inbox: queue.Queue) -> None:
-        from operators.decode import ChunkError
+        from operators.audio.decode import ChunkError
         try:
             while True:
                 item = inbox.get()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from operators.statetext import from_text, to_text
+from operators.state import from_text, to_text
 
 SAMPLE_RATE = 16000
 FRAME_SAMPLES = 15600

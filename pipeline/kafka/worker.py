@@ -43,10 +43,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from operators.decode import ChunkDecoder, ChunkError
-from pipeline import envelope
-from pipeline.batcher import embed_by_channel
-from pipeline.channel import ChannelDetector
+from operators.audio.decode import ChunkDecoder, ChunkError
+from pipeline.kafka import envelope
+from pipeline.engine.batcher import embed_by_channel
+from pipeline.engine.channel import ChannelDetector
 from pipeline.heads import hmm_params, load_heads
 from pipeline.metrics import Metrics
 from pipeline.sources import select_audio
@@ -99,7 +99,7 @@ class StateStore:
     def refresh(self) -> None:
         from kafka import TopicPartition
 
-        from pipeline.kafka_io import consumer
+        from pipeline.kafka.client import consumer
         c = consumer(self.cfg, group_id=None, enable_auto_commit=False)
         try:
             parts = c.partitions_for_topic(self.topic) or set()
@@ -129,7 +129,7 @@ class Worker:
     def __init__(self, cfg: dict, embedder=None, metrics: Metrics | None = None):
         from kafka import ConsumerRebalanceListener
 
-        from pipeline.kafka_io import consumer, ensure_topics, producer
+        from pipeline.kafka.client import consumer, ensure_topics, producer
         from pipeline.models import load_embedder
         self.cfg = cfg
         self.k = cfg["kafka"]

@@ -1,8 +1,8 @@
 """`onair ingest`: live sources -> container bytes on the media topic.
 
 Each input is demuxed with PyAV and its packets copied (not re-encoded) into
-self-contained MPEG-TS chunks (pipeline.remux), wrapped in the media envelope
-(pipeline.envelope) and produced with key = channel id, so all of a channel's
+self-contained MPEG-TS chunks (pipeline.kafka.remux), wrapped in the media envelope
+(pipeline.kafka.envelope) and produced with key = channel id, so all of a channel's
 chunks land, in order, in one partition. `--audio-only` keeps just the
 selected audio track, which removes the video bitrate from Kafka.
 While the broker is away the producer buffers (`kafka.buffer_bytes`), then
@@ -16,8 +16,8 @@ import threading
 import time
 import uuid
 
-from pipeline import envelope
-from pipeline.remux import TsChunker
+from pipeline.kafka import envelope
+from pipeline.kafka.remux import TsChunker
 from pipeline.sources import Input, SourceError, run_inputs
 
 log = logging.getLogger("onair.ingest")
@@ -73,7 +73,7 @@ class RemuxInput(Input):
 class Ingest:
     def __init__(self, inputs: list[tuple[str, str]], cfg: dict, audio_only: bool = False,
                  rate: float | None = None, metrics=None, producer=None):
-        from pipeline.kafka_io import ensure_topics, producer as make_producer
+        from pipeline.kafka.client import ensure_topics, producer as make_producer
         if producer is None:
             ensure_topics(cfg)
         self.inputs = inputs

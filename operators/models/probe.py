@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from operators.framing import FRAME_SAMPLES, SAMPLE_RATE
+from operators.audio.framing import FRAME_SAMPLES, SAMPLE_RATE
 
 MIN_AGREEMENT = 0.99   # cosine; the same runtime gives > 0.999, other kernels ~0.9
 

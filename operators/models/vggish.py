@@ -5,7 +5,7 @@ The TF-Hub signature takes one waveform and frames it itself, so frames from
 many channels cannot share a call. Here the same layers (tensorflow/models
 research/audioset/vggish/vggish_slim.py: 3x3 SAME convolutions with ReLU, 2x2
 max-pools, fc1 x2 with ReLU, linear fc2) run on [B, 96, 64] patches computed by
-operators.features. tests/test_embed.py proves the fp32 path equal to the
+operators.audio.features. tests/test_embed.py proves the fp32 path equal to the
 signature; tests/test_precision.py bounds the drift of the other two.
 
 - `fp32`: TensorFlow (oneDNN) on the model's own variables, no copy.

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from operators.framing import FRAME_SAMPLES
+from operators.audio.framing import FRAME_SAMPLES
 
 
 @dataclass
@@ -62,7 +62,7 @@ class YamnetTFLite(Embedder):
 
     def __init__(self, path: str, threads: int = 0, kernels: str = "default"):
         """kernels: "default" (XNNPACK, what the shipped heads were trained on) or "builtin"
-        (TFLite's own kernels: embeddings differ, median cosine ~0.90; see operators.probe)."""
+        (TFLite's own kernels: embeddings differ, median cosine ~0.90; see operators.models.probe)."""
         import tensorflow as tf
 
         if kernels not in ("default", "builtin"):
@@ -130,7 +130,7 @@ class VGGishHub(Embedder):
     `embed_signature` is the model's own signature (one waveform per call);
     `embed` runs the same network on a batch of patches with the model's own
     variables, which is what lets many channels share one call. `precision`
-    (fp32 | bf16 | int8, operators.vggish) trades exactness for speed.
+    (fp32 | bf16 | int8, operators.models.vggish) trades exactness for speed.
     """
     name = "vggish"
     dim = 128
@@ -138,7 +138,7 @@ class VGGishHub(Embedder):
     def __init__(self, handle: str, precision: str = "fp32", threads: int = 0, cache_dir=None):
         import tensorflow_hub as hub
 
-        from operators.vggish import make_network
+        from operators.models.vggish import make_network
 
         self._model = hub.load(handle)
         self._net = make_network(_model_variables(self._model), precision, threads, cache_dir)
@@ -148,7 +148,7 @@ class VGGishHub(Embedder):
         return self._model(np.asarray(waveform, np.float32)).numpy()
 
     def embed(self, frames: np.ndarray) -> Embedded:
-        from operators.features import log_mel_patches
+        from operators.audio.features import log_mel_patches
 
         return Embedded(self._net(log_mel_patches(_check(frames))))
 

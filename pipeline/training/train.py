@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from operators.classify import fit_head
-from operators.framing import HOP_S
-from operators.genre import POOLING, frame_inputs, pool
-from operators.hmm import fit_transitions
-from operators.probe import fingerprint
-from pipeline.audiofile import frames_of, read_audio
-from pipeline.evaluate import music_f1, read_labels, replay
+from operators.models.classify import fit_head
+from operators.audio.framing import HOP_S
+from operators.tagging.genre import POOLING, frame_inputs, pool
+from operators.decisions.hmm import fit_transitions
+from operators.models.probe import fingerprint
+from pipeline.training.audiofile import frames_of, read_audio
+from pipeline.training.evaluate import music_f1, read_labels, replay
 from pipeline.heads import TALK_CLASS
 
 log = logging.getLogger("onair.train")
@@ -280,7 +280,7 @@ def train_talkover_head(x: np.ndarray, labels: list[str], programme: np.ndarray,
 
 def probe_meta(embedder) -> dict:
     """The probe embedding a head keeps, so a runtime can tell it gives other embeddings
-    (operators.probe, pipeline.heads.embedding_agreement)."""
+    (operators.models.probe, pipeline.heads.embedding_agreement)."""
     return {"embedding_probe": np.round(fingerprint(embedder), 5).tolist()}
 
 
@@ -311,7 +311,7 @@ def genre_inputs(embedder) -> tuple[list[str], list[int]]:
 
 
 def genre_features(items, embedder, cache: Path, cap: int = 48, inputs: list[str] | None = None):
-    """Per file: the pooled mean of its frames' genre inputs (operators.genre.pool, block by block)
+    """Per file: the pooled mean of its frames' genre inputs (operators.tagging.genre.pool, block by block)
     and, for YAMNet, the mean AudioSet scores."""
     names, dims = genre_inputs(embedder)
     if inputs is not None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from operators.decode import AudioNormalizer, PacketDecoder
-from operators.framing import FRAME_SAMPLES, HOP_SAMPLES
+from operators.audio.decode import AudioNormalizer, PacketDecoder
+from operators.audio.framing import FRAME_SAMPLES, HOP_SAMPLES
 
 
 def read_audio(path: str) -> np.ndarray:

@@ -8,9 +8,9 @@ import csv
 
 import numpy as np
 
-from operators.framing import FRAME_SAMPLES, HOP_S, SAMPLE_RATE
-from operators.hmm import FixedLagHMM
-from operators.segments import SegmentBuilder
+from operators.audio.framing import FRAME_SAMPLES, HOP_S, SAMPLE_RATE
+from operators.decisions.hmm import FixedLagHMM
+from operators.decisions.segments import SegmentBuilder
 
 STEP = 0.1
 

@@ -11,15 +11,15 @@ from collections import deque
 
 import numpy as np
 
-from operators.classify import Head
-from operators.clipaudio import AudioHistory, audio_field
-from operators.debounce import Debouncer, DebounceParams
-from operators.decode import Chunk
-from operators.genre import GenreTagger
-from operators.framing import FRAME_SAMPLES, HOP_SAMPLES, SAMPLE_RATE, FrameRing
-from operators.hmm import FixedLagHMM
-from operators.segments import SegmentBuilder
-from operators.statetext import from_text, to_text
+from operators.models.classify import Head
+from operators.audio.clip import AudioHistory, audio_field
+from operators.decisions.debounce import Debouncer, DebounceParams
+from operators.audio.decode import Chunk
+from operators.tagging.genre import GenreTagger
+from operators.audio.framing import FRAME_SAMPLES, HOP_SAMPLES, SAMPLE_RATE, FrameRing
+from operators.decisions.hmm import FixedLagHMM
+from operators.decisions.segments import SegmentBuilder
+from operators.state import from_text, to_text
 from pipeline.heads import TALK_CLASS
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
@@ -127,7 +127,7 @@ class ChannelDetector:
 
     def _genre_input_of(self, p: list):
         """A restored pending frame's genre input: stored, or its embedding for a head that reads
-        only that; None where the snapshot was written for another head (operators.genre)."""
+        only that; None where the snapshot was written for another head (operators.tagging.genre)."""
         if self.genre is None:
             return None
         if len(p) > 4 and p[4] is not None:

@@ -18,7 +18,7 @@ import av
 import numpy as np
 from av.filter import Graph
 
-from operators.framing import SAMPLE_RATE
+from operators.audio.framing import SAMPLE_RATE
 
 
 @dataclass

@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.batcher import STOP, EmbedBatcher, EndItem, FrameItem
-from pipeline.channel import ChannelDetector
+from pipeline.engine.batcher import STOP, EmbedBatcher, EndItem, FrameItem
+from pipeline.engine.channel import ChannelDetector
 from pipeline.heads import hmm_params, load_heads
 from pipeline.metrics import Metrics
 from pipeline.models import load_embedder
-from pipeline.sinks import JsonlSink
+from pipeline.outputs import JsonlSink
 from pipeline.sources import Source, SourceError, run_inputs
 
 log = logging.getLogger("onair.run")
@@ -70,7 +70,7 @@ class DirectRun:
     def run(self) -> dict[str, ChannelResult]:
         sinks = {name: JsonlSink(self.out_dir / f"{name}.jsonl") for name in OUTPUTS}
         hmm = hmm_params(self.head, self.cfg)
-        from pipeline.recognize import RecognitionStage, ledger_path, make_recognizer
+        from pipeline.recognition.stage import RecognitionStage, ledger_path, make_recognizer
         recognizer = make_recognizer(self.cfg, ledger_path(self.cfg, self.out_dir), self.metrics)
         stage = None
         if recognizer is not None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import stft
 
-from operators.framing import SAMPLE_RATE
+from operators.audio.framing import SAMPLE_RATE
 
 ONSET_HOP = 160                     # 10 ms: the onset envelope at 100 Hz
 ONSET_RATE = SAMPLE_RATE // ONSET_HOP

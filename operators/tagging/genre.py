@@ -2,7 +2,7 @@
 with YAMNet's own AudioSet genre classes, aggregated over a music segment.
 
 A frame's input is one or more blocks (the embedding and, with YAMNet, band means of two
-inner layers: operators.embed); the head's meta names them (`inputs`, `input_dims`). They
+inner layers: operators.models.embed); the head's meta names them (`inputs`, `input_dims`). They
 are averaged over the segment and each block's mean scaled to unit length (`pool`); the head
 gives a probability per genre; with YAMNet the AudioSet scores of the classes mapped
 to each genre (their maximum, normalised over genres) are mixed in with
@@ -15,8 +15,8 @@ import csv
 
 import numpy as np
 
-from operators.classify import Head
-from operators.statetext import from_text, to_text
+from operators.models.classify import Head
+from operators.state import from_text, to_text
 
 HOP_S = 0.96
 POOLING = "mean of frame inputs, each block L2-normalised"

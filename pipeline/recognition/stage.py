@@ -17,11 +17,11 @@ import threading
 import time
 from pathlib import Path
 
-from operators.budget import Budget, Caps
-from operators.recognize import PROVIDERS, Recognizer
+from operators.recognition.budget import Budget, Caps
+from pipeline.recognition.providers import PROVIDERS, Recognizer
 from pipeline.config import ConfigError
 from pipeline.follow import JsonlTail
-from pipeline.sinks import JsonlSink
+from pipeline.outputs import JsonlSink
 
 log = logging.getLogger("onair.recognize")
 
@@ -164,8 +164,8 @@ def consume_kafka(cfg: dict, metrics=None, stop: threading.Event | None = None,
     """`onair recognize --kafka`: a consumer group over the requests topic; offsets are committed
     after the now-playing records are produced, so a crash re-reads requests and the ledger-backed
     cache keeps them from being paid twice."""
-    from pipeline.kafka_io import consumer, producer
-    from pipeline.worker import _offset
+    from pipeline.kafka.client import consumer, producer
+    from pipeline.kafka.worker import _offset
     stop = stop or threading.Event()
     k = cfg["kafka"]
     rec = make_recognizer(cfg, ledger_path(cfg, None), metrics)

@@ -42,8 +42,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from operators.identity import compare
-from operators.statetext import from_text, to_text
+from operators.decisions.identity import compare
+from operators.state import from_text, to_text
 
 FRAME_HOP_S = 0.96
 GAP_LEVEL_DB = -200.0    # level given to the first frame after a gap: a dip deeper than any threshold
@@ -65,7 +65,7 @@ class DebounceParams:
     prototypes: int = 48
     gap_keep_s: float = 8.0
     same_chroma: float = 0.5      # a boundary whose two sides match in harmony and pulse is a break
-    same_tempo: float = 0.5       # inside one record (operators.identity); either above 1 turns it off
+    same_tempo: float = 0.5       # inside one record (operators.decisions.identity); either above 1 turns it off
     identity_before_s: float = 20.0
     identity_after_s: float = 10.0
     restart_on_early_dip: bool = True

@@ -1,11 +1,11 @@
 """`onair overlay`: the now-playing card over HTTP.
 
 Follows now-playing, genre and segment records (a direct-mode output folder's
-JSONL files, or the Kafka topics) into `operators.nowplaying.NowPlayingBoard`
+JSONL files, or the Kafka topics) into `operators.recognition.nowplaying.NowPlayingBoard`
 and serves:
 
 - `/overlay/{channel}`: the card, a transparent HTML page for an OBS browser
-  source or a CasparCG HTML template (pipeline/static/overlay.html);
+  source or a CasparCG HTML template (pipeline/overlay/static/overlay.html);
 - `/events/{channel}`: Server-Sent Events, one `state` event per change;
 - `/api/channels`, `/api/nowplaying/{channel}`: the same state as JSON;
 - `/healthz`: liveness, without a token (for probes).
@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from operators.nowplaying import BadRecord, NowPlayingBoard
+from operators.recognition.nowplaying import BadRecord, NowPlayingBoard
 from pipeline.config import ConfigError
 from pipeline.follow import JsonlTail
 
@@ -208,7 +208,7 @@ class KafkaFollower(threading.Thread):
                 self.stop.wait(self.RECHECK_S)
 
     def _follow(self) -> None:
-        from pipeline.kafka_io import consumer
+        from pipeline.kafka.client import consumer
         k = self.cfg["kafka"]
         c = consumer(self.cfg, group_id=None, enable_auto_commit=False)
         assigned: set = set()

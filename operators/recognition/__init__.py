@@ -1,0 +1,1 @@
+"""Recognition bookkeeping without I/O: spend caps and the now-playing display state."""

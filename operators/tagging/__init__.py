@@ -1,0 +1,1 @@
+"""Genre tags over music segments."""

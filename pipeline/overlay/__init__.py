@@ -1,0 +1,1 @@
+"""`onair overlay`: the now-playing card served over HTTP (page, JSON, Server-Sent Events)."""

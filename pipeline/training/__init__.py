@@ -1,0 +1,1 @@
+"""`onair train` and its evaluation: fitting heads and the HMM on labelled data."""
