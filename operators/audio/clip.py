@@ -13,7 +13,7 @@ import wave
 import av
 import numpy as np
 
-RATE = 16000
+from operators.audio.constants import SAMPLE_RATE as RATE
 
 
 class AudioHistory:

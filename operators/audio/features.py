@@ -10,7 +10,8 @@ import numpy as np
 import scipy.fft
 from scipy.signal import get_window
 
-SAMPLE_RATE = 16000
+from operators.audio.constants import SAMPLE_RATE
+
 WINDOW = 400          # 25 ms
 HOP = 160             # 10 ms
 FFT = 512

@@ -10,10 +10,7 @@ import numpy as np
 
 from operators.state import from_text, to_text
 
-SAMPLE_RATE = 16000
-FRAME_SAMPLES = 15600
-HOP_SAMPLES = 15360
-HOP_S = HOP_SAMPLES / SAMPLE_RATE
+from operators.audio.constants import FRAME_SAMPLES, HOP_S, HOP_SAMPLES, SAMPLE_RATE  # noqa: F401 (re-exported)
 
 
 class FrameRing:

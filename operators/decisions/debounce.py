@@ -42,10 +42,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from operators.audio.constants import HOP_S as FRAME_HOP_S
 from operators.decisions.identity import compare
 from operators.state import from_text, to_text
 
-FRAME_HOP_S = 0.96
 GAP_LEVEL_DB = -200.0    # level given to the first frame after a gap: a dip deeper than any threshold
 
 
