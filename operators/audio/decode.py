@@ -267,7 +267,11 @@ class ChunkDecoder:
         self.decoder: PacketDecoder | None = None
 
     def decode(self, data: bytes) -> list[Chunk]:
-        container = self._open(data, QUICK_OPEN)
+        # The run's first chunk is probed: a PMT's "MPEG audio" stream type does not say which
+        # layer, and unprobed it opens as MP3 (float decoder) where a whole-stream open finds MP2
+        # (fixed-point decoder), whose output differs by a bit or two. The decoder made here lives
+        # on, so later chunks need only the quick open.
+        container = self._open(data, QUICK_OPEN if self.decoder is not None else {})
         try:
             stream = self._select(container)
         except ChunkError:
