@@ -97,9 +97,9 @@ def main() -> None:
             profile = ("radio", "tv")[k % 2]
             a16, labels = compose_from(sim, test_clips, 9000 + 10 * fold + k, args.minutes, profile)
             p = head.predict_proba(embedder.embed(frames_of(a16)).embeddings)[:, 1]
-            segs = replay(p, shipped["transition"], shipped["prior"], shipped["class_prior"],
-                          cfg["hmm"]["lag_frames"], shipped["emission_weight"])
-            neutral = replay(p, shipped["transition"], shipped["prior"], [0.5, 0.5], cfg["hmm"]["lag_frames"], 1.0)
+            segs = replay(p, shipped.transition, shipped.prior, shipped.class_prior,
+                          cfg["hmm"]["lag_frames"], shipped.emission_weight)
+            neutral = replay(p, shipped.transition, shipped.prior, [0.5, 0.5], cfg["hmm"]["lag_frames"], 1.0)
             rows_l = [(s, e, lab) for s, e, lab in labels]
             if args.verbose:  # which blocks were missed, and the held-out sources
                 t = np.arange(len(p)) * HOP_S + 0.48

@@ -8,7 +8,7 @@ programmes, encoded once into .cache/streams as `onair demo` does), each
 starting at its own offset and looping. Mode `worker` (default): the TS is cut
 into the chunks `onair ingest` makes (2 s, every track) and each channel's
 chunks are handed over when their last sample is on air (benchmarks/livefeed.py
-ChunkFeed), to pipeline.engine.batcher.ChunkPipeline: the worker's path without the
+ChunkFeed), decoded as the Kafka worker decodes them and fed to the engine: the worker's path without the
 broker. Mode `direct`: `onair run`'s runtime reads one named pipe per channel,
 fed at real-time pace, with a thread per source. Either way every stage is
 measured: PyAV demux, decode and resample -> framing -> embedding batched

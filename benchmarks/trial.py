@@ -1,11 +1,12 @@
 """One paced trial: N live channels for a warm-up and a measurement window,
 with the measurements the throughput benchmark reports.
 
-Worker mode: ingest-style chunks, handed over when on air, into a
-pipeline.engine.batcher.ChunkPipeline. Direct mode: named pipes fed at real-time pace,
-read by `onair run`'s runtime (DirectRun, a thread per source). Every stage is
-the product's own; the only addition is a detector subclass that notes, per
-channel, how far the embedding has got and when each decision was made.
+Worker mode: ingest-style chunks, handed over when on air, decoded as the Kafka
+worker decodes them (one thread, a ChunkDecoder per channel) and fed to the
+engine (pipeline.engine). Direct mode: named pipes fed at real-time pace, read by
+`onair run`'s runtime (DirectRun, a thread per source, the same engine). Every
+stage is the product's own; the only addition is the engine's observer, which
+notes per channel how far the embedding has got and when each decision was made.
 
 - lag (per channel, sampled every second): now minus the wall time at which
   the newest embedded audio was on air. A pipeline that keeps up holds it
@@ -26,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import direct as runner
-from pipeline.engine.channel import FRAME_S, ChannelDetector
+from operators.audio.constants import FRAME_S, HOP_S
+from pipeline.direct import DirectRun
 from pipeline.metrics import Metrics
 
 from benchmarks.livefeed import ChunkFeed, LiveFeed, Media
@@ -76,21 +77,25 @@ class Progress:
         self.lock = threading.Lock()
 
 
-def timed_detector(progress: Progress):
-    class TimedDetector(ChannelDetector):
-        def on_embedded(self, times, embeddings, newest, frames, class_scores=None, features=None):
-            super().on_embedded(times, embeddings, newest, frames, class_scores, features)
-            i = progress.index[self.channel]
-            progress.embedded_until[i] = times[-1] + FRAME_S
-            progress.frames += len(times)
+class Observer:
+    """The engine's observer: after a run's frames are decided, how far the channel's embedding has
+    got, and the latency of the decisions those frames released (the HMM decides frame t when frame
+    t + lag arrives)."""
 
-        def _decided(self, d, newest_time):
-            if progress.record:
-                due = progress.feed.on_air(progress.index[self.channel], d.time + FRAME_S)
-                progress.latencies.append(time.monotonic() - due)
-            super()._decided(d, newest_time)
+    def __init__(self, progress: Progress, lag_frames: int):
+        self.progress = progress
+        self.lag_s = lag_frames * HOP_S
 
-    return TimedDetector
+    def embedded(self, run, times) -> None:
+        p = self.progress
+        i = p.index[run.channel]
+        p.embedded_until[i] = times[-1] + FRAME_S
+        p.frames += len(times)
+        if p.record:
+            now = time.monotonic()
+            for t in times:
+                if t >= self.lag_s:
+                    p.latencies.append(now - p.feed.on_air(i, t - self.lag_s + FRAME_S))
 
 
 @dataclass
@@ -128,47 +133,70 @@ def _specs(media: list, n: int, seed: int) -> list:
     return out
 
 
-def _detector_factory(cls, embedder, cfg: dict, metrics, out_dir: Path):
-    """Detectors wired as DirectRun wires them: head, HMM, debounce, genre, JSONL sinks."""
-    from pipeline.heads import hmm_params, load_heads
-    from pipeline.outputs import JsonlSink
-    head, talkover, genre_model = load_heads(cfg, embedder)
-    hmm = hmm_params(head, cfg)
-    sinks = {name: JsonlSink(out_dir / f"{name}.jsonl") for name in ("segments", "requests", "genres")}
-
-    def make(channel: str):
-        return cls(channel, head, hmm, cfg["hmm"]["lag_frames"], sinks["segments"].write, metrics,
-                   cfg["debounce"], sinks["requests"].write, genre_model, cfg["genre"], sinks["genres"].write,
-                   talkover)
-    return make, sinks
-
-
 class _Worker:
-    """Worker mode: chunks (as ingest makes them) at real-time pace into a ChunkPipeline."""
+    """Worker mode: chunks (as ingest makes them) at real-time pace, decoded on one thread as the
+    Kafka worker decodes them, into the engine with JSONL outputs."""
 
     def __init__(self, embedder, cfg, specs, tmp: Path, stagger_s: float):
-        from pipeline.engine.batcher import ChunkPipeline
+        import queue
+
+        from pipeline.engine import Engine
+        from pipeline.heads import hmm_params, load_heads
+        from pipeline.outputs import JsonlOutputs
+        from pipeline.params import DecodeParams, EngineParams
         self.feed = ChunkFeed(specs, self._submit, stagger_s=stagger_s)
         self.progress = Progress(self.feed)
-        make, self.sinks = _detector_factory(timed_detector(self.progress), embedder, cfg, Metrics(), tmp)
-        self.pipeline = ChunkPipeline(embedder, cfg, make, Metrics())
+        heads = load_heads(cfg, embedder)
+        self.outputs = JsonlOutputs(tmp, ("segments", "requests", "genres"))
+        self.engine = Engine(embedder, heads, EngineParams.from_config(cfg, hmm_params(heads.music, cfg)),
+                             self.outputs, Metrics(), Observer(self.progress, cfg["hmm"]["lag_frames"]))
+        self.decode = DecodeParams.from_config(cfg)
+        self.inbox: queue.Queue = queue.Queue()     # never blocks the feeder: a growing inbox is falling behind
+        self.thread = threading.Thread(target=self._decode, name="decode", daemon=True)
         self.failed = 0
 
     def _submit(self, channel, data):
-        self.pipeline.submit(channel, data)
+        self.inbox.put((channel, data))
+
+    def _decode(self) -> None:
+        from operators.audio.decode import ChunkDecoder, ChunkError
+        from pipeline.sources import select_audio
+        runs = {}
+        while True:
+            item = self.inbox.get()
+            if item is None:
+                return
+            channel, data = item
+            if channel not in runs:
+                runs[channel] = (self.engine.open(channel), ChunkDecoder(
+                    lambda c: select_audio(c, self.decode.audio_track), self.decode.max_gap_s))
+            run, dec = runs[channel]
+            try:
+                chunks = dec.finish() if data is None else dec.decode(data)
+            except ChunkError:
+                self.failed += 1
+                continue
+            for c in chunks:
+                self.engine.feed(run, c)
+            if data is None:
+                self.engine.end(run, dec.normalizer.time)
 
     def start(self, t0):
-        self.pipeline.start()
+        self.engine.start()
+        self.thread.start()
         self.feed.start_clock(t0)
 
     def stop(self):
         self.feed.close()
         for ch in self.feed.channels:
-            self.pipeline.submit(ch.name, None)
-        self.pipeline.close()
-        for s in self.sinks.values():
-            s.close()
-        self.failed = int(self.pipeline.error is not None)
+            self.inbox.put((ch.name, None))
+        self.inbox.put(None)
+        self.thread.join()
+        try:
+            self.engine.close()
+        except Exception:
+            self.failed += 1
+        self.outputs.close()
 
 
 class _Direct:
@@ -177,10 +205,9 @@ class _Direct:
     def __init__(self, embedder, cfg, specs, tmp: Path, stagger_s: float):
         self.feed = LiveFeed(specs, tmp / "pipes", stagger_s=stagger_s)
         self.progress = Progress(self.feed)
-        self.original = runner.ChannelDetector
-        runner.ChannelDetector = timed_detector(self.progress)
-        self.run = runner.DirectRun([(name, str(self.feed.paths[name])) for name, _, _ in specs], tmp / "out", cfg,
-                                    metrics=Metrics(), embedder=embedder)
+        self.run = DirectRun([(name, str(self.feed.paths[name])) for name, _, _ in specs], tmp / "out", cfg,
+                             metrics=Metrics(), embedder=embedder,
+                             observer=Observer(self.progress, cfg["hmm"]["lag_frames"]))
         self.results: dict = {}
         self.thread = threading.Thread(target=lambda: self.results.update(self.run.run()), name="directrun",
                                        daemon=True)
@@ -194,7 +221,6 @@ class _Direct:
         self.run.stop.set()
         self.feed.close()
         self.thread.join(timeout=60)
-        runner.ChannelDetector = self.original
         self.feed.cleanup()
         self.failed = sum(1 for r in self.results.values() if not r.ok)
 

@@ -289,7 +289,6 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "runtime": {
         "queue_frames": Int(512, 1, 1_000_000),
-        "decode_threads": Int(1, 1, 64),         # ChunkPipeline decoders (more compete for the GIL)
         "log_level": Choice("INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
     },
 }

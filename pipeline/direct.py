@@ -1,32 +1,31 @@
 """Direct mode: `onair run` reads its sources itself (no Kafka).
 
-One thread per source decodes and cuts frames; one embedding thread batches
-frames from all channels; each channel's detector turns embeddings into
-segments written to DIR/segments.jsonl. A failing input is logged once,
-counted, and leaves the other channels running.
+One thread per source demuxes and decodes it and feeds the engine; the engine
+batches all channels' frames into the embedder and writes DIR/<kind>.jsonl. A
+failing input is logged once, counted, and leaves the other channels running.
+With a provider configured, requests also go to a recognition thread that
+writes DIR/nowplaying.jsonl and the ledger.
 """
 from __future__ import annotations
 
 import functools
 import logging
-import queue
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.engine.batcher import STOP, EmbedBatcher, EndItem, FrameItem
-from pipeline.engine.channel import ChannelDetector
+from operators.audio.constants import SAMPLE_RATE
+from pipeline.engine import Engine
 from pipeline.heads import hmm_params, load_heads
 from pipeline.metrics import Metrics
 from pipeline.models import load_embedder
-from pipeline.outputs import JsonlSink
+from pipeline.outputs import JsonlOutputs, Tee
+from pipeline.params import EngineParams
 from pipeline.sources import Source, SourceError, run_inputs
 
 log = logging.getLogger("onair.run")
-
-OUTPUTS = ("segments", "requests", "genres", "nowplaying")
 
 
 @dataclass
@@ -56,72 +55,69 @@ def parse_inputs(items: list[str]) -> list[tuple[str, str]]:
 
 class DirectRun:
     def __init__(self, inputs: list[tuple[str, str]], out_dir: str | Path, cfg: dict, metrics: Metrics | None = None,
-                 embedder=None):
+                 embedder=None, progress=None, observer=None):
         self.inputs = inputs
         self.out_dir = Path(out_dir)
         self.cfg = cfg
         self.metrics = metrics or Metrics(currency=cfg["recognition"]["currency"]).configure(cfg)
         self.stop = threading.Event()
         self.embedder = embedder or load_embedder(cfg)
-        self.head, self.talkover, self.genre_model = load_heads(cfg, self.embedder, self.metrics)
+        self.heads = load_heads(cfg, self.embedder, self.metrics)
+        self.params = EngineParams.from_config(cfg, hmm_params(self.heads.music, cfg))
         self.results = {ch: ChannelResult(ch, url) for ch, url in inputs}
-        self.on_request = None       # the recognition stage, when one runs in this process
+        self.progress = progress       # pipeline.progress.Progress, or None
+        self.runs: dict = {}           # channel -> its current run (ChannelDetector)
+        self.observer = observer       # see Engine
 
     def run(self) -> dict[str, ChannelResult]:
-        sinks = {name: JsonlSink(self.out_dir / f"{name}.jsonl") for name in OUTPUTS}
-        hmm = hmm_params(self.head, self.cfg)
         from pipeline.recognition.stage import RecognitionStage, ledger_path, make_recognizer
+        files = JsonlOutputs(self.out_dir)
         recognizer = make_recognizer(self.cfg, ledger_path(self.cfg, self.out_dir), self.metrics)
         stage = None
         if recognizer is not None:
-            stage = RecognitionStage(recognizer, sinks["nowplaying"])
+            stage = RecognitionStage(recognizer, files.sinks["nowplaying"])
             stage.start()
-            self.on_request = stage.submit
-
-        def segment_sink(seg):
-            self.results[seg["channel"]].segments += 1
-            sinks["segments"].write(seg)
-
-        def request_sink(req):
-            self.results[req["channel"]].requests += 1
-            sinks["requests"].write(req)
-            if self.on_request is not None:
-                self.on_request(req)
-
-        detectors = {ch: ChannelDetector(ch, self.head, hmm, self.cfg["hmm"]["lag_frames"], segment_sink,
-                                         self.metrics, self.cfg["debounce"], request_sink, self.genre_model,
-                                         self.cfg["genre"], sinks["genres"].write, self.talkover)
-                     for ch, _ in self.inputs}
-        items: queue.Queue = queue.Queue(maxsize=self.cfg["runtime"]["queue_frames"])
-        emb = self.cfg["embedding"]
-        batcher = EmbedBatcher(self.embedder, items, emb["batch_size"], emb["max_wait_ms"] / 1000.0,
-                               on_frames=lambda ch, *a: detectors[ch].on_embedded(*a),
-                               on_end=lambda ch, end: detectors[ch].finish(end), metrics=self.metrics)
-        batcher.start()
+        engine = Engine(self.embedder, self.heads, self.params,
+                        Tee(files, functools.partial(self._seen, stage)), self.metrics, self.observer).start()
+        if self.progress is not None:
+            self.progress.start()
         t0 = time.monotonic()
-        run_inputs([(ch, functools.partial(self._source_thread, ch, url, detectors[ch], items, batcher))
-                    for ch, url in self.inputs], self.stop, check=lambda: batcher.error is not None)
-        items.put(STOP)
-        batcher.join()
-        if stage is not None:
-            stage.close()
-        for s in sinks.values():
-            s.close()
-        if batcher.error is not None:
-            raise batcher.error
-        wall = time.monotonic() - t0
-        self.summary = {"wall_s": round(wall, 2), "frames": batcher.frames_done,
-                        "embed_s": round(batcher.embed_seconds, 2)}
+        try:
+            run_inputs([(ch, functools.partial(self._source_thread, ch, url, engine)) for ch, url in self.inputs],
+                       self.stop, check=lambda: engine.error is not None)
+            engine.close()
+        finally:
+            if stage is not None:
+                stage.close()
+            files.close()
+            if self.progress is not None:
+                self.progress.close()
+        self.summary = {"wall_s": round(time.monotonic() - t0, 2), "frames": engine.frames_done,
+                        "embed_s": round(engine.embed_seconds, 2)}
         return self.results
 
-    def _source_thread(self, channel: str, url: str, det: ChannelDetector, items: queue.Queue,
-                       batcher: EmbedBatcher) -> None:
+    def _seen(self, stage, kind: str, record: dict) -> None:
+        res = self.results[record["channel"]]
+        if kind == "segments":
+            res.segments += 1
+            if self.progress is not None:
+                run = self.runs[record["channel"]]
+                self.progress.note(record["channel"], run.newest_time, run.music_s, run.decided_s)
+        elif kind == "requests":
+            res.requests += 1
+            if stage is not None:
+                stage.submit(record)
+
+    def _source_thread(self, channel: str, url: str, engine: Engine) -> None:
         res = self.results[channel]
+        run = self.runs[channel] = engine.open(channel)
         src = Source(channel, url, self.cfg, self.metrics, self.stop)
+        progress = self.progress
 
         def on_chunk(chunk):
-            for t, frame in det.frames_for(chunk):
-                self._put(items, FrameItem(channel, t, frame, det.newest_time), batcher)
+            engine.feed(run, chunk)
+            if progress is not None:
+                progress.note(channel, run.newest_time, run.music_s, run.decided_s)
 
         try:
             src.run(on_chunk)
@@ -129,23 +125,16 @@ class DirectRun:
             res.ok, res.reason = False, e.reason
             log.error("channel %s: input %s failed: %s", channel, url, e)
         except Exception as e:  # a bug or an unexpected library error must not take other channels down
+            if engine.error is not None:
+                return
             res.ok, res.reason = False, "internal_error"
             log.exception("channel %s: input %s failed: %s", channel, url, e)
-        res.audio_s = src.normalizer.samples_out / 16000
+        res.audio_s = src.normalizer.samples_out / SAMPLE_RATE
         res.extra = {"decode_errors": src.stats.decode_errors, "reconnects": src.stats.reconnects,
                      "discontinuities": src.normalizer.discontinuities, "gaps": src.normalizer.gaps,
                      "format_changes": src.normalizer.format_changes, "codec_changes": src.stats.codec_changes}
-        self._put(items, EndItem(channel, max(det.newest_time, src.normalizer.time)), batcher)
-
-    def _put(self, items: queue.Queue, item, batcher: EmbedBatcher) -> None:
-        # bounded queue: a file source waits for the model instead of filling memory
-        while True:
-            try:
-                items.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                if batcher.error is not None or not batcher.is_alive():
-                    return
+        if engine.error is None:
+            engine.end(run, src.normalizer.time)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

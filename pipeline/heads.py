@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from operators.decisions.hmm import HmmParams
 from operators.models.classify import Head
 
 log = logging.getLogger("onair.heads")
@@ -76,7 +77,7 @@ def embedding_agreement(head: Head, embedder, path) -> float | None:
     return cos
 
 
-def hmm_params(head: Head, cfg: dict) -> dict:
+def hmm_params(head: Head, cfg: dict) -> HmmParams:
     """Transition matrix and priors: fitted values stored with the head, overridable in config."""
     h = head.meta.get("hmm", {})
     leave = cfg["hmm"]["p_leave_music"] or h.get("p_leave_music", 0.01)
@@ -85,7 +86,7 @@ def hmm_params(head: Head, cfg: dict) -> dict:
     stationary = np.array([leave, enter]) / (leave + enter)
     class_prior = np.array(h.get("class_prior", [0.5, 0.5]))   # [non_music, music], as the head was fitted
     weight = cfg["hmm"]["emission_weight"] or h.get("emission_weight", 1.0)
-    return {"transition": A, "prior": stationary, "class_prior": class_prior, "emission_weight": weight}
+    return HmmParams(A, stationary, class_prior, weight, cfg["hmm"]["lag_frames"])
 
 
 def load_genre_model(cfg: dict, embedder):

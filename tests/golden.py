@@ -96,12 +96,17 @@ def inputs(seconds: float, cache: Path | None = None) -> list[tuple[str, Path]]:
     return out
 
 
+def _is_digest(s: str) -> bool:
+    """Already normalised: a SHA-256 in hex (a FLAC or WAV clip in base64 is never 64 characters)."""
+    return len(s) == 64 and all(c in "0123456789abcdef" for c in s)
+
+
 def normalise(records: list[dict]) -> dict[str, list[dict]]:
     by_channel: dict[str, list[dict]] = {}
     for r in records:
         r = dict(r)
         audio = r.get("audio")
-        if isinstance(audio, dict) and "data" in audio:
+        if isinstance(audio, dict) and "data" in audio and not _is_digest(audio["data"]):
             r["audio"] = {**audio, "data": hashlib.sha256(audio["data"].encode()).hexdigest()}
         by_channel.setdefault(r["channel"], []).append(r)
     return by_channel

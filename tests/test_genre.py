@@ -1,12 +1,13 @@
 """Genre head training, the streaming genre operator and `onair genre`."""
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from operators.models.classify import fit_head
-from operators.tagging.genre import POOLING, GenreModel, GenreTagger, pool
+from operators.tagging.genre import POOLING, GenreModel, GenreParams, GenreTagger, pool
 from pipeline.training.train import genre_cross_validation
 from tests.conftest import write_manifest
 from tests.test_run import onair
@@ -16,7 +17,7 @@ def test_tagger_emits_when_long_enough_updates_sparingly_and_closes():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(-1, 1, (60, 8)), rng.normal(1, 1, (60, 8))])
     model = GenreModel(fit_head(x, ["a"] * 60 + ["b"] * 60))
-    tagger = GenreTagger("ch", model, min_music_s=10, update_s=20, top_k=2)
+    tagger = GenreTagger("ch", model, GenreParams(min_music_s=10, update_s=20, top_k=2))
     out = []
     t = 0.0
     for i in range(60):                               # 57.6 s of music like "b"
@@ -30,7 +31,7 @@ def test_tagger_emits_when_long_enough_updates_sparingly_and_closes():
         assert r["segment_start"] == 0.0 and r["tags"][0]["genre"] == "b"
         scores = [x["score"] for x in r["tags"]]
         assert scores == sorted(scores, reverse=True) and sum(scores) <= 1.0 + 1e-6 and len(scores) == 2
-    short = GenreTagger("ch", model, min_music_s=10)
+    short = GenreTagger("ch", model, GenreParams(min_music_s=10))
     assert sum((short.push(i * 0.96, True, np.ones(8)) for i in range(5)), []) == []
     assert short.push(5.0, False, np.ones(8)) == []    # a 5 s jingle gets no genre record
 
@@ -152,7 +153,9 @@ def test_a_channel_resumed_from_a_snapshot_tags_as_one_that_never_stopped():
     channel's snapshot (JSON, as on the Kafka changelog); older snapshots without them still load."""
     from pipeline import config
     from pipeline.engine.channel import ChannelDetector
-    from pipeline.heads import hmm_params
+    from pipeline.heads import Heads, hmm_params
+    from pipeline.metrics import Metrics
+    from pipeline.params import ChannelParams
 
     rng = np.random.default_rng(6)
     cfg = config.load()
@@ -164,19 +167,26 @@ def test_a_channel_resumed_from_a_snapshot_tags_as_one_that_never_stopped():
     bands = rng.normal(1, 1, (n, 4)).astype(np.float32)
     frames = [np.zeros(15600, np.float32)] * n
 
+    params = replace(ChannelParams.from_config(cfg, hmm_params(music, cfg)),
+                     genre=GenreParams(min_music_s=10, update_s=15))
+
     def detector(out):
-        return ChannelDetector("c", music, hmm_params(music, cfg), 4, lambda s: None, None, cfg["debounce"],
-                               None, genre, {"min_music_s": 10, "update_s": 15}, out.append)
+        det = ChannelDetector("c", Heads(music, None, genre), params, Metrics())
+        det.out = out
+        return det
+
+    def genres(det, records):
+        det.out += [r for kind, r in records if kind == "genres"]
 
     def feed(det, a, b):
         for i in range(a, b):
-            det.on_embedded([i * 0.96], emb[i:i + 1], [i * 0.96 + 0.975], frames[i:i + 1], None,
-                            {"bands": bands[i:i + 1]})
+            genres(det, det.on_embedded([i * 0.96], emb[i:i + 1], [i * 0.96 + 0.975], frames[i:i + 1], None,
+                                        {"bands": bands[i:i + 1]}))
 
     straight = []
     det = detector(straight)
     feed(det, 0, n)
-    det.finish(n * 0.96)
+    genres(det, det.finish(n * 0.96))
     assert len(straight) >= 3 and straight[-1]["segment_end"] is not None
     resumed = []
     first = detector(resumed)
@@ -186,7 +196,7 @@ def test_a_channel_resumed_from_a_snapshot_tags_as_one_that_never_stopped():
     second = detector(resumed)
     second.load_state_dict(snap)
     feed(second, 25, n)
-    second.finish(n * 0.96)
+    genres(second, second.finish(n * 0.96))
     assert resumed == straight
     # a snapshot written before genre inputs (four fields per frame, sums as a list of another
     # size): it loads, and the open segment is tagged from the frames after it
@@ -197,6 +207,6 @@ def test_a_channel_resumed_from_a_snapshot_tags_as_one_that_never_stopped():
     third = detector(after)
     third.load_state_dict(old)
     feed(third, 25, n)
-    third.finish(n * 0.96)
+    genres(third, third.finish(n * 0.96))
     assert [r["segment_start"] for r in after] == [r["segment_start"] for r in straight[-len(after):]]
     assert after[-1]["tags"][0]["genre"] == straight[-1]["tags"][0]["genre"]

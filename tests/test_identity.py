@@ -31,10 +31,13 @@ def test_a_channel_gives_its_debouncer_the_audio_it_heard():
     # the identity test reads the clip history: same times, same scale as the frames that went in
     from pipeline import config
     from pipeline.engine.channel import ChannelDetector
-    from pipeline.heads import hmm_params, load_music_head
+    from pipeline.heads import Heads, hmm_params, load_music_head
+    from pipeline.metrics import Metrics
+    from pipeline.params import ChannelParams
     cfg = config.load()
     head = load_music_head(cfg, "yamnet", 1024)
-    det = ChannelDetector("c", head, hmm_params(head, cfg), 4, lambda s: None, None, cfg["debounce"])
+    det = ChannelDetector("c", Heads(head, None, None), ChannelParams.from_config(cfg, hmm_params(head, cfg)),
+                          Metrics())
     audio = record(12, A, 120)
     frames = [audio[i * 15360:i * 15360 + 15600] for i in range(11)]
     det.on_embedded([i * 0.96 for i in range(11)], np.zeros((11, 1024), np.float32),

@@ -21,7 +21,23 @@ class Decision:
     posterior: float    # smoothed probability of `state`
 
 
+@dataclass(frozen=True, eq=False)
+class HmmParams:
+    """The model of one head: its transitions, the stationary prior, the class prior the head was
+    fitted with (emissions are divided by it) and the emission weight (<1 trusts the transitions
+    more); `lag` is the decision delay in frames."""
+    transition: np.ndarray     # [2, 2] row-stochastic, state 0 = non_music, 1 = music
+    prior: np.ndarray          # [2]
+    class_prior: np.ndarray    # [2]
+    emission_weight: float = 1.0
+    lag: int = 5
+
+
 class FixedLagHMM:
+    @classmethod
+    def from_params(cls, p: HmmParams) -> "FixedLagHMM":
+        return cls(p.transition, p.prior, p.lag, p.class_prior, p.emission_weight)
+
     def __init__(self, transition: np.ndarray, prior: np.ndarray, lag: int = 5,
                  class_prior: np.ndarray | None = None, emission_weight: float = 1.0):
         self.A = np.asarray(transition, np.float64)

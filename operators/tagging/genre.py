@@ -12,13 +12,14 @@ to at most 1.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 
 import numpy as np
 
+from operators.audio.constants import HOP_S
 from operators.models.classify import Head
 from operators.state import from_text, to_text
 
-HOP_S = 0.96
 POOLING = "mean of frame inputs, each block L2-normalised"
 # what heads trained on the embedding alone say: the same pooling with one block
 POOLING_EMBEDDING_ONLY = "mean of frame embeddings, L2-normalised"
@@ -97,13 +98,23 @@ class GenreModel:
         return [{"genre": self.classes[i], "score": round(float(probs[i]), 4)} for i in order]
 
 
+@dataclass(frozen=True)
+class GenreParams:
+    min_music_s: float = 12.0    # music this long before the first tag
+    update_s: float = 30.0       # then a new tag of the open segment this often
+    top_k: int = 3               # tags per record, best first
+
+    @classmethod
+    def from_config(cls, section: dict) -> "GenreParams":
+        return cls(section["min_music_s"], section["update_s"], section["top_k"])
+
+
 class GenreTagger:
     """Per channel: genre records for the open music segment as it plays."""
 
-    def __init__(self, channel: str, model: GenreModel, min_music_s: float = 12.0, update_s: float = 30.0,
-                 top_k: int = 3):
+    def __init__(self, channel: str, model: GenreModel, params: GenreParams = GenreParams()):
         self.channel, self.model = channel, model
-        self.min_music_s, self.update_s, self.top_k = min_music_s, update_s, top_k
+        self.min_music_s, self.update_s, self.top_k = params.min_music_s, params.update_s, params.top_k
         self._reset()
 
     def _reset(self) -> None:

@@ -1,35 +1,30 @@
-"""`onair worker`: one member of a consumer group over the media topic.
+"""`onair worker`: one member of a consumer group over the media topic, driving the engine.
 
-Per poll: decode each channel's chunks (one persistent decoder per channel),
-cut frames, embed all channels' frames together, run head -> HMM -> segments,
-produce the segments, then the states of the channels when one of them is
-`kafka.state_every_s` old (or its source ended) to the compacted changelog
-topic, flush, and only then commit the media offsets, each partition's only up
-to its oldest record that no state covers yet (at least once).
+Per poll: decode each channel's chunks (one persistent decoder per channel run) and
+feed the audio to the engine (pipeline.engine), which embeds all channels' frames
+together on its own thread and writes segments, requests and genres to their topics.
+So decoding the next poll overlaps embedding this one: PyAV and the model both release
+the GIL, and the two cores work at once. `kafka.overlap: false` waits for the engine
+after every poll instead.
 
-With `kafka.overlap` (default) a poll's frames are embedded on a second thread
-while the main thread polls and decodes the next one: PyAV and the model both
-release the GIL, so the two cores work at once. A channel's state is taken only
-when both stages have reached the same record (the embedding stage is waited
-for first), which is why all unsaved states go out together when one is due:
-the stages then wait for each other once per `state_every_s`, not every poll.
+A checkpoint, in this order: wait for the engine to have decided everything fed so far
+(`Engine.barrier`), send the states of the channels that are due, flush the producer
+(outputs and states), then commit each media partition only up to its oldest record
+that no sent state covers (at least once). A channel's state is due when its source
+ended or `kafka.state_every_s` after its first unsaved record; all unsaved states go
+out together then, so the stages wait for each other once per `state_every_s`, not
+every poll. States are large (a YAMNet channel's is about half a megabyte of JSON,
+mostly the debouncer's song prototypes), which is why they are not sent every poll;
+the price is the replay after a failover, up to `state_every_s` of each orphaned
+channel, whose records come out again with the same deterministic ids. Revoked
+partitions and a closing worker send their channels' states first, so a rebalance
+replays nothing.
 
-A state is sent every `state_every_s` rather than every poll because it is
-large (a YAMNet channel's is about half a megabyte of JSON, most of it the
-debouncer's song prototypes): every 2 s poll it cost about 2 ms of CPU per
-channel and 250 KB/s of changelog traffic per channel. The price is the replay
-after a failover, up to `state_every_s` of each orphaned channel, whose records
-come out again with the same deterministic ids. Revoked partitions and a
-closing worker send their channels' states first, so a rebalance replays nothing.
-
-Failover: a channel's state (decoder timeline, partial frame, HMM window,
-open segment, last media offset it covers) is keyed by channel in
-`kafka.topic_state`. A worker that is assigned a partition reads the
-changelog and resumes each channel where its last state left it; a chunk at
-or below the restored offset is a redelivery and is skipped. What was emitted
-after that state is emitted again by the replay, with the same deterministic
-segment `id` and `request_id`, so consumers drop the copies and the recognizer
-answers the copies of requests from its cache.
+Failover: a worker assigned a partition resumes each channel from its latest state on
+the changelog (pipeline.kafka.checkpoint); a chunk at or below the restored offset is
+a redelivery and is skipped. What was emitted after that state is emitted again by
+the replay, with the same segment `id` and `request_id`, so consumers drop the copies
+and the recognizer answers the copies of requests from its cache.
 """
 from __future__ import annotations
 
@@ -39,90 +34,19 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
-from operators.audio.decode import ChunkDecoder, ChunkError
-from pipeline.kafka import envelope
-from pipeline.engine.batcher import embed_by_channel
-from pipeline.engine.channel import ChannelDetector
+from operators.audio.constants import SAMPLE_RATE
+from operators.audio.decode import ChunkError
+from pipeline.engine import Engine
 from pipeline.heads import hmm_params, load_heads
+from pipeline.kafka import envelope
+from pipeline.kafka.checkpoint import ChannelState, StateStore
+from pipeline.kafka.outputs import KafkaOutputs
 from pipeline.metrics import Metrics
-from pipeline.sources import select_audio
+from pipeline.outputs import dumps
+from pipeline.params import DecodeParams, EngineParams
 
 log = logging.getLogger("onair.worker")
-
-
-def segment_id(seg: dict) -> str:
-    return f"{seg['channel']}/{seg['start']:.3f}"
-
-
-class ChannelState:
-    def __init__(self, channel: str, worker: "Worker"):
-        self.channel = channel
-        self.decoder = ChunkDecoder(lambda c: select_audio(c, worker.cfg["source"]["audio_track"]),
-                                    worker.cfg["source"]["max_gap_s"])
-        self.detector = ChannelDetector(channel, worker.head, worker.hmm, worker.cfg["hmm"]["lag_frames"],
-                                        worker.emit_segment, worker.metrics, worker.cfg["debounce"],
-                                        worker.emit_request, worker.genre_model, worker.cfg["genre"],
-                                        worker.emit_genre, worker.talkover)
-        self.partition = None
-        self.offset = -1
-        self.session = None
-        self.ended = False           # its end of stream has been read (main thread)
-        self.finished = False        # ... and its last frames embedded and closed: the run is over
-        self.unsaved_from = None     # offset of the first record handled since the last state sent
-        self.unsaved_since = 0.0     # monotonic time of that record
-
-    def snapshot(self, owner: str) -> dict:
-        return {"v": 1, "channel": self.channel, "owner": owner, "wall": round(time.time(), 3), "partition": self.partition, "offset": self.offset,
-                "session": self.session, "finished": self.finished, "decoder": self.decoder.state_dict(),
-                "detector": self.detector.state_dict()}
-
-    def restore(self, d: dict) -> None:
-        self.partition, self.offset, self.session, self.finished = d["partition"], d["offset"], d["session"], \
-            d["finished"]
-        self.ended = self.finished
-        self.decoder.load_state_dict(d["decoder"])
-        self.detector.load_state_dict(d["detector"])
-
-
-class StateStore:
-    """Latest state per channel, read from the compacted changelog topic."""
-
-    def __init__(self, cfg: dict):
-        self.cfg = cfg
-        self.topic = cfg["kafka"]["topic_state"]
-        self.latest: dict[str, dict] = {}
-
-    def refresh(self) -> None:
-        from kafka import TopicPartition
-
-        from pipeline.kafka.client import consumer
-        c = consumer(self.cfg, group_id=None, enable_auto_commit=False)
-        try:
-            parts = c.partitions_for_topic(self.topic) or set()
-            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-            if not tps:
-                return
-            c.assign(tps)
-            c.seek_to_beginning(*tps)
-            end = c.end_offsets(tps)
-            deadline = time.monotonic() + 60
-            while any(c.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
-                for msgs in c.poll(timeout_ms=500).values():
-                    for m in msgs:
-                        if m.value is None:
-                            self.latest.pop(m.key.decode(), None)
-                            continue
-                        try:
-                            d = json.loads(m.value)
-                            self.latest[d["channel"]] = d
-                        except (ValueError, KeyError):
-                            log.warning("state record at %s:%d is not valid state; ignored", m.topic, m.offset)
-        finally:
-            c.close()
 
 
 class Worker:
@@ -135,13 +59,10 @@ class Worker:
         self.k = cfg["kafka"]
         self.metrics = metrics or Metrics(currency=cfg["recognition"]["currency"])
         self.embedder = embedder or load_embedder(cfg)
-        self.head, self.talkover, self.genre_model = load_heads(cfg, self.embedder, self.metrics)
-        self.hmm = hmm_params(self.head, cfg)
+        heads = load_heads(cfg, self.embedder, self.metrics)
+        self.decode = DecodeParams.from_config(cfg)
         self.channels: dict[str, ChannelState] = {}
         self.retired: list[ChannelState] = []   # ended runs replaced by a new run, final state not sent yet
-        # the embedding stage: one thread, one poll's frames in flight at a time
-        self._stage = ThreadPoolExecutor(1, thread_name_prefix="embed") if self.k["overlap"] else None
-        self._inflight = None
         self.handled: dict = {}       # partition (TopicPartition) -> next offset after the last record handled
         self.committed: dict = {}
         self.state_records = 0
@@ -150,10 +71,11 @@ class Worker:
         ensure_topics(cfg)
         self.producer = producer(cfg)
         self.consumer = consumer(cfg)
+        self.outputs = KafkaOutputs.from_config(self.producer, cfg)
+        self.engine = Engine(self.embedder, heads, EngineParams.from_config(cfg, hmm_params(heads.music, cfg)),
+                             self.outputs, self.metrics).start()
         self.stop = threading.Event()
         self.processed = 0          # media records handled (incl. DLQ and skipped)
-        self.segments_out = 0
-        self.first_output_at = None
         self.first_record_at = self.last_record_at = None
         self.busy_s = 0.0
         self.audio_s = 0.0
@@ -190,21 +112,9 @@ class Worker:
             time.sleep(0.5)
 
     # -- outputs
-    def emit_segment(self, seg: dict) -> None:
-        seg = {**seg, "id": segment_id(seg)}
-        self.producer.send(self.k["topic_segments"], key=seg["channel"].encode(),
-                           value=json.dumps(seg, separators=(",", ":")).encode())
-        self.segments_out += 1
-        if self.first_output_at is None:
-            self.first_output_at = time.time()
-
-    def emit_genre(self, rec: dict) -> None:
-        self.producer.send(self.k["topic_genres"], key=rec["channel"].encode(),
-                           value=json.dumps(rec, separators=(",", ":")).encode())
-
-    def emit_request(self, req: dict) -> None:
-        self.producer.send(self.k["topic_requests"], key=req["channel"].encode(),
-                           value=json.dumps(req, separators=(",", ":")).encode())
+    @property
+    def segments_out(self) -> int:
+        return self.outputs.counts.get("segments", 0)
 
     def _dlq(self, m, reason: str, detail: str) -> None:
         log.warning("media record %s:%d:%d -> DLQ: %s (%s)", m.topic, m.partition, m.offset, reason, detail)
@@ -217,13 +127,13 @@ class Worker:
     def _state(self, channel: str, partition: int) -> ChannelState:
         st = self.channels.get(channel)
         if st is None:
-            st = self.channels[channel] = ChannelState(channel, self)
+            st = self.channels[channel] = ChannelState(channel, self.engine, self.decode)
             saved = self.store.latest.get(channel)
             if saved is not None:
                 st.restore(saved)
                 self.metrics.state_restores.labels(channel).inc()
                 log.info("channel %s: state restored (offset %d, stream time %.1f s)", channel, st.offset,
-                         st.detector.newest_time)
+                         st.run.newest_time)
             st.partition = partition
         return st
 
@@ -274,8 +184,10 @@ class Worker:
             self._commit()
         except Exception as e:  # broker away at shutdown: the next owner replays from the last state
             log.warning("final state not saved (%s); the next owner replays from the last one", e)
-        if self._stage is not None:
-            self._stage.shutdown(wait=True)
+        try:
+            self.engine.close()
+        except Exception as e:  # the model failed: what it decided is out, the rest replays elsewhere
+            log.error("engine stopped with an error: %s", e)
         try:
             self.producer.flush(timeout=30)
         finally:
@@ -283,31 +195,24 @@ class Worker:
             self.producer.close(timeout=10)
 
     def process(self, records: dict, overlap: bool = False) -> None:
-        """Handle one poll. With `overlap` (and `kafka.overlap`) its frames are embedded on the
-        embedding stage while the caller polls and decodes the next one."""
-        frames: list[tuple[ChannelState, float, np.ndarray, float]] = []
-        ends: list[ChannelState] = []
+        """Handle one poll. With `overlap` (and `kafka.overlap`) the engine goes on embedding its
+        frames while the caller polls and decodes the next one; otherwise this waits for it."""
         for tp, msgs in records.items():
             for m in msgs:
                 self.handled[tp] = m.offset + 1
                 self.processed += 1
-                self._handle(m, frames, ends)
-        self._barrier()
-        if overlap and self._stage is not None:
-            self._inflight = self._stage.submit(self._drain, frames, ends)
-        else:
-            self._drain(frames, ends)
+                self._handle(m)
+        if not (overlap and self.k["overlap"]):
+            self._barrier()
         self._save_due()
 
     def _barrier(self) -> None:
-        """Wait for the embedding stage to finish what it was given (and raise what it raised)."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is not None:
-            t0 = time.monotonic()
-            try:
-                inflight.result()
-            finally:
-                self.metrics.embed_wait.inc(time.monotonic() - t0)
+        """Wait for the engine to decide and write everything fed so far (and raise what it raised)."""
+        t0 = time.monotonic()
+        try:
+            self.engine.barrier()
+        finally:
+            self.metrics.embed_wait.inc(time.monotonic() - t0)
 
     def _save_due(self) -> None:
         now, every = time.monotonic(), self.k["state_every_s"]
@@ -326,7 +231,7 @@ class Worker:
             if st.unsaved_from is None:
                 continue
             self.producer.send(self.k["topic_state"], key=st.channel.encode(),
-                               value=json.dumps(st.snapshot(self.id), separators=(",", ":")).encode())
+                               value=dumps(st.snapshot(self.id)).encode())
             st.unsaved_from = None
             self.state_records += 1
         self.producer.flush()
@@ -352,7 +257,7 @@ class Worker:
         except Exception as e:  # rebalance or broker away: the chunks come again and are skipped by offset
             log.warning("offset commit failed (%s); redelivered chunks will be skipped by state", e)
 
-    def _handle(self, m, frames, ends) -> None:
+    def _handle(self, m) -> None:
         try:
             header, payload = envelope.unpack(m.value)
         except envelope.EnvelopeError as e:
@@ -363,16 +268,13 @@ class Worker:
         if st.partition == m.partition and m.offset <= st.offset:
             self.metrics.media_skipped.labels(channel).inc()
             return
-        if st.ended and header["kind"] == "media":      # (finished implies ended)
-            # the channel's source ended before (in an earlier poll, whose final state went out then,
-            # or earlier in this one): this is a new run of it with a new timeline
-            if not st.finished:               # its end is with the embedding stage, or in this poll:
-                self._barrier()               # its last records go out before the new run's first
-            if not st.finished:
-                self._drain(frames, ends)
+        if st.ended and header["kind"] == "media":
+            # the channel's source ended before: this is a new run of it with a new timeline. The
+            # engine decides the ended run's last frames before the new run's first (queue order);
+            # its final state goes out at the next checkpoint, before the new run's
             if st.unsaved_from is not None:
                 self.retired.append(st)
-            st = self.channels[channel] = ChannelState(channel, self)
+            st = self.channels[channel] = ChannelState(channel, self.engine, self.decode)
             st.partition = m.partition
         st.offset, st.session = m.offset, header.get("session")
         if st.unsaved_from is None:
@@ -380,7 +282,6 @@ class Worker:
         if header["kind"] == "eos":
             chunks = st.decoder.finish()
             st.ended = True
-            ends.append(st)
         else:
             try:
                 chunks = st.decoder.decode(payload)
@@ -389,31 +290,10 @@ class Worker:
                 return
             self.metrics.media_chunks.labels(channel).inc()
         for chunk in chunks:
-            self.audio_s += len(chunk.samples) / 16000
-            for t, frame in st.detector.frames_for(chunk):
-                frames.append((st, t, frame, st.detector.newest_time))
-
-    def _drain(self, frames: list, ends: list) -> None:
-        """Embed the frames handled so far and close the runs that ended."""
-        self._embed(frames)
-        for st in ends:
-            st.detector.finish(max(st.detector.newest_time, st.decoder.normalizer.time))
-            st.finished = True
-        frames.clear()
-        ends.clear()
-
-    def _embed(self, frames) -> None:
-        bs = self.cfg["embedding"]["batch_size"]
-        for i in range(0, len(frames), bs):
-            batch = frames[i:i + bs]
-            # grouped by ChannelState, not by name: two runs of a channel may share a batch
-            res, groups, _ = embed_by_channel(self.embedder, [f[2] for f in batch], [f[0] for f in batch],
-                                              self.metrics)
-            for idx in groups.values():
-                part = res.take(idx)
-                batch[idx[0]][0].detector.on_embedded(
-                    [batch[j][1] for j in idx], part.embeddings, [batch[j][3] for j in idx],
-                    [batch[j][2] for j in idx], part.class_scores, part.features)
+            self.audio_s += len(chunk.samples) / SAMPLE_RATE
+            self.engine.feed(st.run, chunk)
+        if st.ended:
+            self.engine.end(st.run, st.decoder.normalizer.time)
 
 
 def _offset(next_offset: int):
