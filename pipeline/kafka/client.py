@@ -8,10 +8,9 @@ never from the config itself.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 from pipeline.config import ConfigError
+from pipeline.secrets import read_secret
 
 
 def _api_version(k: dict):
@@ -24,16 +23,8 @@ def _api_version(k: dict):
         raise ConfigError(f"config key 'kafka.api_version': expected e.g. 0.9 or 3.7 or null, got {v!r}") from None
 
 
-def _password(k: dict) -> str | None:
-    if k["sasl_password_file"]:
-        try:
-            return Path(k["sasl_password_file"]).read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"config key 'kafka.sasl_password_file': cannot read it ({e.strerror})") from None
-    return os.environ.get(k["sasl_password_env"])
-
-
-def common(k: dict) -> dict:
+def common(cfg: dict) -> dict:
+    k = cfg["kafka"]
     out = {"bootstrap_servers": k["bootstrap_servers"].split(","), "client_id": k["client_id"],
            "security_protocol": k["security_protocol"],
            "receive_message_max_bytes": max(k["max_message_bytes"] * 4, 16 * 1024 * 1024)}
@@ -41,7 +32,7 @@ def common(k: dict) -> dict:
         out["api_version"] = _api_version(k)
     if k["security_protocol"].startswith("SASL"):
         out.update(sasl_mechanism=k["sasl_mechanism"], sasl_plain_username=k["sasl_username"],
-                   sasl_plain_password=_password(k))
+                   sasl_plain_password=read_secret(cfg, "kafka", "sasl_password", required=False))
     if k["security_protocol"].endswith("SSL"):
         out.update(ssl_cafile=k["ssl_cafile"], ssl_certfile=k["ssl_certfile"], ssl_keyfile=k["ssl_keyfile"])
     return out
@@ -50,7 +41,7 @@ def common(k: dict) -> dict:
 def producer(cfg: dict, **overrides):
     from kafka import KafkaProducer
     k = cfg["kafka"]
-    kw = common(k)
+    kw = common(cfg)
     kw.update(acks="all", retries=2 ** 31 - 1, linger_ms=k["linger_ms"], batch_size=k["batch_bytes"],
               max_request_size=k["max_message_bytes"], buffer_memory=k["buffer_bytes"],
               max_block_ms=int(k["max_block_s"] * 1000), retry_backoff_ms=500, request_timeout_ms=30000,
@@ -65,7 +56,7 @@ def producer(cfg: dict, **overrides):
 def consumer(cfg: dict, *topics, **overrides):
     from kafka import KafkaConsumer
     k = cfg["kafka"]
-    kw = common(k)
+    kw = common(cfg)
     kw.update(group_id=k["group_id"], enable_auto_commit=False, auto_offset_reset="earliest",
               session_timeout_ms=k["session_timeout_ms"], heartbeat_interval_ms=k["heartbeat_ms"],
               max_partition_fetch_bytes=k["max_message_bytes"] * 2, fetch_max_bytes=k["max_message_bytes"] * 8,
@@ -88,7 +79,7 @@ def ensure_topics(cfg: dict) -> None:
     from kafka.errors import KafkaError, TopicAlreadyExistsError
     log = logging.getLogger("onair.kafka")
     try:
-        admin = KafkaAdminClient(**common(k))
+        admin = KafkaAdminClient(**common(cfg))
     except KafkaError as e:
         log.warning("cannot reach Kafka's admin API to create topics (%s); relying on auto-creation", e)
         return

@@ -26,7 +26,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import os
 import re
 import socket
 import threading
@@ -38,6 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from operators.recognition.nowplaying import BadRecord, NowPlayingBoard
 from pipeline.config import ConfigError
 from pipeline.follow import JsonlTail
+from pipeline.secrets import read_secret
 
 log = logging.getLogger("onair.overlay")
 
@@ -48,16 +48,7 @@ INITIAL_SLOT = b'<script id="onair-initial" type="application/json">null</script
 
 
 def overlay_token(cfg: dict) -> str | None:
-    o = cfg["overlay"]
-    if o["token_file"]:
-        try:
-            token = Path(o["token_file"]).read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"config key 'overlay.token_file': cannot read it ({e.strerror})") from None
-        if not token:
-            raise ConfigError("config key 'overlay.token_file': the file is empty")
-        return token
-    return os.environ.get(o["token_env"]) or None
+    return read_secret(cfg, "overlay", "token", required=False)
 
 
 def is_loopback(host: str) -> bool:

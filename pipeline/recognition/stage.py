@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -21,25 +20,15 @@ from operators.recognition.budget import Budget, Caps
 from pipeline.recognition.providers import PROVIDERS, Recognizer
 from pipeline.config import ConfigError
 from pipeline.follow import JsonlTail
+from pipeline.secrets import read_secret
 from pipeline.outputs import JsonlSink
 
 log = logging.getLogger("onair.recognize")
 
 
 def secret(cfg: dict, name: str) -> str:
-    """A provider credential from `<name>_file` (if set) or the variable named by `<name>_env`."""
-    r = cfg["recognition"]
-    path = r.get(f"{name}_file")
-    if path:
-        try:
-            return Path(path).read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"config key 'recognition.{name}_file': cannot read it ({e.strerror})") from None
-    value = os.environ.get(r[f"{name}_env"])
-    if not value:
-        raise ConfigError(f"config key 'recognition.{name}_env': the variable {r[f'{name}_env']} is not set "
-                          f"(or set recognition.{name}_file)")
-    return value
+    """A provider credential (pipeline.secrets)."""
+    return read_secret(cfg, "recognition", name)
 
 
 def make_provider(cfg: dict):
