@@ -141,15 +141,13 @@ class _Worker:
         import queue
 
         from pipeline.engine import Engine
-        from pipeline.heads import hmm_params, load_heads
         from pipeline.outputs import JsonlOutputs
-        from pipeline.params import DecodeParams, EngineParams
+        from pipeline.params import DecodeParams
         self.feed = ChunkFeed(specs, self._submit, stagger_s=stagger_s)
         self.progress = Progress(self.feed)
-        heads = load_heads(cfg, embedder)
         self.outputs = JsonlOutputs(tmp, ("segments", "requests", "genres"))
-        self.engine = Engine(embedder, heads, EngineParams.from_config(cfg, hmm_params(heads.music, cfg)),
-                             self.outputs, Metrics(), Observer(self.progress, cfg["hmm"]["lag_frames"]))
+        self.engine = Engine.from_config(cfg, embedder, self.outputs, Metrics(),
+                                         Observer(self.progress, cfg["hmm"]["lag_frames"]))
         self.decode = DecodeParams.from_config(cfg)
         self.inbox: queue.Queue = queue.Queue()     # never blocks the feeder: a growing inbox is falling behind
         self.thread = threading.Thread(target=self._decode, name="decode", daemon=True)

@@ -62,6 +62,7 @@ class DirectRun:
         self.metrics = metrics or Metrics(currency=cfg["recognition"]["currency"]).configure(cfg)
         self.stop = threading.Event()
         self.embedder = embedder or load_embedder(cfg)
+        # heads are loaded (and checked) here, so a missing one stops the command before any input opens
         self.heads = load_heads(cfg, self.embedder, self.metrics)
         self.params = EngineParams.from_config(cfg, hmm_params(self.heads.music, cfg))
         self.results = {ch: ChannelResult(ch, url) for ch, url in inputs}
@@ -77,8 +78,8 @@ class DirectRun:
         if recognizer is not None:
             stage = RecognitionStage(recognizer, files.sinks["nowplaying"])
             stage.start()
-        engine = Engine(self.embedder, self.heads, self.params,
-                        Tee(files, functools.partial(self._seen, stage)), self.metrics, self.observer).start()
+        engine = Engine(self.embedder, self.heads, self.params, Tee(files, functools.partial(self._seen, stage)),
+                        self.metrics, self.observer).start()
         if self.progress is not None:
             self.progress.start()
         t0 = time.monotonic()

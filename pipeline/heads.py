@@ -9,6 +9,7 @@ import numpy as np
 
 from operators.decisions.hmm import HmmParams
 from operators.models.classify import Head
+from pipeline.metrics import Metrics
 
 log = logging.getLogger("onair.heads")
 
@@ -112,14 +113,13 @@ class Heads(NamedTuple):
     genre: object          # operators.tagging.genre.GenreModel, or None
 
 
-def load_heads(cfg: dict, embedder, metrics=None) -> Heads:
+def load_heads(cfg: dict, embedder, metrics: Metrics | None = None) -> Heads:
     """Every head a channel detector uses, each checked against this embedder's probe (its
     agreement exported to `metrics` when given)."""
     heads = Heads(load_music_head(cfg, embedder.name, embedder.dim, embedder),
                   load_talkover_head(cfg, embedder.name, embedder.dim, embedder),
                   load_genre_model(cfg, embedder))
-    if metrics is not None:
-        metrics.heads_loaded(music=heads.music, talkover=heads.talkover, genre=heads.genre and heads.genre.head)
+    (metrics or Metrics()).heads_loaded(music=heads.music, talkover=heads.talkover, genre=heads.genre and heads.genre.head)
     return heads
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from operators.audio.decode import Chunk
 from pipeline.engine.channel import ChannelDetector
-from pipeline.heads import Heads
+from pipeline.heads import Heads, hmm_params, load_heads
 from pipeline.metrics import Metrics
 from pipeline.outputs import Outputs
 from pipeline.params import EngineParams
@@ -81,6 +81,14 @@ class Engine:
         self._frames_counter = metrics.frames_embedded.labels(embedder.name)
         self._batch_hist = metrics.embed_batch.labels(embedder.name)
         self._latency_hist = metrics.embed_latency.labels(embedder.name)
+
+    @classmethod
+    def from_config(cls, cfg: dict, embedder, outputs: Outputs, metrics: Metrics, observer=None) -> "Engine":
+        """The engine of a process: its heads loaded and checked against `embedder` once, and the
+        parameters built from the validated config."""
+        heads = load_heads(cfg, embedder, metrics)
+        return cls(embedder, heads, EngineParams.from_config(cfg, hmm_params(heads.music, cfg)), outputs, metrics,
+                   observer)
 
     # -- what drivers call
     def start(self) -> "Engine":

@@ -18,6 +18,7 @@ import uuid
 
 from pipeline.kafka import envelope
 from pipeline.kafka.remux import TsChunker
+from pipeline.metrics import Metrics
 from pipeline.sources import Input, SourceError, run_inputs
 
 log = logging.getLogger("onair.ingest")
@@ -80,7 +81,7 @@ class Ingest:
         self.cfg = cfg
         self.audio_only = audio_only
         self.rate = rate
-        self.metrics = metrics
+        self.metrics = metrics or Metrics()
         self.topic = cfg["kafka"]["topic_media"]
         self.producer = producer or make_producer(cfg)
         self.stop = threading.Event()
@@ -105,9 +106,8 @@ class Ingest:
             if kind == "media":
                 res["chunks"] += 1
                 res["bytes"] += len(data)
-                if self.metrics is not None:
-                    self.metrics.ingest_chunks.labels(channel).inc()
-                    self.metrics.ingest_bytes.labels(channel).inc(len(data))
+                self.metrics.ingest_chunks.labels(channel).inc()
+                self.metrics.ingest_bytes.labels(channel).inc(len(data))
 
         src = RemuxInput(channel, url, self.cfg, send, self.audio_only, self.rate, self.metrics, self.stop)
         try:

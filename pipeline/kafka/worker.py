@@ -38,13 +38,12 @@ import time
 from operators.audio.constants import SAMPLE_RATE
 from operators.audio.decode import ChunkError
 from pipeline.engine import Engine
-from pipeline.heads import hmm_params, load_heads
 from pipeline.kafka import envelope
 from pipeline.kafka.checkpoint import ChannelState, StateStore
 from pipeline.kafka.outputs import KafkaOutputs
 from pipeline.metrics import Metrics
 from pipeline.outputs import dumps
-from pipeline.params import DecodeParams, EngineParams
+from pipeline.params import DecodeParams
 
 log = logging.getLogger("onair.worker")
 
@@ -59,7 +58,6 @@ class Worker:
         self.k = cfg["kafka"]
         self.metrics = metrics or Metrics(currency=cfg["recognition"]["currency"])
         self.embedder = embedder or load_embedder(cfg)
-        heads = load_heads(cfg, self.embedder, self.metrics)
         self.decode = DecodeParams.from_config(cfg)
         self.channels: dict[str, ChannelState] = {}
         self.retired: list[ChannelState] = []   # ended runs replaced by a new run, final state not sent yet
@@ -72,8 +70,7 @@ class Worker:
         self.producer = producer(cfg)
         self.consumer = consumer(cfg)
         self.outputs = KafkaOutputs.from_config(self.producer, cfg)
-        self.engine = Engine(self.embedder, heads, EngineParams.from_config(cfg, hmm_params(heads.music, cfg)),
-                             self.outputs, self.metrics).start()
+        self.engine = Engine.from_config(cfg, self.embedder, self.outputs, self.metrics).start()
         self.stop = threading.Event()
         self.processed = 0          # media records handled (incl. DLQ and skipped)
         self.first_record_at = self.last_record_at = None

@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from operators.recognition.nowplaying import BadRecord, NowPlayingBoard
 from pipeline.config import ConfigError
 from pipeline.follow import JsonlTail
+from pipeline.metrics import Metrics
 from pipeline.secrets import read_secret
 
 log = logging.getLogger("onair.overlay")
@@ -74,7 +75,7 @@ class Hub:
 
     def __init__(self, board: NowPlayingBoard, metrics=None):
         self.board = board
-        self.metrics = metrics
+        self.metrics = metrics or Metrics()
         self.cond = threading.Condition()
         self.closed = False
 
@@ -88,11 +89,9 @@ class Hub:
             reason = e.reason if isinstance(e, BadRecord) else "json"
             what = str(e) if isinstance(e, BadRecord) else "not JSON"
             log.warning("%s: a %s record was skipped: %s", where, kind, what)
-            if self.metrics is not None:
-                self.metrics.overlay_bad_records.labels(kind, reason).inc()
+            self.metrics.overlay_bad_records.labels(kind, reason).inc()
             return False
-        if self.metrics is not None:
-            self.metrics.overlay_records.labels(kind).inc()
+        self.metrics.overlay_records.labels(kind).inc()
         return True
 
     def tick(self) -> None:
@@ -291,8 +290,7 @@ def make_handler(hub: Hub, token: str | None, heartbeat_s: float, page: bytes):
             self.send_header("Cache-Control", "no-store")
             self.send_header("X-Accel-Buffering", "no")   # a proxy (nginx) must not hold events back
             self.end_headers()
-            if hub.metrics is not None:
-                hub.metrics.overlay_clients.inc()
+            hub.metrics.overlay_clients.inc()
             try:
                 self._write(f"retry: 2000\nevent: hello\ndata: {json.dumps({'heartbeat_s': heartbeat_s})}\n\n")
                 state = hub.state(channel)
@@ -307,8 +305,7 @@ def make_handler(hub: Hub, token: str | None, heartbeat_s: float, page: bytes):
             except (BrokenPipeError, ConnectionResetError, TimeoutError):
                 pass
             finally:
-                if hub.metrics is not None:
-                    hub.metrics.overlay_clients.dec()
+                hub.metrics.overlay_clients.dec()
 
     return Handler
 

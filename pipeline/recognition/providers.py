@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import requests
 
+from pipeline.metrics import Metrics
+
 log = logging.getLogger("onair.recognize")
 
 
@@ -177,7 +179,7 @@ class Recognizer:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.limiter = RateLimiter(rate_per_s)
-        self.metrics = metrics
+        self.metrics = metrics or Metrics()
         self.clock = clock
         self.cache: dict[str, dict] = {}      # request_id -> {"outcome", "nowplaying"}
         self._lock = threading.Lock()
@@ -226,10 +228,9 @@ class Recognizer:
             self.cache[rid] = {"outcome": outcome, "nowplaying": nowplaying}
         self._count(channel, "sent")
         self._count(channel, outcome)
-        if self.metrics is not None:
-            self.metrics.recognition_spend.labels(channel, self.provider.name).inc(price)
-            self.metrics.recognition_audio.labels(channel, self.provider.name).inc(
-                float(req["clip_end"]) - float(req["clip_start"]))
+        self.metrics.recognition_spend.labels(channel, self.provider.name).inc(price)
+        self.metrics.recognition_audio.labels(channel, self.provider.name).inc(
+            float(req["clip_end"]) - float(req["clip_start"]))
         self._ledger(req, outcome, paid=True, nowplaying=nowplaying)
         return nowplaying
 
@@ -268,9 +269,7 @@ class Recognizer:
         self.ledger(entry)
 
     def _count(self, channel: str, outcome: str) -> None:
-        if self.metrics is not None:
-            self.metrics.recognition_requests.labels(channel, self.provider.name, outcome).inc()
+        self.metrics.recognition_requests.labels(channel, self.provider.name, outcome).inc()
 
     def _latency(self, seconds: float) -> None:
-        if self.metrics is not None:
-            self.metrics.provider_latency.labels(self.provider.name).observe(seconds)
+        self.metrics.provider_latency.labels(self.provider.name).observe(seconds)
