@@ -100,7 +100,7 @@ def test_state_round_trip_gives_the_same_requests():
         if i == 40:
             import json
             restored = Debouncer("c")
-            restored.load_state_dict(json.loads(json.dumps(split.state_dict())))
+            restored.restore(json.loads(json.dumps(split.snapshot())))
             split = restored
         out_split += split.push(i * HOP, m, e, lv, -20.0, i * HOP + 5.8)
     assert out_whole == out_split and len(out_whole) == 2

@@ -191,10 +191,10 @@ def test_a_channel_resumed_from_a_snapshot_tags_as_one_that_never_stopped():
     resumed = []
     first = detector(resumed)
     feed(first, 0, 25)
-    snap = json.loads(json.dumps(first.state_dict()))
+    snap = json.loads(json.dumps(first.snapshot()))
     assert all(isinstance(p[4], str) for p in snap["pending"]) and isinstance(snap["genre"]["sum"], str)
     second = detector(resumed)
-    second.load_state_dict(snap)
+    second.restore(snap)
     feed(second, 25, n)
     genres(second, second.finish(n * 0.96))
     assert resumed == straight
@@ -205,7 +205,7 @@ def test_a_channel_resumed_from_a_snapshot_tags_as_one_that_never_stopped():
     old["genre"]["sum"] = [0.5] * 8
     after = []
     third = detector(after)
-    third.load_state_dict(old)
+    third.restore(old)
     feed(third, 25, n)
     genres(third, third.finish(n * 0.96))
     assert [r["segment_start"] for r in after] == [r["segment_start"] for r in straight[-len(after):]]

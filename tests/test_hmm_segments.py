@@ -50,7 +50,7 @@ def test_state_survives_a_round_trip():
     for i, p in enumerate(probs):
         out_a += a.push(p, i)
         if i == 20:
-            b.load_state_dict(a.state_dict())
+            b.restore(a.snapshot())
         if i > 20:
             out_b += b.push(p, i)
     assert [(d.index, d.state) for d in out_a if d.index >= 17] == [(d.index, d.state) for d in out_b]

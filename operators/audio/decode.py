@@ -325,13 +325,13 @@ class ChunkDecoder:
                 out += self.normalizer.push(f)
         return out + self.normalizer.flush()
 
-    def state_dict(self) -> dict:
+    def snapshot(self) -> dict:
         n = self.normalizer
         return {"codec": self.decoder.codec if self.decoder else None, "origin": n._origin, "in_next": n._in_next,
                 "gaps": n.gaps, "discontinuities": n.discontinuities, "format_changes": n.format_changes,
                 "samples_out": n.samples_out}
 
-    def load_state_dict(self, d: dict) -> None:
+    def restore(self, d: dict) -> None:
         n = self.normalizer
         n._origin, n._in_next = d["origin"], d["in_next"]
         n.gaps, n.discontinuities, n.format_changes, n.samples_out = (d["gaps"], d["discontinuities"],

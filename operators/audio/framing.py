@@ -61,11 +61,11 @@ class FrameRing:
                 self._frames += 1
         return out
 
-    def state_dict(self) -> dict:
+    def snapshot(self) -> dict:
         return {"run_start": self._run_start, "frames": self._frames,
                 "tail": to_text(self._buf[self._read:self._write])}
 
-    def load_state_dict(self, d: dict) -> None:
+    def restore(self, d: dict) -> None:
         tail = from_text(d["tail"])
         self._read, self._write = 0, len(tail)
         self._buf[:len(tail)] = tail

@@ -278,7 +278,7 @@ class Debouncer:
         self.last_request_at = newest_time
         return [intent]
 
-    def state_dict(self) -> dict:
+    def snapshot(self) -> dict:
         return {"params": asdict(self.p), "song_start": self.song_start, "song_reason": self.song_reason,
                 "requested": self.requested, "song_requests": self.song_requests,
                 "last_clip_start": self.last_clip_start, "last_request_at": self.last_request_at,
@@ -287,7 +287,7 @@ class Debouncer:
                 "frames": [(t, to_text(e), lo, med) for t, e, lo, med in self._frames],
                 "protos": [to_text(e) for e in self._protos], "block": [to_text(e) for e in self._block]}
 
-    def load_state_dict(self, d: dict) -> None:
+    def restore(self, d: dict) -> None:
         for k in ("song_start", "song_reason", "requested", "song_requests", "last_clip_start", "last_request_at",
                   "requests", "_gap_since"):
             setattr(self, k, d[k])

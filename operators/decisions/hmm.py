@@ -54,11 +54,11 @@ class FixedLagHMM:
         self._window: deque = deque()   # (index, time, alpha_t, emission_t)
         self._n = 0
 
-    def state_dict(self) -> dict:
+    def snapshot(self) -> dict:
         return {"alpha": None if self._alpha is None else self._alpha.tolist(), "n": self._n,
                 "window": [(i, t, a.tolist(), e.tolist()) for i, t, a, e in self._window]}
 
-    def load_state_dict(self, d: dict) -> None:
+    def restore(self, d: dict) -> None:
         self._alpha = None if d["alpha"] is None else np.asarray(d["alpha"])
         self._n = d["n"]
         self._window = deque((i, t, np.asarray(a), np.asarray(e)) for i, t, a, e in d["window"])

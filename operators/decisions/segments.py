@@ -49,9 +49,9 @@ class SegmentBuilder:
         self._conf_sum, self._count = 0.0, 0
         return seg
 
-    def state_dict(self) -> dict:
+    def snapshot(self) -> dict:
         return {"label": self._label, "start": self._start, "conf_sum": self._conf_sum, "count": self._count}
 
-    def load_state_dict(self, d: dict) -> None:
+    def restore(self, d: dict) -> None:
         self._label, self._start = d["label"], d["start"]
         self._conf_sum, self._count = d["conf_sum"], d["count"]

@@ -58,8 +58,8 @@ class Budget:
         for key in [k for k in self._spent if (k[-2] == "h" and k[-1] < hour) or (k[-2] == "d" and k[-1] < day)]:
             del self._spent[key]
 
-    def state_dict(self) -> dict:
+    def snapshot(self) -> dict:
         return {"caps": asdict(self.caps), "spent": [[list(k), v] for k, v in self._spent.items()]}
 
-    def load_state_dict(self, d: dict) -> None:
+    def restore(self, d: dict) -> None:
         self._spent = {tuple(k): list(v) for k, v in d["spent"]}

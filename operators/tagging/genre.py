@@ -160,11 +160,11 @@ class GenreTagger:
         return [{"channel": self.channel, "segment_start": round(self.start, 3),
                  "segment_end": None if end is None else round(end, 3), "tags": self.model.tags(p, self.top_k)}]
 
-    def state_dict(self) -> dict:
+    def snapshot(self) -> dict:
         return {"start": self.start, "n": self._n, "last_emit": self._last_emit,
                 "sum": to_text(self._sum, "<f8"), "scores": to_text(self._scores, "<f8")}
 
-    def load_state_dict(self, d: dict) -> None:
+    def restore(self, d: dict) -> None:
         self.start, self._n, self._last_emit = d["start"], d["n"], d["last_emit"]
         self._sum = from_text(d["sum"], "<f8")
         self._scores = from_text(d["scores"], "<f8")

@@ -109,25 +109,25 @@ class ChannelDetector:
         self._music_gauge.set(0)
         return out
 
-    def state_dict(self) -> dict:
-        return {"ring": self.ring.state_dict(), "hmm": self.hmm.state_dict(), "segments": self.segments.state_dict(),
-                "newest_time": self.newest_time, "debounce": self.debouncer.state_dict(),
+    def snapshot(self) -> dict:
+        return {"ring": self.ring.snapshot(), "hmm": self.hmm.snapshot(), "segments": self.segments.snapshot(),
+                "newest_time": self.newest_time, "debounce": self.debouncer.snapshot(),
                 "pending": [(to_text(e), lv, to_text(sc), pt, to_text(gx)) for e, lv, sc, pt, gx in self._pending],
-                "genre": None if self.genre is None else self.genre.state_dict(),
+                "genre": None if self.genre is None else self.genre.snapshot(),
                 "decided_s": self.decided_s, "music_s": self.music_s}
 
-    def load_state_dict(self, d: dict) -> None:
-        self.ring.load_state_dict(d["ring"])
-        self.hmm.load_state_dict(d["hmm"])
-        self.segments.load_state_dict(d["segments"])
+    def restore(self, d: dict) -> None:
+        self.ring.restore(d["ring"])
+        self.hmm.restore(d["hmm"])
+        self.segments.restore(d["segments"])
         self.newest_time = d["newest_time"]
         self.decided_s, self.music_s = d.get("decided_s", 0.0), d.get("music_s", 0.0)
-        self.debouncer.load_state_dict(d["debounce"])
+        self.debouncer.restore(d["debounce"])
         # older snapshots: three fields per frame (before the talk-over head), four (before genre inputs)
         self._pending = deque((from_text(p[0]), tuple(p[1]), from_text(p[2]), p[3] if len(p) > 3 else 0.0,
                                self._genre_input_of(p)) for p in d["pending"])
         if self.genre is not None and d.get("genre"):
-            self.genre.load_state_dict(d["genre"])
+            self.genre.restore(d["genre"])
 
     def _genre_input_of(self, p: list):
         """A restored pending frame's genre input: stored, or its embedding for a head that reads

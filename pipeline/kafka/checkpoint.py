@@ -39,13 +39,13 @@ class ChannelState:
         run is a finished one."""
         return {"v": VERSION, "channel": self.channel, "owner": owner, "wall": round(time.time(), 3),
                 "partition": self.partition, "offset": self.offset, "session": self.session,
-                "finished": self.ended, "decoder": self.decoder.state_dict(), "detector": self.run.state_dict()}
+                "finished": self.ended, "decoder": self.decoder.snapshot(), "detector": self.run.snapshot()}
 
     def restore(self, d: dict) -> None:
         self.partition, self.offset, self.session, self.ended = d["partition"], d["offset"], d["session"], \
             d["finished"]
-        self.decoder.load_state_dict(d["decoder"])
-        self.run.load_state_dict(d["detector"])
+        self.decoder.restore(d["decoder"])
+        self.run.restore(d["detector"])
 
 
 class StateStore:

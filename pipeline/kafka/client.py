@@ -95,3 +95,10 @@ def ensure_topics(cfg: dict) -> None:
         except KafkaError as e:
             log.warning("creating topic %s: %s", t.name, e)
     admin.close()
+
+
+def offset_and_metadata(next_offset: int):
+    from kafka.structs import OffsetAndMetadata
+    # kafka-python 2.3 added leader_epoch to OffsetAndMetadata
+    extra = (-1,) if len(OffsetAndMetadata._fields) == 3 else ()
+    return OffsetAndMetadata(next_offset, "", *extra)

@@ -40,6 +40,7 @@ from operators.audio.decode import ChunkError
 from pipeline.engine import Engine
 from pipeline.kafka import envelope
 from pipeline.kafka.checkpoint import ChannelState, StateStore
+from pipeline.kafka.client import offset_and_metadata
 from pipeline.kafka.outputs import KafkaOutputs
 from pipeline.metrics import Metrics
 from pipeline.outputs import dumps
@@ -245,7 +246,7 @@ class Worker:
                 continue
             offset = min(nxt, unsaved.get(tp.partition, nxt))
             if self.committed.get(tp) != offset:
-                commit[tp] = _offset(offset)
+                commit[tp] = offset_and_metadata(offset)
         if not commit:
             return
         try:
@@ -291,10 +292,3 @@ class Worker:
             self.engine.feed(st.run, chunk)
         if st.ended:
             self.engine.end(st.run, st.decoder.normalizer.time)
-
-
-def _offset(next_offset: int):
-    from kafka.structs import OffsetAndMetadata
-    # kafka-python 2.3 added leader_epoch to OffsetAndMetadata
-    extra = (-1,) if len(OffsetAndMetadata._fields) == 3 else ()
-    return OffsetAndMetadata(next_offset, "", *extra)

@@ -153,8 +153,7 @@ def consume_kafka(cfg: dict, metrics=None, stop: threading.Event | None = None,
     """`onair recognize --kafka`: a consumer group over the requests topic; offsets are committed
     after the now-playing records are produced, so a crash re-reads requests and the ledger-backed
     cache keeps them from being paid twice."""
-    from pipeline.kafka.client import consumer, producer
-    from pipeline.kafka.worker import _offset
+    from pipeline.kafka.client import consumer, offset_and_metadata, producer
     stop = stop or threading.Event()
     k = cfg["kafka"]
     rec = make_recognizer(cfg, ledger_path(cfg, None), metrics)
@@ -174,7 +173,7 @@ def consume_kafka(cfg: dict, metrics=None, stop: threading.Event | None = None,
             commit = {}
             for tp, msgs in records.items():
                 for m in msgs:
-                    commit[tp] = _offset(m.offset + 1)
+                    commit[tp] = offset_and_metadata(m.offset + 1)
                     try:
                         req = json.loads(m.value)
                     except ValueError:
