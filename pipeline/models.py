@@ -70,8 +70,8 @@ def _configure_tf_threads(threads: int) -> None:
 
     The model's pools own the cores; numpy's BLAS is kept to one thread. The stream
     path's matrix products are small (mel projection, heads, debounce prototypes) and
-    OpenBLAS threads spin for each one: on a busy 2-core machine the mel projection of
-    a 64-frame batch took 16 ms with its threads and 2.4 ms with one."""
+    OpenBLAS threads spin for each one, so on a busy machine its threads cost more
+    than they save."""
     from operators.models.vggish import available_cores
     threads = threads or available_cores()
     limit_blas_threads(1)

@@ -33,7 +33,7 @@ class Resampler:
     """Any audio frame -> float mono at 16 kHz: the filter graph of PyAV's AudioResampler
     (abuffer -> aformat -> abuffersink, bit-identical output) with one thread. PyAV's own
     leaves the graph's thread count to FFmpeg, which starts a pool of idle threads per
-    graph: two per channel on a 2-core machine, 1200 threads for 600 channels."""
+    graph: threads per channel, thousands of idle threads for hundreds of channels."""
 
     def __init__(self):
         self.graph = None

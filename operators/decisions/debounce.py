@@ -7,9 +7,8 @@ distance, the "novelty"); a candidate needs a moderate novelty together with
 a dip in level at that point (the fade or gap between two records). Novelty
 alone (`novelty_high`, off by default) splits too many songs: intros, breaks
 and texture changes inside a track move YAMNet's embedding as much as a new
-record does, while a level dip is what a programme puts between records. On
-the dev programmes plus 16 composed 20 min ones (120 songs) requiring the dip
-raised exactly-once from 0.77 to 0.84 and lost 1 song in 120. Ambient
+record does, while a level dip is what a programme puts between records
+(what each test buys in songs requested exactly once: docs/figures.md). Ambient
 and through-composed music changes texture within a track, so a candidate is
 kept only if the new material resembles no earlier part of the current song
 (`max_self_similarity`, against up to `prototypes` (48) window means of the song),
@@ -17,8 +16,7 @@ and is placed at the local peak of the novelty. Last, the audio on both
 sides must sound like two records (`operators.identity`): a break inside a
 track keeps its harmony (chroma) and pulse (onset autocorrelation) while
 YAMNet's embedding and the level say "new record"; when both correlate at
-least `same_chroma` / `same_tempo` the candidate is dropped. On the 120 songs
-this took exactly-once from 0.858 to 0.900 and lost 1 song. A request opens
+least `same_chroma` / `same_tempo` the candidate is dropped. A request opens
 when the current song has lasted `min_music_s` up to the point where
 boundaries are already known, so a jingle or sting shorter than that never
 costs anything. After a request the song is not asked again unless the music

@@ -45,24 +45,24 @@ def _check(frames: np.ndarray) -> np.ndarray:
 
 class YamnetTFLite(Embedder):
     """YAMNet as TFLite. Its input is fixed at [1, 15600] and XNNPACK cannot
-    resize it, so a batch is a loop of invocations on one interpreter (each
-    about 0.3 ms on a 2-core machine: the loop is not the bottleneck)."""
+    resize it, so a batch is a loop of invocations on one interpreter (the Python loop
+    costs little next to the model: docs/figures.md)."""
     name = "yamnet"
     dim = 1024
     # the shipped file has dynamic-range int8 weights (float activations); the setting is VGGish's
     precision = "fp32"
     EMBEDDING_TENSOR = "yamnet_frames/global_average_pooling2d/Mean"
     # Layers 9 and 10 (of 14) carry more about genre than the embedding, which is tuned to
-    # AudioSet's sound events: with them the genre head's top-1 on the GTZAN excerpts goes from
-    # 0.791 to 0.829 (benchmarks/genre_eval.py). Their maps are [6 time steps, 4 mel bands, 512];
-    # averaging over time only keeps the bands apart (bass against treble), which is worth +0.01.
+    # AudioSet's sound events (benchmarks/genre_eval.py measures both). Their maps are
+    # [6 time steps, 4 mel bands, 512]; averaging over time only keeps the bands apart (bass
+    # against treble), which a genre tells by.
     LAYER_TENSORS = {"layer9_bands": "yamnet_frames/layer9/pointwise_conv/relu/Relu",
                      "layer10_bands": "yamnet_frames/layer10/pointwise_conv/relu/Relu"}
     feature_dims = {"layer9_bands": 2048, "layer10_bands": 2048}
 
     def __init__(self, path: str, threads: int = 0, kernels: str = "default"):
         """kernels: "default" (XNNPACK, what the shipped heads were trained on) or "builtin"
-        (TFLite's own kernels: embeddings differ, median cosine ~0.90; see operators.models.probe)."""
+        (TFLite's own kernels: other embeddings from the same file; see operators.models.probe)."""
         import tensorflow as tf
 
         if kernels not in ("default", "builtin"):
@@ -99,7 +99,7 @@ class YamnetTFLite(Embedder):
             self._it.invoke()
             emb[i] = self._it.get_tensor(self._emb)[0]
             scores[i] = self._it.get_tensor(self._scores)[0]
-            for k, t in self._layers.items():   # ~6 us each; preserve_all_tensors keeps them
+            for k, t in self._layers.items():   # cheap: preserve_all_tensors keeps them
                 feats[k][i] = self._it.get_tensor(t)[0].mean(axis=0).ravel()
         return Embedded(emb, scores, feats)
 

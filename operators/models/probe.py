@@ -2,7 +2,7 @@
 
 The same model file gives different embeddings on different kernels: YAMNet's
 dynamic-range int8 TFLite run by XNNPACK (TensorFlow's default) and by TFLite's
-own kernels agree only to a median cosine of about 0.90 on broadcast frames.
+own kernels give clearly different embeddings of the same frames (docs/figures.md).
 A head fitted on one and run on the other is silently wrong, so a head carries
 the embedding of this probe and the runtime compares it with its own.
 """
