@@ -319,9 +319,11 @@ def search(embedder, cfg: dict, media, first: int, quick: bool, window: float, m
     best, tried = None, []
     lo, hi = 0, None
     n = max(1, first)
-    for _ in range(max_trials):
+    # a busy machine can fail the first guesses: then go on down (at most 4 more trials), so the
+    # figure is the highest count that held, not 0
+    while len(tried) < max_trials or (best is None and not only and len(tried) < max_trials + 4 and n > 1):
         r = run_trial(embedder, cfg, media, n, warmup, window, mode)
-        tried.append(r.summary())
+        tried.append({**r.summary(), "load_avg": [round(x, 2) for x in os.getloadavg()]})
         print(json.dumps({"trial": tried[-1]}), file=sys.stderr, flush=True)
         if r.realtime:
             lo, best = n, r
@@ -337,6 +339,8 @@ def search(embedder, cfg: dict, media, first: int, quick: bool, window: float, m
         if hi is not None:
             nxt = min(nxt, hi - 1)
         nxt = max(nxt, lo + 1, 1)
+        if best is None and len(tried) >= max_trials:
+            nxt = min(nxt, max(1, n // 2))        # still nothing held: halve
         if nxt in [t["channels"] for t in tried]:
             break
         n = nxt
@@ -380,9 +384,10 @@ def child(args) -> None:
     per_channel_s = 1.04 / fps + decode_cost(chunked[0]) / max(1, os.cpu_count() or 1) + 0.0003
     first = int(0.8 / per_channel_s)
     window = args.window or (12.0 if args.quick else 60.0)
+    out["load_avg_at_start"] = [round(x, 2) for x in os.getloadavg()]
     best, tried = search(embedder, cfg, media, first, args.quick, window, args.mode, args.channels)
     out.update(model_only_frames_per_s=round(fps, 1), first_guess=first, search="quick" if args.quick else "full",
-               window_s=window, trials=[[t["channels"], t["realtime"]] for t in tried])
+               window_s=window, trials=[[t["channels"], t["realtime"], t["load_avg"][0]] for t in tried])
     if best:
         out.update(channels_realtime=best["channels"], frames_per_s=round(best["frames_per_s"], 1),
                    audio_s_per_s=round(best["frames_per_s"] * 0.96, 1),
