@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--zk-port", type=int, default=12181)
     _config_args(b)
 
+    c = sub.add_parser("config", help="print the config a command would run with, or the reference of every key")
+    c.add_argument("--doc", action="store_true",
+                   help="print the reference of every key (default, unit, range, meaning) as Markdown: "
+                        "docs/configuration.md")
+    _config_args(c)
+
     d = sub.add_parser("demo", help="run on the shared dev programmes, encoded as MPEG-TS, and score them")
     d.add_argument("--shared", default=None, help="the shared folder (default: ../shared beside the repo)")
     d.add_argument("--out", default="out/demo", help="output directory")
@@ -293,6 +299,16 @@ def _composer(args) -> Path | None:
     return path
 
 
+def cmd_config(args, cfg) -> int:
+    if args.doc:
+        from pipeline.configdoc import render
+        sys.stdout.write(render())
+    else:
+        import yaml
+        sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False, width=100))
+    return 0
+
+
 def cmd_demo(args, cfg) -> int:
     from pipeline.demo import run_demo
     return run_demo(args, cfg)
@@ -300,7 +316,7 @@ def cmd_demo(args, cfg) -> int:
 
 COMMANDS = {"run": cmd_run, "train": cmd_train, "demo": cmd_demo, "ingest": cmd_ingest, "worker": cmd_worker,
             "broker": cmd_broker, "recognize": cmd_recognize, "overlay": cmd_overlay,
-            "genre": cmd_genre}
+            "genre": cmd_genre, "config": cmd_config}
 
 if __name__ == "__main__":
     sys.exit(main())
