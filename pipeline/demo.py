@@ -6,9 +6,11 @@ Encoding is what made the demo slow on a fresh machine (6 silent minutes with 25
 video), and only the audio matters to onair: the video track just has to be there, as on a
 broadcast. So the streams carry 2 fps 64x48 H.264 (ultrafast, one thread), the audio exactly
 as `broadcast_sim.py encode` makes it (the programme's mono at 48 kHz, on both channels of a
-stereo AAC / MP2 / AC-3 track), encoded while the programme is decoded (no 20-minute array in
-memory), one process per stream, in parallel, with a progress line. Results are cached in
-.cache/streams, keyed by the programme's content, the codec and ENCODER_VERSION.
+stereo AAC / MP2 / AC-3 track), encoded while the programme is decoded (once for all its codecs,
+no 20-minute array in memory), one process per programme, in parallel, with a progress line.
+Results are cached in .cache/streams, keyed by the programme's content, the codec and
+ENCODER_VERSION. FFmpeg's AAC encoder is most of the cost; its faster coder (aac_coder=fast,
+half the time) is not used: it moved dev-radio's AAC music F1 from 0.9976 to 0.9952.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ ENCODER_VERSION = 2
 RATE = 48000
 FRAME_SAMPLES = {"aac": 1024, "mp2": 1152, "ac3": 1536}   # samples per audio frame of each codec
 VIDEO_FPS, VIDEO_W, VIDEO_H = 2, 64, 48
-ENCODE_COST = {"aac": 3.0, "ac3": 1.5, "mp2": 1.0}        # relative CPU per stream second (measured: 38 / 5 s)
+ENCODE_COST = {"aac": 3.0, "ac3": 1.5, "mp2": 1.0}   # relative CPU per programme second, to start long jobs first
 
 
 @dataclass(frozen=True)
@@ -73,59 +75,75 @@ def stream_for(source: Path, codec: str, cache: Path = CACHE) -> Stream:
     return Stream(channel, source, codec, cache / f"{channel}-{cache_key(source, codec)}.ts", duration)
 
 
-def encode(source: Path, codec: str, dest: Path, position=None) -> Path:
-    """`source` as broadcast MPEG-TS at `dest` (written to a .part file, then renamed).
-    `position`, a shared double, follows the seconds of programme encoded."""
-    n = FRAME_SAMPLES[codec]
-    fmt = "s16" if codec == "mp2" else "fltp"
-    tmp = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    out = av.open(str(tmp), "w", format="mpegts")
-    v = out.add_stream("libx264", rate=VIDEO_FPS)
-    v.width, v.height, v.pix_fmt = VIDEO_W, VIDEO_H, "yuv420p"
-    v.options = {"preset": "ultrafast", "crf": "40", "threads": "1"}
-    a = out.add_stream(codec, rate=RATE)
-    a.layout = "stereo"
-    a.bit_rate = 192000 if codec == "ac3" else 128000
-    img = av.VideoFrame.from_ndarray(np.full((VIDEO_H, VIDEO_W, 3), 90, np.uint8), format="rgb24")
-    pending = np.zeros(0, np.float32)
-    done = vi = 0
+class TsWriter:
+    """One broadcast MPEG-TS file being written: tiny H.264 video and one stereo audio track.
+    `write()` takes the programme's mono samples at RATE, any number at a time."""
 
-    def put(block: np.ndarray) -> None:
-        nonlocal vi
-        while vi / VIDEO_FPS <= done / RATE:
-            img.pts = vi
-            for p in v.encode(img):
-                out.mux(p)
-            vi += 1
+    def __init__(self, dest: Path, codec: str, position=None):
+        self.dest, self.codec, self.position = dest, codec, position
+        self.n = FRAME_SAMPLES[codec]
+        self.fmt = "s16" if codec == "mp2" else "fltp"
+        self.tmp = dest.with_name(dest.name + ".part")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.out = av.open(str(self.tmp), "w", format="mpegts")
+        self.v = self.out.add_stream("libx264", rate=VIDEO_FPS)
+        self.v.width, self.v.height, self.v.pix_fmt = VIDEO_W, VIDEO_H, "yuv420p"
+        self.v.options = {"preset": "ultrafast", "crf": "40", "threads": "1"}
+        self.a = self.out.add_stream(codec, rate=RATE)
+        self.a.layout = "stereo"
+        self.a.bit_rate = 192000 if codec == "ac3" else 128000
+        self.img = av.VideoFrame.from_ndarray(np.full((VIDEO_H, VIDEO_W, 3), 90, np.uint8), format="rgb24")
+        self.pending = np.zeros(0, np.float32)
+        self.done = self.video_frames = 0
+
+    def write(self, samples: np.ndarray) -> None:
+        self.pending = np.concatenate([self.pending, samples])
+        k = 0
+        while len(self.pending) - k >= self.n:   # whole codec frames only; a last partial one is dropped
+            self._frame(self.pending[k:k + self.n])
+            k += self.n
+        self.pending = self.pending[k:]
+        if self.position is not None:
+            self.position.value = self.done / RATE
+
+    def _frame(self, block: np.ndarray) -> None:
+        while self.video_frames / VIDEO_FPS <= self.done / RATE:
+            self.img.pts = self.video_frames
+            for p in self.v.encode(self.img):
+                self.out.mux(p)
+            self.video_frames += 1
         st = np.stack([block, block])
-        if fmt == "s16":
+        if self.fmt == "s16":
             st = (np.clip(st, -1, 1) * 32767).astype(np.int16).T.reshape(1, -1)
-        fr = av.AudioFrame.from_ndarray(st, format=fmt, layout="stereo")
-        fr.sample_rate, fr.pts = RATE, done
-        for p in a.encode(fr):
-            out.mux(p)
+        fr = av.AudioFrame.from_ndarray(st, format=self.fmt, layout="stereo")
+        fr.sample_rate, fr.pts = RATE, self.done
+        for p in self.a.encode(fr):
+            self.out.mux(p)
+        self.done += self.n
 
+    def close(self) -> Path:
+        for s in (self.v, self.a):
+            for p in s.encode():
+                self.out.mux(p)
+        self.out.close()
+        self.tmp.rename(self.dest)
+        return self.dest
+
+
+def encode(source: Path, outputs: list[tuple[str, Path]], positions: list | None = None) -> list[Path]:
+    """`source` as broadcast MPEG-TS, one file per (codec, dest), decoded once. Each file is
+    written to a .part file, then renamed. `positions`, shared doubles, one per output, follow
+    the seconds of programme encoded."""
+    writers = [TsWriter(dest, codec, positions[i] if positions else None) for i, (codec, dest) in enumerate(outputs)]
     with av.open(str(source)) as c:
         rs = av.AudioResampler(format="flt", layout="mono", rate=RATE)   # what broadcast_sim.load gives
-        frames = c.decode(audio=0)
-        for frame in _then_none(frames):
+        for frame in _then_none(c.decode(audio=0)):
             parts = [f.to_ndarray().reshape(-1) for f in rs.resample(frame)]
-            pending = np.concatenate([pending, *parts]) if parts else pending
-            k = 0
-            while len(pending) - k >= n:   # whole codec frames only; a last partial one is dropped
-                put(pending[k:k + n])
-                k += n
-                done += n
-            pending = pending[k:]
-            if position is not None:
-                position.value = done / RATE
-    for s in (v, a):
-        for p in s.encode():
-            out.mux(p)
-    out.close()
-    tmp.rename(dest)
-    return dest
+            if parts:
+                samples = np.concatenate(parts)
+                for w in writers:
+                    w.write(samples)
+    return [w.close() for w in writers]
 
 
 def _then_none(frames):
@@ -133,44 +151,51 @@ def _then_none(frames):
     yield None   # flushes the resampler
 
 
-def _encode_job(source: str, codec: str, dest: str, position) -> None:
-    encode(Path(source), codec, Path(dest), position)
+def _encode_job(source: str, outputs: list[tuple[str, str]], positions: list) -> None:
+    encode(Path(source), [(codec, Path(dest)) for codec, dest in outputs], positions)
 
 
 def encode_all(streams: list[Stream], progress_stream=None, workers: int | None = None) -> None:
-    """Encode the streams not yet cached, one process each, at most `workers` (default: the
-    cores this process may use) at a time, with a progress line per stream."""
-    # longest first (FFmpeg's AAC encoder costs about 3x MP2), so no long job starts last
-    todo = sorted((s for s in streams if not s.path.exists()), key=lambda s: -ENCODE_COST[s.codec] * s.duration_s)
+    """Encode the streams not yet cached with a progress line per stream: one process per
+    programme (decoded once for all its codecs), at most `workers` (default: the cores this
+    process may use) at a time, longest first."""
+    todo = [s for s in streams if not s.path.exists()]
     if not todo:
         return
     for s in todo:
         for stale in s.path.parent.glob(f"{s.channel}-*.ts"):   # another key: older encoder or programme
             stale.unlink()
+    jobs: dict[Path, list[Stream]] = {}
+    for s in todo:
+        jobs.setdefault(s.source, []).append(s)
+    order = sorted(jobs, key=lambda src: -sum(ENCODE_COST[s.codec] * s.duration_s for s in jobs[src]))
     workers = workers or len(os.sched_getaffinity(0))
-    log.info("encoding %d stream(s) as broadcast MPEG-TS into %s (%d at a time); cached for the next run",
-             len(todo), todo[0].path.parent, min(workers, len(todo)))
+    log.info("encoding %d stream(s) as broadcast MPEG-TS into %s (%d process(es) at a time); cached for the "
+             "next run", len(todo), todo[0].path.parent, min(workers, len(jobs)))
     ctx = multiprocessing.get_context("spawn")   # no fork of a process that has TensorFlow's threads
     positions = {s.channel: ctx.Value("d", 0.0, lock=False) for s in todo}
-    waiting, running, failed = list(todo), {}, []
+    waiting, running, failed = list(order), {}, []
     progress = Progress([s.channel for s in todo], progress_stream, every_s=1.0,
                         totals={s.channel: s.duration_s for s in todo}, label="real time (encoding)").start()
     try:
         while waiting or running:
             while waiting and len(running) < workers:
-                s = waiting.pop(0)
-                p = ctx.Process(target=_encode_job, args=(str(s.source), s.codec, str(s.path),
-                                                          positions[s.channel]), name=f"encode-{s.channel}")
+                src = waiting.pop(0)
+                group = jobs[src]
+                p = ctx.Process(target=_encode_job, name=f"encode-{src.stem}",
+                                args=(str(src), [(s.codec, str(s.path)) for s in group],
+                                      [positions[s.channel] for s in group]))
                 p.start()
-                running[s.channel] = p
+                running[src] = p
             time.sleep(0.25)
-            for ch, p in list(running.items()):
-                progress.note(ch, positions[ch].value)
+            for src, p in list(running.items()):
+                for s in jobs[src]:
+                    progress.note(s.channel, positions[s.channel].value)
                 if not p.is_alive():
                     p.join()
-                    del running[ch]
+                    del running[src]
                     if p.exitcode != 0:
-                        failed.append(ch)
+                        failed += [s.channel for s in jobs[src]]
     finally:
         for p in running.values():
             p.terminate()

@@ -12,8 +12,8 @@ def clip(shared):
 
 def test_encoded_stream_is_broadcast_like(shared, tmp_path):
     src = clip(shared)
-    for codec in ("aac", "mp2"):
-        ts = demo.encode(src, codec, tmp_path / f"x-{codec}.ts")
+    paths = demo.encode(src, [("aac", tmp_path / "x-aac.ts"), ("mp2", tmp_path / "x-mp2.ts")])
+    for codec, ts in zip(("aac", "mp2"), paths):
         with av.open(str(ts)) as c:
             v, a = c.streams.video[0], c.streams.audio[0]
             assert (v.codec_context.name, v.width, v.height) == ("h264", 64, 48)
