@@ -169,7 +169,7 @@ def encode_all(streams: list[Stream], progress_stream=None, workers: int | None 
     for s in todo:
         jobs.setdefault(s.source, []).append(s)
     order = sorted(jobs, key=lambda src: -sum(ENCODE_COST[s.codec] * s.duration_s for s in jobs[src]))
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     log.info("encoding %d stream(s) as broadcast MPEG-TS into %s (%d process(es) at a time); cached for the "
              "next run", len(todo), todo[0].path.parent, min(workers, len(jobs)))
     ctx = multiprocessing.get_context("spawn")   # no fork of a process that has TensorFlow's threads
