@@ -1,4 +1,4 @@
-"""`onair` command line."""
+"""`onair` command line: one subcommand per process of the pipeline (see `onair --help`)."""
 from __future__ import annotations
 
 import argparse
@@ -10,12 +10,36 @@ import warnings
 from pathlib import Path
 
 from pipeline import config as config_mod
+from pipeline import native_stderr
 
 log = logging.getLogger("onair")
 
-# TensorFlow's C++ start-up chatter is not ours to show; keep warnings and errors.
+# TensorFlow's start-up chatter is not ours to show; keep warnings and errors. What its C++ code
+# prints to fd 2 regardless is filtered by pipeline.native_stderr where the model is loaded.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 warnings.filterwarnings("ignore", module=r"tensorflow\.lite\..*")
+# tf.lite warns that experimental_preserve_all_tensors costs memory: YamnetTFLite needs the embedding tensor
+warnings.filterwarnings("ignore", message=r".*experimental_preserve_all_tensors.*", category=UserWarning)
+
+# the commands that load an embedding model, and so TensorFlow
+MODEL_COMMANDS = {"run", "genre", "train", "worker", "demo"}
+
+
+def version() -> str:
+    """The installed package's version; "dev" when onair runs from a checkout that is not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+    try:
+        return dist_version("onair")
+    except PackageNotFoundError:
+        return "dev"
+
+
+def load_embedder(cfg: dict):
+    """The configured embedder, with TensorFlow's and TFLite's C++ chatter filtered out."""
+    from pipeline.models import load_embedder as load
+    with native_stderr.filtered():
+        return load(cfg)
 
 
 def _setup_logging(level: str = "INFO") -> None:
@@ -49,15 +73,24 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set embedding.batch_size=32 (repeatable)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="onair", description="Music-on-air detection for live broadcast streams.")
-    sub = ap.add_subparsers(dest="command", required=True)
+def _command(sub, name: str, summary: str) -> argparse.ArgumentParser:
+    """A subcommand whose own --help starts with the line `onair --help` lists for it."""
+    return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
 
-    g = sub.add_parser("genre", help="tag whole files with genres (one JSON line per file)")
-    g.add_argument("files", nargs="+", metavar="FILE")
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="onair", description="Music-on-air detection for live broadcast streams.",
+                                 epilog="Every subcommand has its own --help. Config keys: docs/configuration.md "
+                                        "(onair config --doc).")
+    ap.add_argument("--version", action="version", version=f"onair {version()}",
+                    help="print the installed version and exit")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    g = _command(sub, "genre", "tag whole files with genres (one JSON line per file)")
+    g.add_argument("files", nargs="+", metavar="FILE", help="audio or video files any PyAV build opens")
     _config_args(g)
 
-    r = sub.add_parser("run", help="direct mode: read sources, write segments (no Kafka)")
+    r = _command(sub, "run", "direct mode: read sources, write segments (no Kafka)")
     r.add_argument("--input", action="append", required=True, metavar="CHANNEL=URL",
                    help="a channel id and any URL or path PyAV opens (repeatable)")
     r.add_argument("--out", required=True, help="output directory for segments/requests/genres .jsonl")
@@ -65,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _metrics_args(r)
     _config_args(r)
 
-    t = sub.add_parser("train", help="fit the music head for an embedding backend")
+    t = _command(sub, "train", "fit a head (music and talk-over, or genre) on embeddings, for an embedding backend")
     t.add_argument("--backend", choices=["yamnet", "vggish"], help="default: the config's embedding.backend")
     t.add_argument("--head", choices=["music", "genre"], default="music",
                    help="music: music/non-music from label; genre: genres from the manifest's genre column")
@@ -81,29 +114,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="broadcast_sim.py that composes them (default: ../shared/tools/broadcast_sim.py)")
     _config_args(t)
 
-    i = sub.add_parser("ingest", help="read live sources and produce container bytes to the media topic")
-    i.add_argument("--input", action="append", required=True, metavar="CHANNEL=URL")
+    i = _command(sub, "ingest", "read live sources and produce container bytes to the media topic")
+    i.add_argument("--input", action="append", required=True, metavar="CHANNEL=URL",
+                   help="a channel id and any URL or path PyAV opens (repeatable)")
     i.add_argument("--audio-only", action="store_true", help="remux only the selected audio track")
     i.add_argument("--rate", type=float, default=None,
                    help="pace file inputs at RATE x real time (default: as fast as Kafka takes them)")
     _metrics_args(i)
     _config_args(i)
 
-    w = sub.add_parser("worker", help="consume the media topic in a consumer group and produce segments")
+    w = _command(sub, "worker", "consume the media topic in a consumer group and produce segments")
     w.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
                    help="exit after this long without records (batch jobs, tests)")
     _metrics_args(w)
     _config_args(w)
 
-    rc = sub.add_parser("recognize", help="send recognition requests to the configured provider")
+    rc = _command(sub, "recognize", "send recognition requests to the configured provider")
     src = rc.add_mutually_exclusive_group(required=True)
     src.add_argument("--dir", help="follow DIR/requests.jsonl (direct mode output), write DIR/nowplaying.jsonl")
     src.add_argument("--kafka", action="store_true", help="consume the requests topic, produce now-playing")
-    rc.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS")
+    rc.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
+                    help="exit after this long without requests (batch jobs, tests)")
     _metrics_args(rc)
     _config_args(rc)
 
-    ov = sub.add_parser("overlay", help="serve the now-playing card (HTML for OBS/CasparCG, JSON, Server-Sent Events)")
+    ov = _command(sub, "overlay", "serve the now-playing card (HTML for OBS/CasparCG, JSON, Server-Sent Events)")
     src = ov.add_mutually_exclusive_group(required=True)
     src.add_argument("--dir", help="follow DIR/nowplaying.jsonl, genres.jsonl and segments.jsonl as they grow")
     src.add_argument("--kafka", action="store_true",
@@ -112,17 +147,26 @@ def build_parser() -> argparse.ArgumentParser:
     _metrics_args(ov)
     _config_args(ov)
 
-    b = sub.add_parser("broker", help="a local Kafka 0.9 broker for the demo and tests")
-    b.add_argument("action", choices=["start", "stop", "status"])
+    b = _command(sub, "broker", "a local Kafka 0.9 broker for the demo and tests")
+    b.add_argument("action", choices=["start", "stop", "status"],
+                   help="start (in the background), stop, or status (exit 3 when not running)")
     b.add_argument("--dir", default=".cache/broker", help="data folder (topics survive a restart)")
-    b.add_argument("--port", type=int, default=19092)
-    b.add_argument("--zk-port", type=int, default=12181)
+    b.add_argument("--port", type=int, default=19092, help="Kafka port on 127.0.0.1 (default: %(default)s)")
+    b.add_argument("--zk-port", type=int, default=12181, help="ZooKeeper port on 127.0.0.1 (default: %(default)s)")
     _config_args(b)
 
-    d = sub.add_parser("demo", help="run on the shared dev programmes, encoded as MPEG-TS, and score them")
+    c = _command(sub, "config", "print the config a command would run with, or the reference of every key")
+    c.add_argument("--doc", action="store_true",
+                   help="print the reference of every key (default, unit, range, meaning) as Markdown: "
+                        "docs/configuration.md")
+    _config_args(c)
+
+    d = _command(sub, "demo", "run on the shared dev programmes, encoded as MPEG-TS, and score them")
     d.add_argument("--shared", default=None, help="the shared folder (default: ../shared beside the repo)")
-    d.add_argument("--out", default="out/demo", help="output directory")
-    d.add_argument("--codecs", default="aac,mp2", help="comma-separated broadcast codecs to encode")
+    d.add_argument("--out", default="out/demo", help="output directory (default: %(default)s)")
+    d.add_argument("--codecs", default="aac,mp2",
+                   help="comma-separated broadcast audio codecs to encode each programme with: aac, mp2, ac3 "
+                        "(default: %(default)s)")
     _config_args(d)
     return ap
 
@@ -136,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 2
     logging.getLogger().setLevel(cfg["runtime"]["log_level"])
+    if args.command in MODEL_COMMANDS:
+        native_stderr.import_tensorflow()
     if getattr(args, "metrics_port", None) is not None:
         cfg["metrics"]["port"] = args.metrics_port
     try:
@@ -155,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args, cfg) -> int:
     from pipeline.direct import DirectRun, install_signal_handlers, parse_inputs
     inputs = parse_inputs(args.input)
-    run = DirectRun(inputs, args.out, cfg, _metrics(cfg))
+    from pipeline.progress import for_files
+    run = DirectRun(inputs, args.out, cfg, _metrics(cfg), embedder=load_embedder(cfg),
+                    progress=for_files(inputs, cfg["source"]["live"]))
     install_signal_handlers(run.stop)
     results = run.run()
     for r in results.values():
@@ -171,7 +219,6 @@ def cmd_run(args, cfg) -> int:
 def cmd_genre(args, cfg) -> int:
     from pipeline.training.audiofile import frames_of, read_audio
     from pipeline.heads import HeadMissing, load_genre_model
-    from pipeline.models import load_embedder
     embedder = load_embedder(cfg)
     model = load_genre_model(cfg, embedder)
     if model is None:
@@ -193,7 +240,6 @@ def cmd_genre(args, cfg) -> int:
 
 def cmd_train(args, cfg) -> int:
     from pipeline.heads import head_path
-    from pipeline.models import load_embedder
     from pipeline.training.train import main_report, train_music_head
     if args.backend:
         cfg["embedding"]["backend"] = args.backend
@@ -231,7 +277,7 @@ def cmd_ingest(args, cfg) -> int:
 def cmd_worker(args, cfg) -> int:
     from pipeline.direct import install_signal_handlers
     from pipeline.kafka.worker import Worker
-    w = Worker(cfg, metrics=_metrics(cfg))
+    w = Worker(cfg, embedder=load_embedder(cfg), metrics=_metrics(cfg))
     install_signal_handlers(w.stop)
     w.run(idle_exit_s=args.exit_when_idle)
     print(json.dumps(w.summary()), flush=True)
@@ -293,6 +339,16 @@ def _composer(args) -> Path | None:
     return path
 
 
+def cmd_config(args, cfg) -> int:
+    if args.doc:
+        from pipeline.configdoc import render
+        sys.stdout.write(render())
+    else:
+        import yaml
+        sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False, width=100))
+    return 0
+
+
 def cmd_demo(args, cfg) -> int:
     from pipeline.demo import run_demo
     return run_demo(args, cfg)
@@ -300,7 +356,7 @@ def cmd_demo(args, cfg) -> int:
 
 COMMANDS = {"run": cmd_run, "train": cmd_train, "demo": cmd_demo, "ingest": cmd_ingest, "worker": cmd_worker,
             "broker": cmd_broker, "recognize": cmd_recognize, "overlay": cmd_overlay,
-            "genre": cmd_genre}
+            "genre": cmd_genre, "config": cmd_config}
 
 if __name__ == "__main__":
     sys.exit(main())

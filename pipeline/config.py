@@ -7,7 +7,7 @@ expected, so a broken config stops the process with one clear line.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,15 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class Int:
+class Spec:
+    """What every key type carries besides its check: its meaning and unit, for `onair config --doc`.
+    Keyword-only and left out of comparisons, so documenting a key never changes how it validates."""
+    doc: str = field(default="", kw_only=True, compare=False)
+    unit: str = field(default="", kw_only=True, compare=False)
+
+
+@dataclass(frozen=True)
+class Int(Spec):
     default: int
     lo: int | None = None
     hi: int | None = None
@@ -35,7 +43,7 @@ class Int:
 
 
 @dataclass(frozen=True)
-class OptInt:
+class OptInt(Spec):
     """An integer in range, or null (no limit)."""
     default: int | None
     lo: int = 0
@@ -48,7 +56,7 @@ class OptInt:
 
 
 @dataclass(frozen=True)
-class Float:
+class Float(Spec):
     default: float | None
     lo: float | None = None
     hi: float | None = None
@@ -65,7 +73,7 @@ class Float:
 
 
 @dataclass(frozen=True)
-class Choice:
+class Choice(Spec):
     default: str
     choices: tuple
 
@@ -76,7 +84,7 @@ class Choice:
 
 
 @dataclass(frozen=True)
-class Bool:
+class Bool(Spec):
     default: bool
 
     def check(self, key, v):
@@ -86,7 +94,7 @@ class Bool:
 
 
 @dataclass(frozen=True)
-class AutoBool:
+class AutoBool(Spec):
     """`auto`, or a YAML boolean (true/false, yes/no)."""
     default: object = "auto"
 
@@ -97,7 +105,7 @@ class AutoBool:
 
 
 @dataclass(frozen=True)
-class Str:
+class Str(Spec):
     default: str | None
     optional: bool = False
 
@@ -110,7 +118,7 @@ class Str:
 
 
 @dataclass(frozen=True)
-class Track:
+class Track(Spec):
     """Audio track selector: first | index:N | lang:CODE | pid:N (decimal or 0x hex)."""
     default: str = "first"
 
@@ -122,7 +130,7 @@ class Track:
 
 
 @dataclass(frozen=True)
-class StrList:
+class StrList(Spec):
     default: tuple = ()
 
     def check(self, key, v):
@@ -134,7 +142,7 @@ class StrList:
 
 
 @dataclass(frozen=True)
-class GenreMap:
+class GenreMap(Spec):
     """genre -> list of AudioSet class names (the YAMNet class map's display names)."""
     default: dict
 
@@ -152,145 +160,276 @@ AUDIOSET_GENRES = {
     "reggae": ["Reggae", "Ska"], "rock": ["Rock music", "Progressive rock", "Rock and roll", "Psychedelic rock"],
 }
 
+# One line per section for the generated docs/configuration.md: what the section is for.
+SECTIONS: dict[str, str] = {
+    "embedding": "The embedding model that turns each 0.96 s frame into a vector, and how frames of all channels "
+                 "are batched into it.",
+    "heads": "Where the small models fitted on embeddings (music, talk-over, genre) are read from.",
+    "hmm": "The online two-state HMM that turns the music head's per-frame probabilities into decisions, "
+           "with a fixed lag.",
+    "debounce": "Music segments into recognition requests, at most one per song: when a song counts, where a new "
+                "one starts, which clip is sent.",
+    "recognition": "Paid recognition (`onair recognize`, or the same stage in `onair run` when a provider is set): "
+                   "provider, retries, spend caps and the cost ledger. Keys come from the environment or files, "
+                   "never from this config.",
+    "genre": "Genre tags per music segment (`heads/<backend>/genre.json`).",
+    "source": "Opening inputs (files and live URLs): which audio track, what counts as live, timeouts, reconnects "
+              "and gaps.",
+    "kafka": "Kafka mode (`onair ingest`, `worker`, `recognize --kafka`, `overlay --kafka`): the broker, topics, "
+             "consumer group, producer and the state changelog.",
+    "metrics": "Prometheus metrics of every long-running command.",
+    "overlay": "`onair overlay`: the now-playing card for OBS / CasparCG (HTML, JSON, Server-Sent Events).",
+    "runtime": "Process-wide settings of the runtime.",
+}
+
 SCHEMA: dict[str, dict[str, Any]] = {
     "embedding": {
-        "backend": Choice("yamnet", ("yamnet", "vggish")),
-        "yamnet_handle": Str("https://tfhub.dev/google/yamnet/1"),
-        "vggish_handle": Str("https://tfhub.dev/google/vggish/1"),
-        "batch_size": Int(64, 1, 4096),
-        "max_wait_ms": Float(20.0, 0.0, 10000.0),
-        "threads": Int(0, 0, 256),
-        "precision": Choice("fp32", ("fp32", "bf16", "int8")),   # VGGish only; see operators/models/vggish.py
+        "backend": Choice("yamnet", ("yamnet", "vggish"),
+                          doc="embedding model; yamnet is the only backend with heads trained here"),
+        "yamnet_handle": Str("https://tfhub.dev/google/yamnet/1",
+                             doc="TF-Hub handle (or SavedModel folder) for YAMNet, used when "
+                                 "`$ONAIR_MODEL_DIR/yamnet/yamnet.tflite` is absent"),
+        "vggish_handle": Str("https://tfhub.dev/google/vggish/1",
+                             doc="TF-Hub handle (or SavedModel folder) for VGGish, used when "
+                                 "`$ONAIR_MODEL_DIR/vggish/` is absent"),
+        "batch_size": Int(64, 1, 4096, unit="frames", doc="frames from all channels per model call, at most"),
+        "max_wait_ms": Float(20.0, 0.0, 10000.0, doc="longest wait for a batch to fill"),
+        "threads": Int(0, 0, 256, doc="model threads; 0 = every core this process may use"),
+        "precision": Choice("fp32", ("fp32", "bf16", "int8"),   # VGGish only; see operators/models/vggish.py
+                            doc="VGGish only: fp32 (exact), bf16 (AVX512-BF16/AMX CPUs, else fp32 with a "
+                                "warning), int8 (dynamic-range TFLite on XNNPACK, about 3.5x fp32); YAMNet runs "
+                                "its TFLite model whatever this says"),
     },
     "heads": {
-        "dir": Str("heads"),   # relative to the config file's folder
+        "dir": Str("heads",   # relative to the config file's folder
+                   doc="folder of the head files (`<backend>/music.json`, `talkover.json`, `genre.json`); "
+                       "relative to the config file's folder"),
     },
     "hmm": {
-        "lag_frames": Int(5, 0, 60),
-        "p_enter_music": Float(None, 1e-9, 0.5, optional=True),
-        "p_leave_music": Float(None, 1e-9, 0.5, optional=True),
-        "emission_weight": Float(None, 0.01, 10.0, optional=True),
+        "lag_frames": Int(5, 0, 60, unit="frames",
+                          doc="decision delay: frame t is decided when frame t + lag has arrived "
+                              "(4 = 3.84 s after the frame's audio ends)"),
+        "p_enter_music": Float(None, 1e-9, 0.5, optional=True, unit="per frame",
+                               doc="probability of going from non-music to music; null = the value fitted by "
+                                   "`onair train` and stored with the head"),
+        "p_leave_music": Float(None, 1e-9, 0.5, optional=True, unit="per frame",
+                               doc="probability of going from music to non-music; null = the value stored with "
+                                   "the head"),
+        "emission_weight": Float(None, 0.01, 10.0, optional=True,
+                                 doc="weight of the head's evidence; null = the calibrated value stored with the "
+                                     "head; below 1 trusts the transitions more"),
     },
     "debounce": {
-        "min_music_s": Float(12.0, 1.0, 120.0),
-        "clip_s": Float(10.0, 3.0, 12.0),
-        "lead_in_s": Float(1.5, 0.0, 30.0),
-        "requery_after_s": Float(240.0, 30.0, 86400.0),
-        "cooldown_s": Float(20.0, 0.0, 3600.0),
-        "window_frames": Int(6, 2, 60),
-        "novelty_high": Float(2.0, 0.0, 2.0),
-        "novelty_low": Float(0.25, 0.0, 2.0),
-        "dip_db": Float(20.0, 0.0, 120.0),
-        "max_self_similarity": Float(0.8, -1.0, 1.0),
-        "gap_keep_s": Float(8.0, 0.0, 600.0),
-        "talkover_threshold": Float(0.5, 0.0, 1.0),   # 1 = the talk-over head is ignored
-        "same_chroma": Float(0.5, -1.0, 2.0),         # above 1 = the recording-identity test is off
-        "same_tempo": Float(0.5, -1.0, 2.0),
-        "identity_before_s": Float(20.0, 6.0, 120.0),
-        "identity_after_s": Float(10.0, 6.0, 30.0),
-        "restart_on_early_dip": Bool(True),
-        "audio_codec": Choice("flac", ("flac", "wav")),
-        "history_s": Float(45.0, 15.0, 600.0),
+        "min_music_s": Float(12.0, 1.0, 120.0,
+                             doc="a song must last this long (boundaries known) before it costs anything; idents "
+                                 "and jingles run 3-8 s on air"),
+        "clip_s": Float(10.0, 3.0, 12.0, doc="seconds of audio sent for recognition (providers take 3-12)"),
+        "lead_in_s": Float(1.5, 0.0, 30.0, doc="the clip starts this far into the song, after the fade-in"),
+        "requery_after_s": Float(240.0, 30.0, 86400.0,
+                                 doc="ask again within one long run of music after this long"),
+        "cooldown_s": Float(20.0, 0.0, 3600.0, doc="at least this long between two requests of a channel"),
+        "window_frames": Int(6, 2, 60, unit="frames",
+                             doc="change-point windows (x 0.96 s) on each side of a candidate song boundary"),
+        "novelty_high": Float(2.0, 0.0, 2.0,
+                              doc="cosine distance between the windows that alone marks a new song; 2 (the "
+                                  "maximum) = off, since intros, breaks and texture changes move the embedding "
+                                  "as much as a new record"),
+        "novelty_low": Float(0.25, 0.0, 2.0,
+                             doc="cosine distance between the windows that, with a level dip, marks a new song"),
+        "dip_db": Float(20.0, 0.0, 120.0, doc="the level dip: the fade or gap between two records"),
+        "max_self_similarity": Float(0.8, -1.0, 1.0,
+                                     doc="the new material must resemble no earlier part of the song this much "
+                                         "(cosine similarity)"),
+        "gap_keep_s": Float(8.0, 0.0, 600.0, doc="a non-music gap shorter than this does not end the song"),
+        "talkover_threshold": Float(0.5, 0.0, 1.0,   # 1 = the talk-over head is ignored
+                                    doc="frames the talk-over head scores above this are speech over a music bed "
+                                        "(adverts): a gap, never paid for; 1 = off"),
+        "same_chroma": Float(0.5, -1.0, 2.0,         # above 1 = the recording-identity test is off
+                             doc="a boundary whose two sides correlate this much in harmony (chroma), and in "
+                                 "pulse (`same_tempo`), is a break inside one record: no new song; above 1 = off"),
+        "same_tempo": Float(0.5, -1.0, 2.0,
+                            doc="the same for pulse (onset autocorrelation); above 1 = off"),
+        "identity_before_s": Float(20.0, 6.0, 120.0,
+                                   doc="audio before a candidate boundary compared with the audio after it"),
+        "identity_after_s": Float(10.0, 6.0, 30.0, doc="audio after a candidate boundary compared"),
+        "restart_on_early_dip": Bool(True,
+                                     doc="a level dip before a song has lasted `min_music_s` (a jingle run into "
+                                         "a record) starts the song there"),
+        "audio_codec": Choice("flac", ("flac", "wav"), doc="codec of the clip sent (wav = 16-bit PCM)"),
+        "history_s": Float(45.0, 15.0, 600.0,
+                           doc="audio kept per channel to cut clips from and to test boundaries; must cover "
+                               "`identity_before_s`, the boundary test's windows, the HMM lag and "
+                               "`kafka.chunk_s` (checked at load: 35.5 s with the defaults)"),
     },
     "recognition": {
-        "provider": Choice("none", ("none", "acrcloud", "audd")),
-        "currency": Str("USD"),
-        "ledger": Str("ledger.jsonl"),          # relative paths: inside the output dir (run) or cwd
-        "timeout_s": Float(10.0, 0.1, 300.0),
-        "max_retries": Int(4, 0, 20),
-        "backoff_s": Float(0.5, 0.0, 60.0),
-        "rate_per_s": Float(5.0, 0.01, 1000.0),
-        "channel_hour_requests": OptInt(30, 0, 10**9),
-        "channel_day_requests": OptInt(400, 0, 10**9),
-        "channel_hour_money": Float(None, 0.0, 1e9, optional=True),
-        "channel_day_money": Float(None, 0.0, 1e9, optional=True),
-        "global_day_requests": OptInt(None, 0, 10**9),
-        "global_day_money": Float(50.0, 0.0, 1e9, optional=True),
-        "monthly_budget": Float(500.0, 0.0, 1e12),    # exported for the burn-rate alerts
-        "acrcloud_url": Str("https://identify-eu-west-1.acrcloud.com/v1/identify"),
-        "acrcloud_access_key_env": Str("ACRCLOUD_ACCESS_KEY"),
-        "acrcloud_access_key_file": Str(None, optional=True),
-        "acrcloud_access_secret_env": Str("ACRCLOUD_ACCESS_SECRET"),
-        "acrcloud_access_secret_file": Str(None, optional=True),
-        "acrcloud_price": Float(0.0025, 0.0, 100.0),
-        "audd_url": Str("https://api.audd.io/"),
-        "audd_api_token_env": Str("AUDD_API_TOKEN"),
-        "audd_api_token_file": Str(None, optional=True),
-        "audd_price": Float(0.005, 0.0, 100.0),
+        "provider": Choice("none", ("none", "acrcloud", "audd"),
+                           doc="recognition provider; none = requests are made and counted, nothing is sent"),
+        "currency": Str("USD", doc="currency of prices, money caps and the ledger"),
+        "ledger": Str("ledger.jsonl",          # relative paths: inside the output dir (run) or cwd
+                      doc="cost ledger (JSONL); relative = inside the output dir of `onair run`, else the "
+                          "working directory"),
+        "timeout_s": Float(10.0, 0.1, 300.0, doc="timeout of one provider call"),
+        "max_retries": Int(4, 0, 20, doc="retries on 5xx, timeouts and 429 (Retry-After honoured)"),
+        "backoff_s": Float(0.5, 0.0, 60.0, doc="first retry delay, doubled after each retry"),
+        "rate_per_s": Float(5.0, 0.01, 1000.0, unit="calls/s", doc="calls per second to the provider, at most"),
+        "channel_hour_requests": OptInt(30, 0, 10**9, unit="requests",
+                                        doc="cap per channel per hour; null = none; a capped request is not "
+                                            "sent, it is recorded as budget_skipped"),
+        "channel_day_requests": OptInt(400, 0, 10**9, unit="requests", doc="cap per channel per day; null = none"),
+        "channel_hour_money": Float(None, 0.0, 1e9, optional=True, unit="currency",
+                                    doc="money cap per channel per hour; null = none"),
+        "channel_day_money": Float(None, 0.0, 1e9, optional=True, unit="currency",
+                                   doc="money cap per channel per day; null = none"),
+        "global_day_requests": OptInt(None, 0, 10**9, unit="requests",
+                                      doc="cap on all channels' requests per day; null = none"),
+        "global_day_money": Float(50.0, 0.0, 1e9, optional=True, unit="currency",
+                                  doc="cap on all channels' spend per day; null = none"),
+        "monthly_budget": Float(500.0, 0.0, 1e12, unit="currency",   # exported for the burn-rate alerts
+                                doc="exported as `onair_recognition_budget_monthly_<currency>` for the burn-rate "
+                                    "alerts"),
+        "acrcloud_url": Str("https://identify-eu-west-1.acrcloud.com/v1/identify",
+                            doc="ACRCloud identify endpoint"),
+        "acrcloud_access_key_env": Str("ACRCLOUD_ACCESS_KEY",
+                                       doc="environment variable holding the ACRCloud access key"),
+        "acrcloud_access_key_file": Str(None, optional=True,
+                                        doc="file holding the ACRCloud access key; when set, read instead of the "
+                                            "variable"),
+        "acrcloud_access_secret_env": Str("ACRCLOUD_ACCESS_SECRET",
+                                          doc="environment variable holding the ACRCloud access secret"),
+        "acrcloud_access_secret_file": Str(None, optional=True,
+                                           doc="file holding the ACRCloud access secret; when set, read instead "
+                                               "of the variable"),
+        "acrcloud_price": Float(0.0025, 0.0, 100.0, unit="currency", doc="price of one ACRCloud request"),
+        "audd_url": Str("https://api.audd.io/", doc="AudD endpoint"),
+        "audd_api_token_env": Str("AUDD_API_TOKEN", doc="environment variable holding the AudD API token"),
+        "audd_api_token_file": Str(None, optional=True,
+                                   doc="file holding the AudD API token; when set, read instead of the variable"),
+        "audd_price": Float(0.005, 0.0, 100.0, unit="currency", doc="price of one AudD request"),
     },
     "genre": {
-        "min_music_s": Float(12.0, 1.0, 3600.0),
-        "update_s": Float(30.0, 1.0, 86400.0),
-        "top_k": Int(3, 1, 100),
-        "audioset_weight": Float(0.3, 0.0, 1.0),
-        "audioset_map": GenreMap(AUDIOSET_GENRES),
+        "min_music_s": Float(12.0, 1.0, 3600.0, doc="first genre record once a music segment has lasted this long"),
+        "update_s": Float(30.0, 1.0, 86400.0,
+                          doc="then at most this often while it plays, and a final one when it closes"),
+        "top_k": Int(3, 1, 100, unit="tags", doc="tags per record, best first"),
+        "audioset_weight": Float(0.3, 0.0, 1.0,
+                                 doc="YAMNet only: weight of its own AudioSet genre classes in the blend "
+                                     "(0 = the head alone)"),
+        "audioset_map": GenreMap(AUDIOSET_GENRES,
+                                 doc="our genre -> YAMNet AudioSet classes (display names of "
+                                     "`yamnet_class_map.csv`)"),
     },
     "source": {
-        "audio_track": Track("first"),
-        "live": AutoBool("auto"),
-        "open_timeout_s": Float(10.0, 0.1, 600.0),
-        "read_timeout_s": Float(5.0, 0.1, 600.0),
-        "reconnect_min_s": Float(1.0, 0.0, 600.0),
-        "reconnect_max_s": Float(30.0, 0.0, 3600.0),
-        "watchdog_s": Float(15.0, 0.5, 3600.0),
-        "max_gap_s": Float(5.0, 0.0, 3600.0),
+        "audio_track": Track("first", doc="audio track: the first, the N-th audio track, by ISO 639 language, "
+                                          "or by MPEG-TS PID (decimal or 0x hex)"),
+        "live": AutoBool("auto", doc="auto: network URLs are live (reconnect), paths are files (end at EOF); "
+                                     "true or false forces it"),
+        "open_timeout_s": Float(10.0, 0.1, 600.0, doc="timeout to open a source"),
+        "read_timeout_s": Float(5.0, 0.1, 600.0, doc="a read waiting longer fails (a live source reconnects)"),
+        "reconnect_min_s": Float(1.0, 0.0, 600.0,
+                                 doc="first reconnect delay of a live source, doubled after each failure"),
+        "reconnect_max_s": Float(30.0, 0.0, 3600.0,
+                                 doc="longest reconnect delay; must be >= `reconnect_min_s`"),
+        "watchdog_s": Float(15.0, 0.5, 3600.0, doc="restart a live source that delivers no audio this long"),
+        "max_gap_s": Float(5.0, 0.0, 3600.0,
+                           doc="a forward PTS jump up to this long is a gap (kept in stream time); a larger or "
+                               "backward one is a discontinuity"),
     },
     "kafka": {
-        "bootstrap_servers": Str("127.0.0.1:19092"),
-        "api_version": Str("0.9", optional=True),       # null = negotiate (Kafka 1.0+ brokers)
-        "client_id": Str("onair"),
-        "security_protocol": Choice("PLAINTEXT", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
-        "sasl_mechanism": Choice("PLAIN", ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
-        "sasl_username": Str(None, optional=True),
-        "sasl_password_env": Str("ONAIR_KAFKA_PASSWORD"),
-        "sasl_password_file": Str(None, optional=True),
-        "ssl_cafile": Str(None, optional=True),
-        "ssl_certfile": Str(None, optional=True),
-        "ssl_keyfile": Str(None, optional=True),
-        "topic_media": Str("onair.media"),
-        "topic_segments": Str("onair.segments"),
-        "topic_dlq": Str("onair.media.dlq"),
-        "topic_requests": Str("onair.recognition.requests"),
-        "topic_nowplaying": Str("onair.nowplaying"),
-        "topic_genres": Str("onair.genres"),
-        "topic_state": Str("onair.state"),
-        "state_every_s": Float(10.0, 0.0, 3600.0),   # 0 = every poll
-        "overlap": Bool(True),
-        "partitions": Int(4, 1, 10000),
-        "group_id": Str("onair-workers"),
-        "chunk_bytes": Int(256 * 1024, 188 * 8, 64 * 1024 * 1024),
-        "chunk_s": Float(2.0, 0.05, 600.0),
-        "linger_ms": Int(5, 0, 60000),
-        "batch_bytes": Int(1024 * 1024, 1024, 256 * 1024 * 1024),
-        "max_message_bytes": Int(4 * 1024 * 1024, 64 * 1024, 256 * 1024 * 1024),
-        "compression": Choice("none", ("none", "gzip")),
-        "buffer_bytes": Int(64 * 1024 * 1024, 1024 * 1024, 4 * 1024 * 1024 * 1024),
-        "max_block_s": Float(120.0, 1.0, 3600.0),
-        "session_timeout_ms": Int(6000, 1000, 600000),
-        "heartbeat_ms": Int(1000, 100, 60000),
-        "max_poll_records": Int(64, 1, 100000),
-        "poll_ms": Int(200, 1, 60000),
+        "bootstrap_servers": Str("127.0.0.1:19092",
+                                 doc="brokers, comma-separated; the default is `onair broker start`'s"),
+        "api_version": Str("0.9", optional=True,       # null = negotiate (Kafka 1.0+ brokers)
+                           doc="protocol version of the local Kafka 0.9 broker; null = negotiate (Kafka 1.0+, "
+                               "3.x/4.x in production)"),
+        "client_id": Str("onair", doc="client id the broker sees"),
+        "security_protocol": Choice("PLAINTEXT", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+                                    doc="how to reach the brokers"),
+        "sasl_mechanism": Choice("PLAIN", ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+                                 doc="SASL mechanism (with SASL_*)"),
+        "sasl_username": Str(None, optional=True, doc="SASL user name"),
+        "sasl_password_env": Str("ONAIR_KAFKA_PASSWORD", doc="environment variable holding the SASL password"),
+        "sasl_password_file": Str(None, optional=True,
+                                  doc="file holding the SASL password; when set, read instead of the variable"),
+        "ssl_cafile": Str(None, optional=True, doc="CA bundle that verifies the brokers (SSL)"),
+        "ssl_certfile": Str(None, optional=True, doc="client certificate (mutual TLS)"),
+        "ssl_keyfile": Str(None, optional=True, doc="client key (mutual TLS)"),
+        "topic_media": Str("onair.media", doc="media chunks from `onair ingest` (key = channel)"),
+        "topic_segments": Str("onair.segments", doc="segment records"),
+        "topic_dlq": Str("onair.media.dlq", doc="dead letters: media messages a worker could not read"),
+        "topic_requests": Str("onair.recognition.requests", doc="recognition requests"),
+        "topic_nowplaying": Str("onair.nowplaying", doc="now-playing records"),
+        "topic_genres": Str("onair.genres", doc="genre records"),
+        "topic_state": Str("onair.state", doc="compacted changelog of per-channel state (failover)"),
+        "state_every_s": Float(10.0, 0.0, 3600.0,   # 0 = every poll
+                               doc="a channel's state goes to the changelog at most this often (and when its "
+                                   "source ends); offsets are committed only up to what a state covers, so a "
+                                   "failover replays at most this much; 0 = every poll"),
+        "overlap": Bool(True, doc="embed one poll's frames while the next poll is read and decoded"),
+        "partitions": Int(4, 1, 10000, doc="partitions of the topics onair creates: the most workers that can "
+                                           "share the work"),
+        "group_id": Str("onair-workers", doc="consumer group of the workers"),
+        "chunk_bytes": Int(256 * 1024, 188 * 8, 64 * 1024 * 1024,
+                           doc="media chunk size (MPEG-TS, whole packets), or `chunk_s`, whichever first"),
+        "chunk_s": Float(2.0, 0.05, 600.0, doc="media per chunk at most (bounds live latency)"),
+        "linger_ms": Int(5, 0, 60000, doc="producer wait for a batch to fill"),
+        "batch_bytes": Int(1024 * 1024, 1024, 256 * 1024 * 1024, doc="producer batch size"),
+        "max_message_bytes": Int(4 * 1024 * 1024, 64 * 1024, 256 * 1024 * 1024,
+                                 doc="largest message produced (fetch sizes follow from it)"),
+        "compression": Choice("none", ("none", "gzip"), doc="producer compression"),
+        "buffer_bytes": Int(64 * 1024 * 1024, 1024 * 1024, 4 * 1024 * 1024 * 1024,
+                            doc="producer buffer that rides out a broker outage before the source is held"),
+        "max_block_s": Float(120.0, 1.0, 3600.0,
+                             doc="how long a send waits for room in a full buffer before ingest holds the chunk "
+                                 "and tries again"),
+        "session_timeout_ms": Int(6000, 1000, 600000,
+                                  doc="how fast a dead worker's channels move to the others"),
+        "heartbeat_ms": Int(1000, 100, 60000, doc="consumer heartbeat interval"),
+        "max_poll_records": Int(64, 1, 100000, unit="records", doc="records per poll, at most"),
+        "poll_ms": Int(200, 1, 60000, doc="longest wait of one poll"),
     },
     "metrics": {
-        "address": Str("127.0.0.1"),             # 0.0.0.0 in containers, so Prometheus can scrape
-        "port": Int(0, 0, 65535),                # 0 = no /metrics endpoint (each command takes --metrics-port)
-        "music_channels": StrList(()),           # channels expected to carry music (alert when none for hours)
+        "address": Str("127.0.0.1",             # 0.0.0.0 in containers, so Prometheus can scrape
+                       doc="bind address of /metrics; 0.0.0.0 in containers, so Prometheus can scrape"),
+        "port": Int(0, 0, 65535,                # 0 = no /metrics endpoint (each command takes --metrics-port)
+                    doc="/metrics port of long-running commands; 0 = off (each command takes --metrics-port)"),
+        "music_channels": StrList((),           # channels expected to carry music (alert when none for hours)
+                                  doc="channels that should carry music: OnairNoMusicDetected fires when they "
+                                      "do not"),
     },
     "overlay": {
-        "host": Str("127.0.0.1"),                # anything but a loopback address needs a token
-        "port": Int(8765, 0, 65535),             # 0 = any free port (logged)
-        "token_env": Str("ONAIR_OVERLAY_TOKEN"),
-        "token_file": Str(None, optional=True),
-        "hold_s": Float(10.0, 0.0, 3600.0),
-        "clear_s": Float(3.0, 0.0, 3600.0),
-        "stale_s": Float(300.0, 1.0, 86400.0, optional=True),
-        "heartbeat_s": Float(15.0, 0.5, 3600.0),
-        "replay_records": Int(1000, 0, 10**9),
+        "host": Str("127.0.0.1",                # anything but a loopback address needs a token
+                    doc="bind address; anything but loopback is refused unless a token is set"),
+        "port": Int(8765, 0, 65535, doc="HTTP port; 0 = any free port (logged)"),   # 0 = any free port (logged)
+        "token_env": Str("ONAIR_OVERLAY_TOKEN", doc="environment variable holding the overlay's access token"),
+        "token_file": Str(None, optional=True,
+                          doc="file holding the access token; when set, read instead of the variable. A token "
+                              "set = every request needs it"),
+        "hold_s": Float(10.0, 0.0, 3600.0, doc="a card, once shown, stays at least this long (wall clock)"),
+        "clear_s": Float(3.0, 0.0, 3600.0, doc="the card goes this long after the music ends"),
+        "stale_s": Float(300.0, 1.0, 86400.0, optional=True,
+                         doc="... or after this long with no record of the channel while music is on; "
+                             "null = never"),
+        "heartbeat_s": Float(15.0, 0.5, 3600.0,
+                             doc="Server-Sent Events keep-alive; a page that hears nothing for 3x this hides "
+                                 "the card"),
+        "replay_records": Int(1000, 0, 10**9, unit="records",
+                              doc="--kafka: records per partition read back at start to rebuild the cards"),
     },
     "runtime": {
-        "queue_frames": Int(512, 1, 1_000_000),
-        "log_level": Choice("INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        "queue_frames": Int(512, 1, 1_000_000, unit="frames",
+                            doc="frames cut but not yet embedded; feeding waits beyond this (bounds memory)"),
+        "log_level": Choice("INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), doc="log level of every command"),
     },
+}
+
+# What the runtime reads from the environment besides the secrets named by `*_env` keys, for the docs.
+ENVIRONMENT: dict[str, str] = {
+    "ONAIR_MODEL_DIR": "a folder laid out like `../shared/models` (`yamnet/yamnet.tflite`, "
+                       "`yamnet/yamnet_class_map.csv`, `vggish/` a TF-Hub SavedModel folder); a model missing "
+                       "there is loaded from its TF-Hub handle. `onair demo` sets it to `../shared/models` when unset",
+    "ONAIR_CACHE": "cache folder for converted models (`models/`, e.g. VGGish int8) and the local Kafka "
+                   "distribution; default `~/.cache/onair`",
+    "TFHUB_CACHE_DIR": "TF-Hub's own download cache, for models loaded from a handle",
+    "TF_CPP_MIN_LOG_LEVEL": "TensorFlow's C++ log level; the `onair` command sets 3 (errors only) unless it is set",
 }
 
 

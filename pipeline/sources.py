@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import av
 
 from operators.audio.decode import AudioNormalizer, Chunk, PacketDecoder, UnsupportedCodec
+from pipeline.metrics import Metrics
 
 log = logging.getLogger("onair.source")
 
@@ -78,6 +79,15 @@ def select_audio(container, selector: str):
     raise SourceError("no_audio", f"no audio track with PID {pid} (0x{pid:x}); audio PIDs: {[s.id for s in audio]}")
 
 
+def opened_line(channel: str, url: str, stream, selector: str) -> str:
+    """The one log line of a source that opened: what was picked, as the demuxer announced it
+    (a mid-stream change of codec or format is logged where it is detected)."""
+    cc = stream.codec_context
+    layout = getattr(getattr(cc, "layout", None), "name", None) or f"{getattr(cc, 'channels', '?')} channels"
+    return (f"channel {channel}: {url} opened: {cc.name} {cc.sample_rate} Hz {layout}, track {selector} "
+            f"(#{stream.index}, PID {stream.id})")
+
+
 class Input:
     """One channel's input: open with PyAV, pick the audio track, pump packets.
 
@@ -91,7 +101,7 @@ class Input:
         self.url = url
         self.cfg = cfg["source"]
         self.live = is_live(url, self.cfg["live"])
-        self.metrics = metrics
+        self.metrics = metrics or Metrics()
         self.stop = stop or threading.Event()
         self.stats = SourceStats()
         self.audio_seen = False
@@ -163,8 +173,7 @@ class Input:
                 raise SourceError("unsupported_codec",
                                   f"unsupported audio codec: no decoder for track #{stream.index}")
             self._prepare(container, stream)
-            log.info("channel %s: %s opened, audio track #%d (PID %s, %s, %s Hz)", self.channel, self.url,
-                     stream.index, stream.id, stream.codec_context.name, stream.codec_context.sample_rate)
+            log.info("%s", opened_line(self.channel, self.url, stream, self.cfg["audio_track"]))
             self._set_up(True)
             self._pump(container, stream, sink)
         finally:
@@ -198,12 +207,10 @@ class Input:
             raise SourceError("no_audio_decoded", "no decodable audio in the input")
 
     def _count(self, what: str, n: float = 1, **labels) -> None:
-        if self.metrics is not None:
-            self.metrics.count(what, self.channel, n, **labels)
+        self.metrics.count(what, self.channel, n, **labels)
 
     def _set_up(self, up: bool) -> None:
-        if self.metrics is not None:
-            self.metrics.source_up.labels(self.channel).set(1 if up else 0)
+        self.metrics.source_up.labels(self.channel).set(1 if up else 0)
 
 
 class Source(Input):

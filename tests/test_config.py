@@ -46,3 +46,48 @@ def test_cli_stops_with_one_line_naming_the_key(tmp_path):
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "hmm.lag_frames" in lines[0], r.stderr
+
+
+def test_every_key_is_documented_and_its_spec_renders():
+    from pipeline import configdoc
+    for sec, keys in config.SCHEMA.items():
+        assert config.SECTIONS[sec], sec
+        for key, spec in keys.items():
+            assert spec.doc and "\n" not in spec.doc, f"{sec}.{key} has no one-line doc"
+            assert configdoc.valid(spec)
+
+
+def test_documenting_a_key_does_not_change_its_validation():
+    # doc and unit are keyword-only and left out of equality: the spec validates as before
+    assert config.Int(3, 1, 4, doc="a") == config.Int(3, 1, 4, doc="b") == config.Int(3, 1, 4)
+    with pytest.raises(config.ConfigError, match="'x.y'"):
+        config.Int(3, 1, 4, doc="a").check("x.y", 5)
+
+
+def test_docs_configuration_md_is_current():
+    from pipeline import configdoc
+    committed = (config.REPO / "docs" / "configuration.md").read_text()
+    assert committed == configdoc.render(), \
+        "docs/configuration.md is not current: run `onair config --doc > docs/configuration.md`"
+
+
+def test_configuration_md_shows_defaults_ranges_and_environment():
+    from pipeline import configdoc
+    text = configdoc.render()
+    assert "| `batch_size` | `64` | frames | integer, 1 to 4096 |" in text
+    assert "| `lag_frames` | `5` (`configs/pipeline.yaml`: `4`) | frames |" in text
+    assert "one of `yamnet`, `vggish`" in text
+    for var in ("ONAIR_MODEL_DIR", "ONAIR_CACHE", "AUDD_API_TOKEN", "ACRCLOUD_ACCESS_KEY", "ONAIR_OVERLAY_TOKEN",
+                "ONAIR_KAFKA_PASSWORD"):
+        assert f"| `{var}` |" in text
+
+
+def test_onair_config_prints_the_effective_config_and_the_doc():
+    import yaml
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "config", "--set", "hmm.lag_frames=3"],
+                       capture_output=True, text=True, timeout=60, cwd=config.REPO)
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout)["hmm"]["lag_frames"] == 3
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "config", "--doc"],
+                       capture_output=True, text=True, timeout=60, cwd=config.REPO)
+    assert r.returncode == 0 and r.stdout == (config.REPO / "docs" / "configuration.md").read_text()
