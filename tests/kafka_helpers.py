@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 from pipeline import config
@@ -51,11 +50,20 @@ def requests_by_channel(cfg: dict) -> tuple[dict, int]:
     return unique_by_channel(cfg, cfg["kafka"]["topic_requests"], "request_id")
 
 
-def wait_for(pred, timeout: float, step: float = 0.2) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
+class HeldProducer:
+    """A real Kafka producer whose sends after the first `n` wait until `gate` is set: lets a
+    test act (stop the broker, kill a worker) while its ingest is certainly mid-stream, however
+    slowly the rest of the test started. Everything else is the producer's own."""
+
+    def __init__(self, producer, n: int, gate, timeout_s: float = 600.0):
+        self._producer, self._left, self._gate, self._timeout_s = producer, n, gate, timeout_s
+
+    def send(self, *args, **kwargs):
+        if self._left <= 0:
+            self._gate.wait(self._timeout_s)
+        self._left -= 1
+        return self._producer.send(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._producer, name)
 

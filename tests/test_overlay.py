@@ -24,7 +24,8 @@ from operators.recognition.nowplaying import BadRecord, NowPlayingBoard
 from pipeline.kafka.broker import free_port
 from pipeline.follow import JsonlTail
 from tests.conftest import REPO
-from tests.kafka_helpers import kafka_cfg, wait_for
+from tests.kafka_helpers import kafka_cfg
+from tests.waiting import wait_for
 
 ARTIFACTS = Path(os.environ.get("ONAIR_TEST_ARTIFACTS", REPO / "tests" / "artifacts")) / "overlay"
 TOKEN = "s3cret-overlay-token"
