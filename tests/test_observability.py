@@ -16,6 +16,7 @@ from operators.audio.clip import audio_field
 from pipeline.kafka.broker import free_port
 from pipeline.metrics import Metrics
 from tests.conftest import REPO
+from tests.waiting import wait_until
 from tests.provider_servers import ProviderServer
 from tests.test_run import onair
 
@@ -100,9 +101,18 @@ def test_real_prometheus_fires_the_spend_alert(tmp_path, monkeypatch):
                              f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{pport}"],
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"))
     api = f"http://127.0.0.1:{pport}/api/v1"
+    def scraping() -> bool:
+        try:
+            return any(t["health"] == "up" for t in get(f"{api}/targets")["data"]["activeTargets"])
+        except (OSError, KeyError, ValueError):
+            return False
+
     try:
         # requests arrive while Prometheus scrapes, as a runaway channel's would
-        time.sleep(4)
+        wait_until(lambda: scraping() or prom.poll() is not None or rec.poll() is not None, 120,
+                   "Prometheus to scrape `onair recognize`")
+        assert prom.poll() is None and rec.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:] + \
+            (tmp_path / "recognize.log").read_text()[-2000:]
         audio = audio_field(samples)
         for i in range(12):
             with open(run_dir / "requests.jsonl", "a") as f:
