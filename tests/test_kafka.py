@@ -27,9 +27,32 @@ def strip(segs):
     return [(s["label"], round(s["start"], 2), round(s["end"], 2)) for s in segs]
 
 
-def run_worker(cfg, idle=4.0, metrics=None):
+def run_worker(cfg, records: int, metrics=None, timeout_s: float = 300.0):
+    """A worker run until it has handled `records` media records, then stopped: it closes as on
+    shutdown (embedding stage drained, last states sent, offsets committed). Waiting on the count,
+    not for the topic to fall idle: a group join slower than the idle time on a loaded machine would
+    end the worker before its first record."""
     w = Worker(cfg, metrics=metrics or Metrics())
-    w.run(idle_exit_s=idle)
+    failed = []
+
+    def run():
+        try:
+            w.run()
+        except BaseException as e:  # noqa: B036 (raised again in the test's thread)
+            failed.append(e)
+            raise
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: w.processed >= records or not t.is_alive(), timeout_s,
+                   lambda: f"the worker to handle {records} media records (it handled {w.processed})")
+    finally:
+        w.stop.set()
+        t.join(timeout=120)
+    if failed:
+        raise failed[0]
+    assert not t.is_alive(), "the worker did not stop"
     return w
 
 
@@ -38,7 +61,7 @@ def test_kafka_path_gives_the_direct_path_segments(kafka_broker, programme, tmp_
     cfg, _ = kafka_cfg(kafka_broker)
     res = Ingest([("p", str(programme["ts"]))], cfg, audio_only=audio_only).run()
     assert res["p"]["ok"] and res["p"]["chunks"] > 10
-    w = run_worker(cfg)
+    w = run_worker(cfg, res["p"]["chunks"] + 1)
     segs, dupes = segments_by_channel(cfg)
     assert dupes == 0
     assert strip(segs["p"]) == strip(direct_segments(programme["ts"], tmp_path))
@@ -67,7 +90,7 @@ def test_state_goes_to_the_changelog_every_state_every_s_and_offsets_only_as_far
     for every in (0, 600):
         cfg, _ = kafka_cfg(kafka_broker, f"kafka.state_every_s={every}")
         res = Ingest([("p", str(programme["ts"]))], cfg).run()
-        w = run_worker(cfg)
+        w = run_worker(cfg, res["p"]["chunks"] + 1)
         states = [json.loads(m.value) for m in read_topic(cfg, cfg["kafka"]["topic_state"])]
         sent[every] = len(states)
         assert states[-1]["finished"] and w.state_records == len(states)
@@ -98,7 +121,7 @@ def test_a_worker_that_dies_between_states_is_replayed_with_the_same_ids(kafka_b
     first.producer.close(timeout=10)                # what it emitted is out
     first.consumer.close(autocommit=False)          # then it dies: no state of its own saved or committed
     assert first.state_records == 0 and first.segments_out > 0
-    second = run_worker(cfg)
+    second = run_worker(cfg, res["p"]["chunks"] + 1)
     assert second.processed == res["p"]["chunks"] + 1
     segs, dupes = segments_by_channel(cfg)
     assert dupes >= first.segments_out
@@ -160,7 +183,7 @@ def test_bad_chunks_go_to_the_dead_letter_topic_and_the_channel_goes_on(kafka_br
         p.send(topic, key=b"p", value=value)
     p.flush()
     metrics = Metrics()
-    run_worker(cfg, metrics=metrics)
+    run_worker(cfg, len(chunks) + 3, metrics=metrics)     # the programme's records and the 3 bad ones
     dlq = read_topic(cfg, cfg["kafka"]["topic_dlq"])
     reasons = sorted(json.loads(m.value.split(b"\n", 1)[0])["reason"] for m in dlq)
     assert reasons == ["bad_envelope", "undecodable", "undecodable"], [m.value.split(b"\n", 1)[0] for m in dlq]
@@ -217,7 +240,7 @@ def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs):
     owners = {}
 
     def state_owners():
-        for m in read_topic(cfg, cfg["kafka"]["topic_state"], idle_ms=500):
+        for m in read_topic(cfg, cfg["kafka"]["topic_state"]):
             s = json.loads(m.value)
             owners.setdefault(s["channel"], []).append((s["owner"], s["wall"], s["finished"]))
         return owners
