@@ -18,7 +18,6 @@ from pipeline.metrics import Metrics
 from tests.conftest import REPO
 from tests.waiting import wait_until
 from tests.provider_servers import ProviderServer
-from tests.test_run import onair
 
 RULES = REPO / "deploy" / "prometheus" / "onair-rules.yml"
 
@@ -59,11 +58,10 @@ def test_dashboard_queries_only_metrics_that_exist():
         assert word in titles
 
 
-def test_counters_agree_with_the_records(programme, tmp_path):
-    out = tmp_path / "out"
-    r = onair("run", "--out", str(out), "--input", f"p={programme['ts']}", "--metrics-out", str(tmp_path / "m.prom"))
-    assert r.returncode == 0, r.stderr
-    text = (tmp_path / "m.prom").read_text()
+def test_counters_agree_with_the_records(programme, programme_run):
+    assert programme_run["returncode"] == 0, programme_run["stderr"]
+    out = programme_run["out"]
+    text = programme_run["metrics"].read_text()
 
     def total(name):
         return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
