@@ -135,12 +135,36 @@ def kafka_broker(tmp_path_factory):
     broker.stop(d)
 
 
+_DIRECT_RUNS: dict[tuple, Path] = {}
+
+
 def direct_segments(ts_path, tmp_path, *sets, what="segments"):
-    """Records of one stream through direct mode, for comparison with the Kafka path."""
+    """Records of one stream through direct mode, for comparison with the Kafka path. Direct mode
+    is deterministic, so one run per stream and settings serves the session (it is written under
+    the first caller's tmp_path)."""
     from pipeline import config
     from pipeline.direct import DirectRun
     import json
-    out = tmp_path / f"direct-{ts_path.stem}"
-    if not (out / "segments.jsonl").exists():
+    key = (str(ts_path), sets)
+    if key not in _DIRECT_RUNS:
+        out = tmp_path / f"direct-{ts_path.stem}"
         DirectRun([("x", str(ts_path))], out, config.load(None, list(sets))).run()
-    return [json.loads(x) for x in (out / f"{what}.jsonl").read_text().splitlines()]
+        _DIRECT_RUNS[key] = out
+    return [json.loads(x) for x in (_DIRECT_RUNS[key] / f"{what}.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def programme_run(programme, tmp_path_factory):
+    """`onair run --out OUT --input p=<programme> --metrics-out OUT/../metrics.prom`, once for the
+    session: several tests check the records or counters of exactly this run, and each `onair run`
+    costs a TensorFlow start-up. Tests that add to the folder copy it first."""
+    import subprocess
+    import sys
+    d = tmp_path_factory.mktemp("programme-run")
+    env = dict(os.environ)
+    if MODELS.is_dir():                     # as the autouse `model_dir` does for each test
+        env.setdefault("ONAIR_MODEL_DIR", str(MODELS))
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--out", str(d / "out"), "--input",
+                        f"p={programme['ts']}", "--metrics-out", str(d / "metrics.prom")],
+                       capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    return {"out": d / "out", "metrics": d / "metrics.prom", "returncode": r.returncode, "stderr": r.stderr}

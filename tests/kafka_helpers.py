@@ -19,11 +19,27 @@ def kafka_cfg(broker, *extra: str, prefix: str | None = None) -> tuple[dict, lis
     return config.load(None, sets), sets
 
 
-def read_topic(cfg: dict, topic: str, idle_ms: int = 2000) -> list:
+def read_topic(cfg: dict, topic: str, timeout_s: float = 120.0) -> list:
+    """Every record of `topic` up to the end offsets it has now, partition by partition: what was
+    produced and flushed before the call, without waiting for the topic to fall idle."""
+    from kafka import TopicPartition
+
     from pipeline.kafka.client import consumer
-    c = consumer(cfg, topic, group_id=None, consumer_timeout_ms=idle_ms)
+    c = consumer(cfg, group_id=None, enable_auto_commit=False)
     try:
-        return list(c)
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        if not tps:
+            return []
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        end = c.end_offsets(tps)
+        got: dict = {tp: [] for tp in tps}
+        deadline = time.monotonic() + timeout_s
+        while any(c.position(tp) < end[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"waited {timeout_s:.0f} s to read {topic} up to {end}"
+            for tp, msgs in c.poll(timeout_ms=500).items():
+                got[tp] += [m for m in msgs if m.offset < end[tp]]
+        return [m for tp in tps for m in got[tp]]
     finally:
         c.close()
 
@@ -51,11 +67,20 @@ def requests_by_channel(cfg: dict) -> tuple[dict, int]:
     return unique_by_channel(cfg, cfg["kafka"]["topic_requests"], "request_id")
 
 
-def wait_for(pred, timeout: float, step: float = 0.2) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
+class HeldProducer:
+    """A real Kafka producer whose sends after the first `n` wait until `gate` is set: lets a
+    test act (stop the broker, kill a worker) while its ingest is certainly mid-stream, however
+    slowly the rest of the test started. Everything else is the producer's own."""
+
+    def __init__(self, producer, n: int, gate, timeout_s: float = 600.0):
+        self._producer, self._left, self._gate, self._timeout_s = producer, n, gate, timeout_s
+
+    def send(self, *args, **kwargs):
+        if self._left <= 0:
+            self._gate.wait(self._timeout_s)
+        self._left -= 1
+        return self._producer.send(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._producer, name)
 

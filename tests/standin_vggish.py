@@ -6,6 +6,11 @@ the real weights cannot be downloaded.
 Its front end frames the waveform into non-overlapping 0.96 s examples and
 computes log-mel patches with TensorFlow ops, as the TF-Hub model does
 in-graph; variables carry the slim scope names of vggish_slim.py.
+
+`width` scales every layer but the 128-wide output: 1 is the published model
+(72 M weights, 290 MB); 1/4 is the same layers and shapes with 1/16 of the
+weights, for tests whose point is not the size, e.g. the int8 conversion,
+which takes about a minute and 5 GB of memory at full width.
 """
 from __future__ import annotations
 
@@ -19,13 +24,15 @@ POOL_AFTER = {"conv1", "conv2", "conv3/conv3_2", "conv4/conv4_2"}
 
 
 class VGGishStandIn(tf.Module):
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, width: float = 1.0):
         super().__init__(name=None)
         rng = np.random.default_rng(seed)
         self.layers = []
         for name, cin, cout in CONV:
+            cin, cout = (cin if name == "conv1" else int(cin * width)), int(cout * width)  # 1 channel in
             self.layers.append(self._var(name, rng.normal(0, np.sqrt(2 / (9 * cin)), (3, 3, cin, cout)), cout, rng))
         for name, cin, cout in FC:
+            cin, cout = int(cin * width), (cout if name == "fc2" else int(cout * width))  # 128 out
             self.layers.append(self._var(name, rng.normal(0, np.sqrt(2 / cin), (cin, cout)), cout, rng))
 
     @staticmethod
@@ -57,7 +64,7 @@ class VGGishStandIn(tf.Module):
         return net
 
 
-def build(path: str, seed: int = 0) -> str:
-    m = VGGishStandIn(seed)
+def build(path: str, seed: int = 0, width: float = 1.0) -> str:
+    m = VGGishStandIn(seed, width)
     tf.saved_model.save(m, path)
     return path

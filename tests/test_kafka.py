@@ -1,5 +1,6 @@
 """Kafka mode against a real Kafka 0.9 broker: ingest -> worker group -> segments."""
 import json
+import logging
 import os
 import re
 import signal
@@ -18,16 +19,40 @@ from pipeline.kafka.client import producer
 from pipeline.metrics import Metrics
 from pipeline.kafka.worker import Worker
 from tests.conftest import REPO, direct_segments, write_ts
-from tests.kafka_helpers import kafka_cfg, read_topic, requests_by_channel, segments_by_channel, wait_for
+from tests.kafka_helpers import HeldProducer, kafka_cfg, read_topic, requests_by_channel, segments_by_channel
+from tests.waiting import wait_until
 
 
 def strip(segs):
     return [(s["label"], round(s["start"], 2), round(s["end"], 2)) for s in segs]
 
 
-def run_worker(cfg, idle=4.0, metrics=None):
+def run_worker(cfg, records: int, metrics=None, timeout_s: float = 300.0):
+    """A worker run until it has handled `records` media records, then stopped: it closes as on
+    shutdown (embedding stage drained, last states sent, offsets committed). Waiting on the count,
+    not for the topic to fall idle: a group join slower than the idle time on a loaded machine would
+    end the worker before its first record."""
     w = Worker(cfg, metrics=metrics or Metrics())
-    w.run(idle_exit_s=idle)
+    failed = []
+
+    def run():
+        try:
+            w.run()
+        except BaseException as e:  # noqa: B036 (raised again in the test's thread)
+            failed.append(e)
+            raise
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: w.processed >= records or not t.is_alive(), timeout_s,
+                   lambda: f"the worker to handle {records} media records (it handled {w.processed})")
+    finally:
+        w.stop.set()
+        t.join(timeout=120)
+    if failed:
+        raise failed[0]
+    assert not t.is_alive(), "the worker did not stop"
     return w
 
 
@@ -36,7 +61,7 @@ def test_kafka_path_gives_the_direct_path_segments(kafka_broker, programme, tmp_
     cfg, _ = kafka_cfg(kafka_broker)
     res = Ingest([("p", str(programme["ts"]))], cfg, audio_only=audio_only).run()
     assert res["p"]["ok"] and res["p"]["chunks"] > 10
-    w = run_worker(cfg)
+    w = run_worker(cfg, res["p"]["chunks"] + 1)
     segs, dupes = segments_by_channel(cfg)
     assert dupes == 0
     assert strip(segs["p"]) == strip(direct_segments(programme["ts"], tmp_path))
@@ -65,7 +90,7 @@ def test_state_goes_to_the_changelog_every_state_every_s_and_offsets_only_as_far
     for every in (0, 600):
         cfg, _ = kafka_cfg(kafka_broker, f"kafka.state_every_s={every}")
         res = Ingest([("p", str(programme["ts"]))], cfg).run()
-        w = run_worker(cfg)
+        w = run_worker(cfg, res["p"]["chunks"] + 1)
         states = [json.loads(m.value) for m in read_topic(cfg, cfg["kafka"]["topic_state"])]
         sent[every] = len(states)
         assert states[-1]["finished"] and w.state_records == len(states)
@@ -96,7 +121,7 @@ def test_a_worker_that_dies_between_states_is_replayed_with_the_same_ids(kafka_b
     first.producer.close(timeout=10)                # what it emitted is out
     first.consumer.close(autocommit=False)          # then it dies: no state of its own saved or committed
     assert first.state_records == 0 and first.segments_out > 0
-    second = run_worker(cfg)
+    second = run_worker(cfg, res["p"]["chunks"] + 1)
     assert second.processed == res["p"]["chunks"] + 1
     segs, dupes = segments_by_channel(cfg)
     assert dupes >= first.segments_out
@@ -158,7 +183,7 @@ def test_bad_chunks_go_to_the_dead_letter_topic_and_the_channel_goes_on(kafka_br
         p.send(topic, key=b"p", value=value)
     p.flush()
     metrics = Metrics()
-    run_worker(cfg, metrics=metrics)
+    run_worker(cfg, len(chunks) + 3, metrics=metrics)     # the programme's records and the 3 bad ones
     dlq = read_topic(cfg, cfg["kafka"]["topic_dlq"])
     reasons = sorted(json.loads(m.value.split(b"\n", 1)[0])["reason"] for m in dlq)
     assert reasons == ["bad_envelope", "undecodable", "undecodable"], [m.value.split(b"\n", 1)[0] for m in dlq]
@@ -192,16 +217,22 @@ def test_sigkill_of_a_worker_loses_nothing_and_pays_nothing_twice(kafka_broker, 
                 p.kill()
 
 
-def _both_joined(tmp_path) -> bool:
-    # each worker logs its share once the group has balanced; a slow start (TF import on a loaded
-    # machine) must not leave one worker to finish the programme alone before the other joins
-    logs = [(tmp_path / f"worker{i}.log").read_text(errors="replace") for i in range(2)]
-    return all(re.search(r"partitions assigned: \[\d", text) for text in logs)
+def _group_settled(tmp_path) -> bool:
+    """Both workers joined and the group balanced: the last shares they logged are disjoint and
+    cover the media topic's 4 partitions. (A slow start, TF import on a loaded machine, must not
+    leave one worker to do the programme alone, nor the kill land mid-rebalance.)"""
+    shares = []
+    for i in range(2):
+        found = re.findall(r"partitions assigned: \[([\d, ]*)\]",
+                           (tmp_path / f"worker{i}.log").read_text(errors="replace"))
+        if not found:
+            return False
+        shares.append({int(x) for x in found[-1].split(",") if x.strip()})
+    return all(shares) and not shares[0] & shares[1] and shares[0] | shares[1] == {0, 1, 2, 3}
 
 
 def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs):
-    assert wait_for(lambda: _both_joined(tmp_path), 90), "both workers should join the group"
-    time.sleep(2)
+    wait_until(lambda: _group_settled(tmp_path), 180, "both workers to join the group and share its partitions")
     ing = Ingest([(ch, str(programme["ts"])) for ch in channels], cfg, rate=3.0)
     feeder = threading.Thread(target=ing.run, daemon=True)
     feeder.start()
@@ -209,14 +240,14 @@ def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs):
     owners = {}
 
     def state_owners():
-        for m in read_topic(cfg, cfg["kafka"]["topic_state"], idle_ms=500):
+        for m in read_topic(cfg, cfg["kafka"]["topic_state"]):
             s = json.loads(m.value)
             owners.setdefault(s["channel"], []).append((s["owner"], s["wall"], s["finished"]))
         return owners
 
-    assert wait_for(lambda: len({o for v in state_owners().values() for o, _, _ in v}) == 2, 30), \
-        "both workers should own channels before the kill"
-    time.sleep(3)   # the victim's work since its last state (state_every_s is 10) is replayed by the survivor
+    wait_until(lambda: len({o for v in state_owners().values() for o, _, _ in v}) == 2, 60,
+               "both workers to send states of their channels")
+    time.sleep(3)   # the scenario: the victim's work since its last state (state_every_s is 10) is replayed
     victim_pid = workers[0].pid
     victim = next(o for v in owners.values() for o, _, _ in v if o.split("-")[-2] == str(victim_pid))
     os.kill(victim_pid, signal.SIGKILL)
@@ -250,31 +281,41 @@ def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs):
     print(f"duplicate request records (dropped by id): {req_dupes}")
 
 
-def test_broker_outage_of_20s_mid_stream(programme, tmp_path):
-    """Its own broker: it is stopped for 20 s while ingest and a worker run."""
+def test_broker_outage_of_20s_mid_stream(programme, tmp_path, caplog):
+    """Its own broker: it is stopped for 20 s while ingest and a worker run.
+
+    The outage starts once the worker has joined and handled records, and while ingest still has
+    the rest of the programme to send (its sends after the 8th wait for the outage), so a worker
+    that starts slowly on a loaded machine delays the outage instead of missing it."""
     d = tmp_path / "kafka"
     b = broker_mod.start(d, partitions=4)
     w = None
     threads = []
+    outage = threading.Event()
     try:
         cfg, _ = kafka_cfg(b, "kafka.session_timeout_ms=6000")
-        ing = Ingest([("p", str(programme["ts"]))], cfg, rate=5.0)
         metrics = Metrics()
+        caplog.set_level(logging.INFO, logger="onair.worker")
         w = Worker(cfg, metrics=metrics)
-        threads = [threading.Thread(target=ing.run, daemon=True), threading.Thread(target=w.run, daemon=True)]
-        for t in threads:
-            t.start()
-        assert wait_for(lambda: w.processed > 3, 60), f"the worker processed {w.processed} records"
+        threads = [threading.Thread(target=w.run, daemon=True)]
+        threads[0].start()
+        wait_until(lambda: any(re.match(r"partitions assigned: \[\d", m) for m in caplog.messages), 180,
+                   "the worker to be assigned the media topic's partitions")
+        ing = Ingest([("p", str(programme["ts"]))], cfg, rate=5.0, producer=HeldProducer(producer(cfg), 8, outage))
+        threads.insert(0, threading.Thread(target=ing.run, daemon=True))
+        threads[0].start()
+        wait_until(lambda: w.processed > 3, 180, lambda: f"the worker to handle 4 records (it handled {w.processed})")
         broker_mod.stop_kafka(b)
-        time.sleep(20)
+        outage.set()                     # ingest goes on into the outage
+        time.sleep(20)                   # the outage itself
         broker_mod.start_kafka(b)
-        threads[0].join(timeout=120)
-        assert not threads[0].is_alive(), "ingest did not finish after the broker came back"
+        wait_until(lambda: not threads[0].is_alive(), 300, "ingest to finish after the broker came back")
         chunks = ing.results["p"]["chunks"]
         value = lambda name: metrics.registry.get_sample_value(name, {"channel": "p"}) or 0  # noqa: E731
-        done = wait_for(lambda: value("onair_media_chunks_total") + value("onair_media_chunks_skipped_total")
-                        >= chunks and w.processed >= chunks + 1, 120)
-        assert done, (w.processed, chunks, value("onair_media_chunks_total"))
+        wait_until(lambda: value("onair_media_chunks_total") + value("onair_media_chunks_skipped_total")
+                   >= chunks and w.processed >= chunks + 1, 300,
+                   lambda: f"the worker to handle all {chunks + 1} media records (handled {w.processed}, "
+                           f"decoded {value('onair_media_chunks_total')})")
         w.stop.set()
         threads[1].join(timeout=60)
         res = ing.results["p"]
@@ -288,9 +329,10 @@ def test_broker_outage_of_20s_mid_stream(programme, tmp_path):
         assert got[0]["start"] == 0.0 and all(a["end"] == b_["start"] for a, b_ in zip(got, got[1:]))
         assert strip(got) == strip(direct_segments(programme["ts"], tmp_path))
     finally:
+        outage.set()
         if w is not None:
             w.stop.set()
-            for t in threads[1:]:
+            for t in threads:
                 t.join(timeout=30)
         broker_mod.stop(d)
 

@@ -1,9 +1,12 @@
 """A live UDP MPEG-TS source that goes silent and comes back: the watchdog
 restarts it, it reconnects, the outage stays a gap in stream time, and the
 channel recovers without a restart of the process."""
+import re
 import socket
 import threading
 import time
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 
@@ -11,6 +14,7 @@ from pipeline import config
 from pipeline.metrics import Metrics
 from pipeline.direct import DirectRun
 from tests.conftest import write_ts
+from tests.waiting import wait_until
 
 
 def free_udp_port():
@@ -19,6 +23,19 @@ def free_udp_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def udp_bound(port: int) -> bool:
+    """Whether a socket on this machine is bound to UDP `port` (a live source listening: datagrams
+    sent before are lost)."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        if any(int(row.split()[1].rsplit(":", 1)[1], 16) == port for row in rows):
+            return True
+    return False
 
 
 def send_ts(data: bytes, port: int, seconds: float, speed: float = 4.0):
@@ -46,18 +63,25 @@ def test_udp_source_stalls_reconnects_and_recovers(programme, tmp_path):
     metrics = Metrics()
     run = DirectRun([("live", f"udp://127.0.0.1:{port}?fifo_size=1000000&overrun_nonfatal=1")], tmp_path / "out",
                     cfg, metrics)
+    value = lambda name, **labels: metrics.registry.get_sample_value(name, labels)  # noqa: E731
+    reconnects = lambda: value("onair_source_reconnects_total", channel="live") or 0  # noqa: E731
     runner = threading.Thread(target=run.run, daemon=True)
     runner.start()
-    time.sleep(1.0)
+    wait_until(lambda: udp_bound(port), 120, f"the source to listen on UDP port {port}")
     send_ts(part, port, seconds)           # first 20 s of programme
-    time.sleep(6.0)                        # silence: the watchdog/read timeout fires, the source reconnects
+    silent_from = time.monotonic()
+    # silence: the watchdog/read timeout fires, the source reconnects
+    wait_until(lambda: reconnects() >= 1, 60, "the stalled source to reconnect")
+    time.sleep(max(0.0, silent_from + 5.0 - time.monotonic()))   # the scenario: a 5 s outage at least
+    wait_until(lambda: udp_bound(port), 60, "the reconnected source to listen again")
+    before = reconnects()
     send_ts(part, port, seconds)           # the feed comes back
-    time.sleep(3.0)
+    # read to its end: the source stalls again once it has decoded all of it
+    wait_until(lambda: reconnects() > before, 60, "the source to read the second feed and stall again")
     run.stop.set()
-    runner.join(timeout=30)
+    runner.join(timeout=60)
     assert not runner.is_alive()
 
-    value = lambda name, **labels: metrics.registry.get_sample_value(name, labels)  # noqa: E731
     assert value("onair_source_reconnects_total", channel="live") >= 1
     decoded = value("onair_audio_decoded_seconds_total", channel="live")
     assert 30.0 < decoded <= 41.0, decoded
@@ -124,20 +148,36 @@ def test_live_run_ends_cleanly_on_sigterm(programme, tmp_path):
     import sys
 
     from tests.conftest import REPO
+    from pipeline.kafka.broker import free_port
     part = write_ts(tmp_path / "live.ts", programme["audio"][: 30 * 48000], "aac").read_bytes()
-    port = free_udp_port()
+    port, mport = free_udp_port(), free_port()
     out = tmp_path / "out"
+    log = open(tmp_path / "run.log", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--out", str(out),
-                             "--input", f"live=udp://127.0.0.1:{port}", "--set", "source.read_timeout_s=1"],
-                            cwd=REPO, stderr=subprocess.PIPE, text=True)
+                             "--input", f"live=udp://127.0.0.1:{port}", "--set", "source.read_timeout_s=1",
+                             "--metrics-port", str(mport)], cwd=REPO, stderr=log, text=True)
+
+    def decoded() -> float:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+        except OSError:
+            return 0.0
+        m = re.search(r'^onair_audio_decoded_seconds_total\{channel="live"\} (\S+)$', text, re.M)
+        return float(m.group(1)) if m else 0.0
+
     try:
-        time.sleep(4.0)                  # model load
+        # the model loads, then the source opens its socket
+        wait_until(lambda: udp_bound(port) or proc.poll() is not None, 180, f"`onair run` to listen on UDP {port}")
         send_ts(part, port, 30.0, speed=6.0)
-        time.sleep(1.0)
+        wait_until(lambda: decoded() >= 28.0 or proc.poll() is not None, 60,
+                   lambda: f"`onair run` to decode the 30 s sent (decoded {decoded():.1f} s)")
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=60)
     finally:
         proc.kill()
+        log.seek(0)
+        err = log.read()
+        log.close()
     assert proc.returncode == 0, err
     segs = [json.loads(x) for x in (out / "segments.jsonl").read_text().splitlines()]
     assert segs and segs[0]["start"] == 0.0 and segs[-1]["end"] > 20.0

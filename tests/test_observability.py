@@ -16,8 +16,8 @@ from operators.audio.clip import audio_field
 from pipeline.kafka.broker import free_port
 from pipeline.metrics import Metrics
 from tests.conftest import REPO
+from tests.waiting import wait_until
 from tests.provider_servers import ProviderServer
-from tests.test_run import onair
 
 RULES = REPO / "deploy" / "prometheus" / "onair-rules.yml"
 
@@ -58,11 +58,10 @@ def test_dashboard_queries_only_metrics_that_exist():
         assert word in titles
 
 
-def test_counters_agree_with_the_records(programme, tmp_path):
-    out = tmp_path / "out"
-    r = onair("run", "--out", str(out), "--input", f"p={programme['ts']}", "--metrics-out", str(tmp_path / "m.prom"))
-    assert r.returncode == 0, r.stderr
-    text = (tmp_path / "m.prom").read_text()
+def test_counters_agree_with_the_records(programme, programme_run):
+    assert programme_run["returncode"] == 0, programme_run["stderr"]
+    out = programme_run["out"]
+    text = programme_run["metrics"].read_text()
 
     def total(name):
         return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
@@ -100,9 +99,18 @@ def test_real_prometheus_fires_the_spend_alert(tmp_path, monkeypatch):
                              f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{pport}"],
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"))
     api = f"http://127.0.0.1:{pport}/api/v1"
+    def scraping() -> bool:
+        try:
+            return any(t["health"] == "up" for t in get(f"{api}/targets")["data"]["activeTargets"])
+        except (OSError, KeyError, ValueError):
+            return False
+
     try:
         # requests arrive while Prometheus scrapes, as a runaway channel's would
-        time.sleep(4)
+        wait_until(lambda: scraping() or prom.poll() is not None or rec.poll() is not None, 120,
+                   "Prometheus to scrape `onair recognize`")
+        assert prom.poll() is None and rec.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:] + \
+            (tmp_path / "recognize.log").read_text()[-2000:]
         audio = audio_field(samples)
         for i in range(12):
             with open(run_dir / "requests.jsonl", "a") as f:

@@ -24,7 +24,8 @@ from operators.recognition.nowplaying import BadRecord, NowPlayingBoard
 from pipeline.kafka.broker import free_port
 from pipeline.follow import JsonlTail
 from tests.conftest import REPO
-from tests.kafka_helpers import kafka_cfg, wait_for
+from tests.kafka_helpers import kafka_cfg
+from tests.waiting import wait_for, wait_until
 
 ARTIFACTS = Path(os.environ.get("ONAIR_TEST_ARTIFACTS", REPO / "tests" / "artifacts")) / "overlay"
 TOKEN = "s3cret-overlay-token"
@@ -188,7 +189,7 @@ class Overlay:
                                       "--set", "overlay.clear_s=0.5", "--set", "overlay.heartbeat_s=1"],
                                      cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120            # a generous deadline: a loaded machine starts Python slowly
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
             try:
@@ -246,7 +247,7 @@ class Events:
         except (OSError, ValueError):
             pass
 
-    def next_state(self, pred, timeout=10.0) -> dict:
+    def next_state(self, pred, timeout=30.0) -> dict:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             try:
@@ -255,7 +256,7 @@ class Events:
                 break
             if ev == "state" and pred(data):
                 return data
-        raise AssertionError("no such state event")
+        raise AssertionError(f"no state event as expected within {timeout:.0f} s")
 
     def close(self):
         self.resp.close()
@@ -303,10 +304,10 @@ def test_api_and_events_follow_the_output_folder_with_a_token(tmp_path):
         assert ov.get("/api/nowplaying/tv1")["visible"] is False
 
         # an idle stream still hears from the server (the page hides the card when it does not)
-        end = time.monotonic() + 5
-        while time.monotonic() < end and ev.q.get(timeout=5)[0] != "ping":
+        end = time.monotonic() + 30                 # heartbeat_s is 1
+        while time.monotonic() < end and ev.q.get(timeout=30)[0] != "ping":
             pass
-        assert time.monotonic() < end
+        assert time.monotonic() < end, "no ping within 30 s"
         ev.close()
         m = ov.metrics()
         assert 'onair_overlay_bad_records_total{kind="nowplaying",reason="json"} 1.0' in m
@@ -331,7 +332,7 @@ def test_refuses_a_public_address_without_a_token_and_serves_loopback_without_on
         assert ov.get("/api/channels") == {"channels": []}
         (tmp_path / "not-yet").mkdir()
         append(tmp_path / "not-yet" / "genres.jsonl", genre("radio 2", 5.0))
-        assert wait_for(lambda: ov.status("/api/nowplaying/radio%202") == 200, 5)
+        wait_until(lambda: ov.status("/api/nowplaying/radio%202") == 200, 60, "the overlay to read the new folder")
         assert ov.get("/api/nowplaying/radio%202")["visible"] is True
     finally:
         ov.stop()
@@ -354,12 +355,14 @@ def test_kafka_mode_rebuilds_the_cards_from_the_topics_and_follows_them(kafka_br
     args = ["--kafka"] + [x for s in sets for x in ("--set", s)]
     ov = Overlay(tmp_path, *args)
     try:
-        assert wait_for(lambda: ov.status("/api/nowplaying/k1") == 200, 20), ov.log.read_text()
+        wait_until(lambda: ov.status("/api/nowplaying/k1") == 200, 120,
+                   lambda: "the overlay to read channel k1 from the topics: " + ov.log.read_text()[-2000:])
         s = ov.get("/api/nowplaying/k1")
         assert s["title"] == "Take Five" and s["visible"] and s["genre"] == "jazz"
         # the segments topic appears only now, as when the overlay starts before the first worker
         send("topic_segments", seg("k1", "music", 50.0, 290.0))
-        assert wait_for(lambda: ov.get("/api/nowplaying/k1")["visible"] is False, 20)
+        wait_until(lambda: ov.get("/api/nowplaying/k1")["visible"] is False, 120,
+                   "the overlay to follow the new segments topic and hide the card")
         assert not ov.get("/api/nowplaying/k1")["music"]
         assert 'onair_overlay_bad_records_total{kind="nowplaying",reason="json"} 1.0' in ov.metrics()
     finally:
@@ -392,7 +395,7 @@ class Chromium:
              f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--remote-debugging-port={port}",
              "--remote-debugging-address=127.0.0.1", "--window-size=1280,720", "--hide-scrollbars", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
-        ws_url, deadline = None, time.monotonic() + 30
+        ws_url, deadline = None, time.monotonic() + 120
         while ws_url is None and time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-2000:]
             try:
@@ -427,20 +430,21 @@ class Chromium:
 
     def open(self, url: str) -> None:
         self.send("Page.navigate", url=url)
-        assert wait_for(lambda: self.eval("document.readyState") == "complete", 15)
+        wait_until(lambda: self.eval("document.readyState") == "complete", 60, f"Chromium to load {url}")
 
     def text(self) -> str:
         """What a viewer can read: rendered text only (a hidden card has none)."""
         return self.eval("document.body.innerText").strip()
 
-    def wait_text(self, pred, timeout=10.0) -> str:
+    def wait_text(self, pred, timeout=30.0) -> str:
+        """The page's text once `pred` holds for it (or after `timeout`: the caller's assertion shows it)."""
         wait_for(lambda: pred(self.text()), timeout, 0.1)
         return self.text()
 
     def screenshot(self, name: str) -> Path:
         # after the card's fade, in or out: the picture is what stays on air
         wait_for(lambda: self.eval("(function (c) { return c.hidden || getComputedStyle(c).opacity === '1'; })"
-                                   "(document.getElementById('card'))"), 3, 0.05)
+                                   "(document.getElementById('card'))"), 15, 0.05)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / name
         path.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"]))

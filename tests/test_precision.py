@@ -14,8 +14,11 @@ from tests import standin_vggish
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory):
+    """VGGish's layers at a quarter of their width: precision, caching and loading do not depend on
+    the size, and the int8 conversion of the full model takes a minute and 5 GB (tests/test_embed.py
+    has the full one)."""
     root = tmp_path_factory.mktemp("vggish")
-    return standin_vggish.build(str(root / "vggish"))
+    return standin_vggish.build(str(root / "vggish"), width=0.25)
 
 
 @pytest.fixture(scope="module")
@@ -38,35 +41,56 @@ def fp32(standin, frames):
     return VGGishHub(standin).embed(frames).embeddings
 
 
+@pytest.fixture(scope="module")
+def int8(standin, frames, tmp_path_factory):
+    """A $ONAIR_CACHE for the module, with the int8 model converted into its models/ once, and
+    the embeddings of `frames` by the model just converted. A conversion takes tens of seconds
+    and leaves gigabytes of TensorFlow graph in the process: four of them (one per int8 test)
+    took half the suite's peak memory and three minutes. The tests load the cached model."""
+    from operators.models.embed import VGGishHub
+    root = tmp_path_factory.mktemp("cache")
+    emb = VGGishHub(standin, "int8", cache_dir=root / "models")
+    assert emb.precision == "int8"
+    return {"cache": root, "embeddings": emb.embed(frames).embeddings}
+
+
+def no_conversion(*a):
+    raise AssertionError("converted again although cached")
+
+
 def cosine(a, b):
     return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
-def test_reduced_precision_stays_close_to_fp32(standin, frames, fp32, precision, tmp_path):
+def test_bf16_stays_close_to_fp32(standin, frames, fp32):
     from operators.models.embed import VGGishHub
-    emb = VGGishHub(standin, precision, cache_dir=tmp_path).embed(frames).embeddings
+    emb = VGGishHub(standin, "bf16").embed(frames).embeddings
     assert emb.shape == fp32.shape and emb.dtype == np.float32
     assert cosine(emb, fp32).min() > 0.999
 
 
-def test_int8_model_is_converted_once_and_cached(standin, frames, tmp_path, monkeypatch):
+def test_int8_stays_close_to_fp32(int8, fp32):
+    emb = int8["embeddings"]          # by the model as converted, before any cache
+    assert emb.shape == fp32.shape and emb.dtype == np.float32
+    assert cosine(emb, fp32).min() > 0.999
+
+
+def test_int8_model_is_converted_once_and_cached(standin, frames, int8, monkeypatch):
     from operators.models import vggish
     from operators.models.embed import VGGishHub
-    first = VGGishHub(standin, "int8", cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("vggish-int8-*.tflite"))) == 1
-
-    def no_conversion(*a):
-        raise AssertionError("converted again although cached")
+    cache = int8["cache"] / "models"
+    assert len(list(cache.glob("vggish-int8-*.tflite"))) == 1     # the `int8` fixture's conversion
     monkeypatch.setattr(vggish.VGGishInt8, "_convert", staticmethod(no_conversion))
-    again = VGGishHub(standin, "int8", cache_dir=tmp_path)
-    np.testing.assert_array_equal(again.embed(frames).embeddings, first.embed(frames).embeddings)
+    again = VGGishHub(standin, "int8", cache_dir=cache)
+    np.testing.assert_array_equal(again.embed(frames).embeddings, int8["embeddings"])
 
 
-def test_int8_frames_do_not_depend_on_their_batch(standin, frames, tmp_path):
+def test_int8_frames_do_not_depend_on_their_batch(standin, frames, int8, monkeypatch):
     # activations are quantized per frame, so a channel's embedding does not change with its neighbours
+    from operators.models import vggish
     from operators.models.embed import VGGishHub
-    emb = VGGishHub(standin, "int8", cache_dir=tmp_path)
+    monkeypatch.setattr(vggish.VGGishInt8, "_convert", staticmethod(no_conversion))
+    emb = VGGishHub(standin, "int8", cache_dir=int8["cache"] / "models")
     together = emb.embed(frames).embeddings
     alone = np.concatenate([emb.embed(frames[i:i + 1]).embeddings for i in range(len(frames))])
     np.testing.assert_allclose(alone, together, rtol=0, atol=1e-5 * np.abs(together).max())
@@ -82,16 +106,18 @@ def test_bf16_without_cpu_support_runs_fp32(standin, frames, fp32, monkeypatch, 
     np.testing.assert_allclose(emb.embed(frames).embeddings, fp32, atol=1e-5 * np.abs(fp32).max())
 
 
-def test_precision_comes_from_config_through_the_real_loading_path(standin, frames, fp32, monkeypatch, tmp_path):
+def test_precision_comes_from_config_through_the_real_loading_path(standin, frames, fp32, int8, monkeypatch):
     from pathlib import Path
 
+    from operators.models import vggish
     from pipeline.models import load_embedder
     monkeypatch.setenv("ONAIR_MODEL_DIR", str(Path(standin).parent))
-    monkeypatch.setenv("ONAIR_CACHE", str(tmp_path))
+    # the model converted into $ONAIR_CACHE/models by the `int8` fixture: found there, not converted again
+    monkeypatch.setenv("ONAIR_CACHE", str(int8["cache"]))
+    monkeypatch.setattr(vggish.VGGishInt8, "_convert", staticmethod(no_conversion))
     emb = load_embedder(config.load(None, ["embedding.backend=vggish", "embedding.precision=int8"]))
     assert emb.precision == "int8"
     assert cosine(emb.embed(frames).embeddings, fp32).min() > 0.999
-    assert list((tmp_path / "models").glob("vggish-int8-*.tflite"))
 
 
 def test_precision_key_is_validated():

@@ -2,6 +2,7 @@
 import base64
 import io
 import json
+import shutil
 
 import av
 import numpy as np
@@ -16,10 +17,9 @@ def read(path):
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_offline_default_makes_requests_and_sends_nothing(programme, tmp_path):
-    out = tmp_path / "out"
-    r = onair("run", "--out", str(out), "--input", f"p={programme['ts']}", "--metrics-out", str(tmp_path / "m"))
-    assert r.returncode == 0, r.stderr
+def test_offline_default_makes_requests_and_sends_nothing(programme, programme_run, tmp_path):
+    assert programme_run["returncode"] == 0, programme_run["stderr"]
+    out = programme_run["out"]
     reqs = read(out / "requests.jsonl")
     assert len(reqs) == 2, reqs                   # two 25 s songs, one request each
     truth = programme["truth"]
@@ -34,10 +34,11 @@ def test_offline_default_makes_requests_and_sends_nothing(programme, tmp_path):
             n = sum(f.samples for f in c.decode(audio=0))
         assert n == 160000
     assert read(out / "nowplaying.jsonl") == [] and not (out / "ledger.jsonl").exists()
-    metrics = (tmp_path / "m").read_text()
+    metrics = programme_run["metrics"].read_text()
     assert 'onair_recognition_requests_emitted_total{channel="p",reason="new_music"} 2.0' in metrics
-    # same stream, same request ids
+    # same stream, same request ids (in another process)
     r = onair("run", "--out", str(tmp_path / "again"), "--input", f"p={programme['ts']}")
+    assert r.returncode == 0, r.stderr
     assert [q["request_id"] for q in read(tmp_path / "again" / "requests.jsonl")] == [q["request_id"] for q in reqs]
 
 
@@ -63,9 +64,10 @@ def test_run_with_a_provider_writes_nowplaying_and_the_ledger(programme, tmp_pat
     assert SECRET not in r.stderr + json.dumps(now) + json.dumps(led) + metrics
 
 
-def test_recognize_follows_a_run_directory(programme, tmp_path, monkeypatch):
+def test_recognize_follows_a_run_directory(programme_run, tmp_path, monkeypatch):
+    assert programme_run["returncode"] == 0, programme_run["stderr"]
     out = tmp_path / "out"
-    assert onair("run", "--out", str(out), "--input", f"p={programme['ts']}").returncode == 0
+    shutil.copytree(programme_run["out"], out)          # the run's folder, which recognize adds to
     server = ProviderServer("audd", SECRET)
     monkeypatch.setenv("AUDD_API_TOKEN", SECRET)
     try:

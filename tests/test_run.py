@@ -83,15 +83,15 @@ def test_exit_status_is_non_zero_only_when_every_input_failed(shared, tmp_path):
     assert "channel a: input" in r.stderr and "channel b: input" in r.stderr
 
 
-def test_channels_are_independent_of_each_other(programme, tmp_path):
+def test_channels_are_independent_of_each_other(programme, programme_run, tmp_path):
     """The same stream alone and beside another channel gives the same segments."""
-    alone, together = tmp_path / "alone", tmp_path / "together"
-    assert onair("run", "--out", str(alone), "--input", f"x={programme['ts']}").returncode == 0
+    assert programme_run["returncode"] == 0, programme_run["stderr"]
+    alone, together = programme_run["out"], tmp_path / "together"          # alone: `onair run --input p=...`
     other = write_ts(tmp_path / "tone.ts", tone(40.0), "mp2")
-    r = onair("run", "--out", str(together), "--input", f"x={programme['ts']}", "--input", f"y={other}",
+    r = onair("run", "--out", str(together), "--input", f"p={programme['ts']}", "--input", f"y={other}",
               "--set", "embedding.batch_size=7")
     assert r.returncode == 0, r.stderr
-    assert segments(alone, "x") == segments(together, "x")
+    assert segments(alone, "p") == segments(together, "p")
     assert segments(together, "y")
 
 
