@@ -22,4 +22,8 @@ def test_an_unknown_option_fails_before_installing_anything():
 
 
 def test_ci_installs_the_test_tools_and_runs_the_readme_command():
-    assert "bash deploy/install.sh --test && .venv/bin/python -m pytest" in (REPO / ".ci" / "run").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert "bash deploy/install.sh --test && .venv/bin/python -m pytest" in readme
+    # CI runs the same two steps, pytest under the sampler that prints its wall time and peak RSS
+    ci = [ln for ln in (REPO / ".ci" / "run").read_text().splitlines() if ln.startswith("bash ")]
+    assert ci == ["bash deploy/install.sh --test && .venv/bin/python .ci/peak_rss.py -- .venv/bin/python -m pytest"]
