@@ -33,7 +33,7 @@ os.environ.setdefault("ONAIR_MODEL_DIR", str(SHARED / "models"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from pipeline import broker, config  # noqa: E402
-from pipeline.demo import encode_programme  # noqa: E402
+from pipeline.demo import encoded  # noqa: E402
 from pipeline.training.evaluate import music_f1, read_labels  # noqa: E402
 from pipeline.kafka.ingest import Ingest  # noqa: E402
 from pipeline.direct import DirectRun  # noqa: E402
@@ -76,8 +76,7 @@ def main() -> None:
         os.environ["ONAIR_MODEL_DIR"] = str(work / "models")     # for this run and the workers it starts
         direct_cfg = config.load(None, model_sets)
     progs = sorted((SHARED / "data" / "streams").glob("*.opus"))
-    media = {p.stem: encode_programme(SHARED, p, args.codec, REPO / ".cache" / "streams" / f"{p.stem}-{args.codec}.ts")
-             for p in progs}
+    media = {p.stem: ts for p, ts in zip(progs, encoded([(p, args.codec) for p in progs]))}
     inputs = [(f"{stem}-{i}", str(ts)) for stem, ts in media.items() for i in range(args.copies)]
     with tempfile.TemporaryDirectory() as tmp:
         b = broker.start(Path(tmp) / "kafka", partitions=4)

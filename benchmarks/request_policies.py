@@ -33,7 +33,7 @@ os.environ.setdefault("ONAIR_MODEL_DIR", str(SHARED / "models"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from pipeline import config  # noqa: E402
-from pipeline.demo import encode_programme  # noqa: E402
+from pipeline.demo import encoded  # noqa: E402
 from pipeline.direct import DirectRun  # noqa: E402
 
 
@@ -109,8 +109,7 @@ def main() -> None:
     for p in progs:
         for codec in args.codecs.split(","):
             inputs[f"{p.stem}-{codec}"] = (p.with_name(p.stem + ".labels.csv"), p.with_name(p.stem + ".songs.csv"),
-                                           encode_programme(SHARED, p, codec,
-                                                            REPO / ".cache" / "streams" / f"{p.stem}-{codec}.ts"))
+                                           encoded([(p, codec)])[0])
     for name, labels, songs, ts in composed_programmes(args.composed, REPO / ".cache" / "streams" / "composed"):
         inputs[name] = (labels, songs, ts)
     with tempfile.TemporaryDirectory() as tmp:

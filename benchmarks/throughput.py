@@ -96,9 +96,9 @@ def machine() -> dict:
 # ---------------------------------------------------------------- parent: assets and orchestration
 
 def media_files() -> list[Path]:
-    from pipeline.demo import encode_programme
-    return [encode_programme(SHARED, SHARED / "data" / "streams" / f"{p}.opus", c,
-                             REPO / ".cache" / "streams" / f"{p}-{c}.ts") for p in PROGRAMMES for c in CODECS]
+    """The dev programmes as `onair demo` encodes them (and from its cache)."""
+    from pipeline.demo import encoded
+    return encoded([(SHARED / "data" / "streams" / f"{p}.opus", c) for p in PROGRAMMES for c in CODECS])
 
 
 @functools.lru_cache(maxsize=None)

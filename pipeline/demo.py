@@ -155,6 +155,14 @@ def _encode_job(source: str, outputs: list[tuple[str, str]], positions: list) ->
     encode(Path(source), [(codec, Path(dest)) for codec, dest in outputs], positions)
 
 
+def encoded(pairs: list[tuple[Path, str]]) -> list[Path]:
+    """(programme, codec) pairs as the demo's cached MPEG-TS files, encoded where missing; for the
+    benchmarks, which run on the same streams."""
+    streams = [stream_for(src, codec) for src, codec in pairs]
+    encode_all(streams)
+    return [s.path for s in streams]
+
+
 def encode_all(streams: list[Stream], progress_stream=None, workers: int | None = None) -> None:
     """Encode the streams not yet cached with a progress line per stream: one process per
     programme (decoded once for all its codecs), at most `workers` (default: the cores this
