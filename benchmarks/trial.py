@@ -57,7 +57,7 @@ def cpu_by_thread_group() -> dict[str, float]:
         except OSError:
             continue
         name = names.get(int(tid), "native")
-        group = "sources" if name.startswith("input-") else "decode" if name.startswith("decode-") else \
+        group = "sources" if name.startswith("input-") else "decode" if name.startswith("decode") else \
             name if name in ("embed", "livefeed") else \
             ("native (model pools)" if name == "native" else "other python")
         out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
