@@ -59,8 +59,17 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
-def tree_rss(root: int) -> int:
-    return sum(rss_bytes(p) for p in tree(root))
+def tree_rss(root: int) -> tuple[int, list[tuple[int, int]]]:
+    sizes = [(rss_bytes(p), p) for p in tree(root)]
+    return sum(s for s, _ in sizes), sizes
+
+
+def label(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return " ".join(a.decode(errors="replace") for a in f.read().split(b"\0") if a)[:90]
+    except OSError:
+        return f"pid {pid} (gone)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,11 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd)
     peak, done = 0, threading.Event()
+    at_peak: list[tuple[int, str]] = []      # the largest processes when the peak was sampled
 
     def sample():
-        nonlocal peak
+        nonlocal peak, at_peak
         while not done.is_set():
-            peak = max(peak, tree_rss(proc.pid))
+            total, sizes = tree_rss(proc.pid)
+            if total > peak:
+                peak = total
+                at_peak = [(s, label(p)) for s, p in sorted(sizes, reverse=True)[:4] if s]
             done.wait(args.every)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -91,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     sampler.join()
     wall = time.monotonic() - t0
     print(f"peak RSS of the test run: {peak / 1e9:.1f} GB", flush=True)
+    for size, what in at_peak:
+        print(f"  at the peak: {size / 1e9:.2f} GB  {what}", flush=True)
     print(f"wall time: {wall:.0f} s", flush=True)
     return rc if rc >= 0 else 128 - rc
 

@@ -23,12 +23,18 @@ def vggish(vggish_dir):
     old = os.environ.get("ONAIR_MODEL_DIR")
     os.environ["ONAIR_MODEL_DIR"] = str(vggish_dir)
     try:
-        return load_embedder(config.load(None, ["embedding.backend=vggish"]))
+        embedder = load_embedder(config.load(None, ["embedding.backend=vggish"]))
     finally:
         if old is None:
             os.environ.pop("ONAIR_MODEL_DIR")
         else:
             os.environ["ONAIR_MODEL_DIR"] = old
+    yield embedder
+    # the full-size network's half gigabyte goes back to the system before the suite's later tests
+    # start worker processes and a browser beside this one
+    import gc
+    del embedder
+    gc.collect()
 
 
 def test_vggish_batched_path_equals_the_tfhub_signature(vggish):
