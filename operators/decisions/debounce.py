@@ -84,51 +84,6 @@ def history_needed_s(p: DebounceParams, lag_frames: int, delivery_s: float) -> f
             + FRAME_HOP_S * (p.window_frames + p.peak_wait_frames + 1 + lag_frames))
 
 
-class Prototypes:
-    """Unit vectors of a song's past windows with their pairwise cosines, kept as the vectors come:
-    a new one costs one matrix-vector product, where recomputing the whole matrix for each frame
-    of music cost more than the rest of the debouncer."""
-
-    def __init__(self):
-        self._v: np.ndarray | None = None     # [capacity, D]
-        self._sim: np.ndarray | None = None   # [capacity, capacity], -2 on the diagonal
-        self._n = 0
-
-    def __len__(self) -> int:
-        return self._n
-
-    @property
-    def matrix(self) -> np.ndarray:
-        return self._v[:self._n] if self._n else np.zeros((0, 0), np.float32)
-
-    def add(self, v: np.ndarray) -> None:
-        n = self._n
-        if self._v is None or n == len(self._v):
-            cap = max(8, 2 * n)
-            v2 = np.zeros((cap, len(v)), np.float32)
-            s2 = np.full((cap, cap), -2.0, np.float32)
-            if n:
-                v2[:n], s2[:n, :n] = self._v[:n], self._sim[:n, :n]
-            self._v, self._sim = v2, s2
-        self._v[n] = v
-        s = self._v[:n] @ self._v[n]
-        self._sim[n, :n] = s
-        self._sim[:n, n] = s
-        self._sim[n, n] = -2.0
-        self._n = n + 1
-
-    def merge_closest(self) -> None:
-        """The two most alike become their normalised sum, appended after the others."""
-        n = self._n
-        i, j = np.unravel_index(np.argmax(self._sim[:n, :n]), (n, n))
-        merged = self._v[i] + self._v[j]
-        keep = [k for k in range(n) if k not in (i, j)]
-        self._v[:n - 2] = self._v[keep]
-        self._sim[:n - 2, :n - 2] = self._sim[np.ix_(keep, keep)]
-        self._n = n - 2
-        self.add(merged / (np.linalg.norm(merged) + 1e-9))
-
-
 @dataclass
 class RequestIntent:
     channel: str
@@ -161,7 +116,7 @@ class Debouncer:
         self.last_clip_start = None
         self._frames: deque = deque()        # (time, unit embedding, level_min_db, level_med_db)
         self._candidate = None               # (score, time, index-from-now)
-        self._protos = Prototypes()          # window means of this run of music, before the windows
+        self._protos: list[np.ndarray] = []  # window means of this run of music, before the windows
         self._block: list[np.ndarray] = []
         self._gap_since = None               # start of a short non-music gap inside the run
 
@@ -214,7 +169,7 @@ class Debouncer:
         if last is not None:
             for _ in range(last):
                 self._frames.popleft()
-            self._protos, self._block = Prototypes(), []
+            self._protos, self._block = [], []
             self.song_start = frames[last][0]
 
     def _detect_change(self, newest_time: float) -> None:
@@ -245,7 +200,7 @@ class Debouncer:
             # frames before the boundary belong to the old song
             while self._frames and self._frames[0][0] < t:
                 self._frames.popleft()
-            self._protos, self._block = Prototypes(), []
+            self._protos, self._block = [], []
             if t - self.song_start >= FRAME_HOP_S * self.p.window_frames:
                 self.song_start, self.song_reason = t, "song_change"
                 self.requested, self.song_requests, self.last_clip_start = False, 0, None
@@ -267,16 +222,22 @@ class Debouncer:
         if len(self._block) < W:
             return
         m = np.mean(self._block, axis=0)
-        self._protos.add(m / (np.linalg.norm(m) + 1e-9))
+        self._protos.append(m / (np.linalg.norm(m) + 1e-9))
         self._block = self._block[1:]
         if len(self._protos) > self.p.prototypes:   # merge the two most alike: memory stays bounded
-            self._protos.merge_closest()
+            P = np.stack(self._protos)
+            sim = P @ P.T
+            np.fill_diagonal(sim, -2)
+            i, j = np.unravel_index(np.argmax(sim), sim.shape)
+            merged = P[i] + P[j]
+            self._protos = [p for k, p in enumerate(self._protos) if k not in (i, j)]
+            self._protos.append(merged / (np.linalg.norm(merged) + 1e-9))
 
     def _self_similarity(self, right: np.ndarray) -> float:
-        if not len(self._protos):
+        if not self._protos:
             return -1.0
         r = right / (np.linalg.norm(right) + 1e-9)
-        return float(np.max(self._protos.matrix @ r))
+        return float(np.max(np.stack(self._protos) @ r))
 
     @property
     def confirmed_time(self) -> float:
@@ -322,7 +283,7 @@ class Debouncer:
                 "requests": self.requests, "same_recording_vetoes": self.same_recording_vetoes,
                 "candidate": self._candidate, "_gap_since": self._gap_since,
                 "frames": [(t, to_text(e), lo, med) for t, e, lo, med in self._frames],
-                "protos": [to_text(e) for e in self._protos.matrix], "block": [to_text(e) for e in self._block]}
+                "protos": [to_text(e) for e in self._protos], "block": [to_text(e) for e in self._block]}
 
     def restore(self, d: dict) -> None:
         for k in ("song_start", "song_reason", "requested", "song_requests", "last_clip_start", "last_request_at",
@@ -331,8 +292,6 @@ class Debouncer:
         self.same_recording_vetoes = d.get("same_recording_vetoes", 0)   # absent from older snapshots
         self._candidate = tuple(d["candidate"]) if d["candidate"] else None
         self._frames = deque((t, from_text(e), lo, med) for t, e, lo, med in d["frames"])
-        self._protos = Prototypes()
-        for e in d["protos"]:
-            self._protos.add(from_text(e))
+        self._protos = [from_text(e) for e in d["protos"]]
         self._block = [from_text(e) for e in d["block"]]
 
