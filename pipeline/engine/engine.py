@@ -124,11 +124,6 @@ class Engine:
             self._thread.join()
         self._check()
 
-    @property
-    def backlog(self) -> int:
-        """Frames queued, not yet embedded."""
-        return self._items.qsize()
-
     # -- the embedding thread
     def _run(self) -> None:
         try:
