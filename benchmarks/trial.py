@@ -141,11 +141,11 @@ class _Worker:
         import queue
 
         from pipeline.engine import Engine
-        from pipeline.outputs import JsonlOutputs
+        from pipeline.outputs import DailyJsonlOutputs
         from pipeline.params import DecodeParams
         self.feed = ChunkFeed(specs, self._submit, stagger_s=stagger_s)
         self.progress = Progress(self.feed)
-        self.outputs = JsonlOutputs(tmp, ("segments", "requests", "genres"))
+        self.outputs = DailyJsonlOutputs(tmp, ("segments", "requests", "genres"))
         self.engine = Engine.from_config(cfg, embedder, self.outputs, Metrics(),
                                          Observer(self.progress, cfg["hmm"]["lag_frames"]))
         self.decode = DecodeParams.from_config(cfg)

@@ -93,7 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = _command(sub, "run", "direct mode: read sources, write segments (no Kafka)")
     r.add_argument("--input", action="append", required=True, metavar="CHANNEL=URL",
                    help="a channel id and any URL or path PyAV opens (repeatable)")
-    r.add_argument("--out", required=True, help="output directory for segments/requests/genres .jsonl")
+    r.add_argument("--out", required=True,
+                   help="output directory: DIR/YYYY-MM-DD/{segments,requests,genres,nowplaying}.jsonl by UTC day, "
+                        "appended (DIR/<kind>.jsonl links to the newest day)")
+    r.add_argument("--start-time", metavar="ISO",
+                   help="UTC of the start of every file input, e.g. 2026-12-06T14:05:00Z (default: the file's "
+                        "creation_time tag, else the run's start); live sources use their receive clock")
     r.add_argument("--metrics-out", help="write the final Prometheus exposition (text format) here")
     _metrics_args(r)
     _config_args(r)
@@ -138,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     _metrics_args(rc)
     _config_args(rc)
 
+    ar = _command(sub, "archive", "write the record topics of Kafka mode into dated files, as `onair run` "
+                                  "writes them (for `onair report`)")
+    ar.add_argument("--kafka", action="store_true", required=True,
+                    help="consume the segment, request, genre and now-playing topics (a consumer group)")
+    ar.add_argument("--out", required=True, help="output directory: DIR/YYYY-MM-DD/<kind>.jsonl by UTC day")
+    ar.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
+                    help="exit after this long without records (batch jobs, tests)")
+    _metrics_args(ar)
+    _config_args(ar)
+
     ov = _command(sub, "overlay", "serve the now-playing card (HTML for OBS/CasparCG, JSON, Server-Sent Events)")
     src = ov.add_mutually_exclusive_group(required=True)
     src.add_argument("--dir", help="follow DIR/nowplaying.jsonl, genres.jsonl and segments.jsonl as they grow")
@@ -160,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the reference of every key (default, unit, range, meaning) as Markdown: "
                         "docs/configuration.md")
     _config_args(c)
+
+    rp = _command(sub, "report", "write the daily airplay report of a run's output dir (cue sheets, figures, "
+                                 "one HTML page)")
+    _report_args(rp)
 
     d = _command(sub, "demo", "run on the shared dev programmes, encoded as MPEG-TS, and score them")
     d.add_argument("--shared", default=None, help="the shared folder (default: ../shared beside the repo)")
@@ -200,10 +219,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args, cfg) -> int:
     from pipeline.direct import DirectRun, install_signal_handlers, parse_inputs
+    from pipeline.clock import parse_iso
     inputs = parse_inputs(args.input)
+    start_time = None
+    if args.start_time is not None:
+        try:
+            start_time = parse_iso(args.start_time)
+        except ValueError as e:
+            raise ValueError(f"--start-time: {e}") from None
     from pipeline.progress import for_files
     run = DirectRun(inputs, args.out, cfg, _metrics(cfg), embedder=load_embedder(cfg),
-                    progress=for_files(inputs, cfg["source"]["live"]))
+                    progress=for_files(inputs, cfg["source"]["live"]), start_time=start_time)
     install_signal_handlers(run.stop)
     results = run.run()
     for r in results.values():
@@ -299,6 +325,17 @@ def cmd_recognize(args, cfg) -> int:
     return 0
 
 
+def cmd_archive(args, cfg) -> int:
+    import threading
+
+    from pipeline.direct import install_signal_handlers
+    from pipeline.kafka.archive import archive_kafka
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    archive_kafka(cfg, Path(args.out), stop, args.exit_when_idle, _metrics(cfg))
+    return 0
+
+
 def cmd_overlay(args, cfg) -> int:
     import signal
     import threading
@@ -354,9 +391,33 @@ def cmd_demo(args, cfg) -> int:
     return run_demo(args, cfg)
 
 
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", required=True, help="the output dir of onair run (its YYYY-MM-DD day folders)")
+    p.add_argument("--day", help="the UTC day YYYY-MM-DD (default: the newest day folder with records)")
+    p.add_argument("--channel", help="only this channel (default: every channel with records that day)")
+    p.add_argument("--tz", metavar="ZONE", help="show times in this zone, e.g. Europe/Paris (default: UTC); "
+                                                "the day and the stored times stay UTC")
+    p.add_argument("--out", help="report folder (default: DIR/reports); the day's files go to OUT/YYYY-MM-DD/")
+    p.set_defaults(config=None, set=[])      # the report reads no config
+
+
+def cmd_report(args, cfg) -> int:
+    from pipeline.report import write_report
+    try:
+        paths = write_report(args.dir, args.day, args.channel, args.tz, args.out)
+    except OSError as e:
+        log.error("cannot write the report: %s", e)
+        return 1
+    for path in paths:
+        print(path)
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "train": cmd_train, "demo": cmd_demo, "ingest": cmd_ingest, "worker": cmd_worker,
             "broker": cmd_broker, "recognize": cmd_recognize, "overlay": cmd_overlay,
-            "genre": cmd_genre, "config": cmd_config}
+            "genre": cmd_genre, "config": cmd_config, "report": cmd_report,
+            "archive": cmd_archive}
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,50 +23,22 @@ failover) gets exactly the UTC, and the ids, it got the first time.
 from __future__ import annotations
 
 import bisect
-import datetime as dt
 import threading
 import time
 
+from operators.utc import day_of, iso, parse_iso
+
+__all__ = ["CLOCKS", "StreamClock", "day_of", "iso", "parse_iso"]
+
 CLOCKS = ("live", "ingest", "given", "container", "run_start")
 FIXED = ("given", "container", "run_start")
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-
-def iso(t: float) -> str:
-    """Unix seconds -> '2026-12-06T08:00:00.000Z' (rounded to the millisecond)."""
-    ms = int(round(t * 1000))
-    d = _EPOCH + dt.timedelta(milliseconds=ms)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
-def parse_iso(s: str) -> float:
-    """ISO 8601 -> Unix seconds. A time without an offset is UTC; raises ValueError."""
-    if not isinstance(s, str) or not s.strip():
-        raise ValueError(f"not an ISO 8601 time: {s!r}")
-    text = s.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        d = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"not an ISO 8601 time: {s!r} (e.g. 2026-12-06T14:05:00Z)") from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=dt.timezone.utc)
-    return d.timestamp()
-
-
-def day_of(t: float) -> str:
-    """The UTC day 'YYYY-MM-DD' of Unix seconds."""
-    return iso(t)[:10]
-
 
 class StreamClock:
     """Stream time -> Unix seconds for one run of one channel. `observe` is called by the
     thread that feeds audio, `utc` by the one that decides: anchors are guarded by a lock."""
 
     def __init__(self, kind: str, offset: float | None = None, resync_s: float = 5.0,
-                 resync_hold_s: float = 30.0, drift_ppm: float = 500.0, keep: int = 2000):
+                 resync_hold_s: float = 30.0, drift_ppm: float = 100.0, keep: int = 1000):
         if kind not in CLOCKS:
             raise ValueError(f"unknown clock {kind!r}")
         self.kind = kind
@@ -114,7 +86,7 @@ class StreamClock:
                 self._late_since = None
         self._last_wall = wall
         self._offset = new
-        if not self._offsets or abs(new - self._offsets[-1]) >= 0.001:
+        if not self._offsets or abs(new - self._offsets[-1]) >= 0.005:
             with self._lock:
                 self._times.append(stream_end)
                 self._offsets.append(new)

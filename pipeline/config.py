@@ -333,6 +333,14 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "max_gap_s": Float(5.0, 0.0, 3600.0,
                            doc="a forward PTS jump up to this long is a gap (kept in stream time); a larger or "
                                "backward one is a discontinuity"),
+        "min_no_signal_s": Float(1.0, 0.1, 3600.0,
+                                 doc="a gap in a source's audio this long (an outage, a reconnect) is written as "
+                                     "a `no_signal` segment; shorter ones stay inside the segment around them"),
+        "clock_resync_s": Float(5.0, 0.5, 3600.0,
+                                doc="live and Kafka clocks: audio arriving this much later than the stream's "
+                                    "anchor to UTC, for `clock_resync_hold_s`, re-anchors it"),
+        "clock_resync_hold_s": Float(30.0, 0.0, 86400.0,
+                                     doc="how long late arrival must last before the clock re-anchors"),
     },
     "kafka": {
         "bootstrap_servers": Str("127.0.0.1:19092",

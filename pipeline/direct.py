@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from operators.audio.constants import SAMPLE_RATE
+from pipeline.clock import StreamClock, parse_iso
 from pipeline.engine import Engine
 from pipeline.heads import hmm_params, load_heads
 from pipeline.metrics import Metrics
 from pipeline.models import load_embedder
-from pipeline.outputs import JsonlOutputs, Tee
+from pipeline.outputs import DailyJsonlOutputs, Tee
 from pipeline.params import EngineParams
-from pipeline.sources import Source, SourceError, run_inputs
+from pipeline.sources import Source, SourceError, is_live, run_inputs
 
 log = logging.getLogger("onair.run")
 
@@ -55,8 +56,9 @@ def parse_inputs(items: list[str]) -> list[tuple[str, str]]:
 
 class DirectRun:
     def __init__(self, inputs: list[tuple[str, str]], out_dir: str | Path, cfg: dict, metrics: Metrics | None = None,
-                 embedder=None, progress=None, observer=None):
+                 embedder=None, progress=None, observer=None, start_time: float | None = None):
         self.inputs = inputs
+        self.start_time = start_time   # --start-time: UTC of stream time 0 of every file input
         self.out_dir = Path(out_dir)
         self.cfg = cfg
         self.metrics = metrics or Metrics(currency=cfg["recognition"]["currency"]).configure(cfg)
@@ -72,12 +74,13 @@ class DirectRun:
 
     def run(self) -> dict[str, ChannelResult]:
         from pipeline.recognition.stage import RecognitionStage, ledger_path, make_recognizer
-        files = JsonlOutputs(self.out_dir)
+        files = DailyJsonlOutputs(self.out_dir)
         recognizer = make_recognizer(self.cfg, ledger_path(self.cfg, self.out_dir), self.metrics)
         stage = None
         if recognizer is not None:
-            stage = RecognitionStage(recognizer, files.sinks["nowplaying"])
+            stage = RecognitionStage(recognizer, functools.partial(files.write, "nowplaying"))
             stage.start()
+        self.run_start = time.time()
         engine = Engine(self.embedder, self.heads, self.params, Tee(files, functools.partial(self._seen, stage)),
                         self.metrics, self.observer).start()
         if self.progress is not None:
@@ -109,13 +112,41 @@ class DirectRun:
             if stage is not None:
                 stage.submit(record)
 
+    def _clock(self, channel: str, src: Source) -> StreamClock:
+        """A file's UTC: --start-time, else its container's creation_time, else the run's start."""
+        if self.start_time is not None:
+            return StreamClock.fixed("given", self.start_time)
+        if src.creation_time:
+            try:
+                return StreamClock.fixed("container", parse_iso(src.creation_time))
+            except ValueError:
+                log.warning("channel %s: creation_time %r is not a time; the run's start is used", channel,
+                            src.creation_time)
+        return StreamClock.fixed("run_start", self.run_start)
+
     def _source_thread(self, channel: str, url: str, engine: Engine) -> None:
         res = self.results[channel]
-        run = self.runs[channel] = engine.open(channel)
         src = Source(channel, url, self.cfg, self.metrics, self.stop)
+        s = self.cfg["source"]
+        live = is_live(url, s["live"])
+        if live and self.start_time is not None:
+            log.warning("channel %s: --start-time applies to files; a live source runs on its receive clock",
+                        channel)
+        clock = StreamClock("live", resync_s=s["clock_resync_s"], resync_hold_s=s["clock_resync_hold_s"]) \
+            if live else None
+        run = self.runs[channel] = engine.open(channel, clock)
         progress = self.progress
+        first = [True]
 
         def on_chunk(chunk):
+            if live:
+                run.clock.observe(chunk.time + len(chunk.samples) / SAMPLE_RATE, time.time())
+            elif first[0]:
+                # the container is open by now, its tags read; nothing of the run is decided yet
+                run.clock = self._clock(channel, src)
+                log.info("channel %s: stream time 0 is %s (clock: %s)", channel, run.clock.iso(0.0),
+                         run.clock.kind)
+            first[0] = False
             engine.feed(run, chunk)
             if progress is not None:
                 progress.note(channel, run.newest_time, run.music_s, run.decided_s)
@@ -135,11 +166,23 @@ class DirectRun:
                      "discontinuities": src.normalizer.discontinuities, "gaps": src.normalizer.gaps,
                      "format_changes": src.normalizer.format_changes, "codec_changes": src.stats.codec_changes}
         if engine.error is None:
-            engine.end(run, src.normalizer.time)
+            end = src.normalizer.time
+            if live and src.audio_seen:
+                # stopped during an outage: the silence up to the stop is no signal, not nothing
+                down = time.monotonic() - src.last_audio_wall
+                if down >= run.min_no_signal_s:
+                    end += down
+                    run.outage(end)
+            engine.end(run, end)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and Ctrl-C (SIGINT) both stop cleanly: `stop` is set, sources close, open segments
+    and genre records are closed at the stop time and written. A second Ctrl-C interrupts at once."""
     def handler(signum, _frame):
-        log.info("signal %d: stopping", signum)
+        log.info("%s: stopping (open segments are closed and written)", signal.Signals(signum).name)
         stop.set()
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -1,8 +1,10 @@
-"""Following a growing JSONL file of direct mode (`onair run` writes one record
-per line and flushes each), as `tail -F` would."""
+"""Following the growing JSONL files of direct mode (`onair run` writes one record
+per line and flushes each), as `tail -F` would, across the daily rotation."""
 from __future__ import annotations
 
 from pathlib import Path
+
+from pipeline.outputs import day_dirs
 
 
 class JsonlTail:
@@ -30,3 +32,34 @@ class JsonlTail:
         keep = chunk.rfind(b"\n") + 1          # a half-written last line waits for its end
         self.pos += keep
         return [line for line in chunk[:keep].decode("utf-8", errors="replace").splitlines() if line.strip()]
+
+
+class DailyTail:
+    """DIR/YYYY-MM-DD/<name>.jsonl (pipeline.outputs.DailyJsonl): the newest day's file when the
+    follower starts and every later day's, each followed as it grows; a day's file can still grow
+    after the next day's has begun (a segment is written when it closes, channels lag each other).
+    A plain DIR/<name>.jsonl (not the link to the newest day: written by an older onair or by
+    another tool) is followed while no day has a file of that name."""
+
+    def __init__(self, directory: str | Path, name: str, from_day: str | None = None):
+        self.dir = Path(directory)
+        self.name = name
+        days = day_dirs(self.dir)
+        self.from_day = from_day if from_day is not None else (days[-1] if days else "")
+        self.tails: dict[str, JsonlTail] = {}
+        self.plain = JsonlTail(self.dir / f"{name}.jsonl")
+
+    def read(self) -> list[str]:
+        """The complete lines appended since the last call, day by day."""
+        out: list[str] = []
+        for day in day_dirs(self.dir):
+            path = self.dir / day / f"{self.name}.jsonl"
+            if day < self.from_day or (day not in self.tails and not path.exists()):
+                continue
+            tail = self.tails.get(day)
+            if tail is None:
+                tail = self.tails[day] = JsonlTail(path)
+            out += tail.read()
+        if not self.tails and not self.plain.path.is_symlink():
+            out += self.plain.read()
+        return out

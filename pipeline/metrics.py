@@ -18,6 +18,8 @@ class Metrics:
         self.reconnects = Counter("onair_source_reconnects", "Reconnections of live sources", ch, registry=r)
         self.input_errors = Counter("onair_input_errors", "Input failures by reason", ch + ["reason"], registry=r)
         self.source_up = Gauge("onair_source_up", "1 while the source delivers audio", ch, registry=r)
+        self.no_signal = Counter("onair_no_signal_seconds", "Outages of the source, in seconds of stream time "
+                                 "(no_signal segments)", ch, registry=r)
         self.frames_embedded = Counter("onair_frames_embedded", "0.96 s frames embedded", ["backend"], registry=r)
         self.embed_batch = Histogram("onair_embedding_batch_size", "Frames per embedding call", ["backend"],
                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)

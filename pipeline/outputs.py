@@ -5,15 +5,33 @@ An output takes `write(kind, record)` from any thread, `flush()` at a
 checkpoint (what was written is then durable or delivered) and `close()` once.
 JSONL files (direct mode) and an in-memory list (tests, benchmarks) live here;
 Kafka topics in pipeline.kafka.outputs.
+
+Files of direct mode rotate by UTC day: a record goes to DIR/YYYY-MM-DD/<kind>.jsonl
+of its own UTC time (the day of the field in DAY_FIELD), appended, never truncated,
+so a restart, a second run into the same folder or a 24/7 run loses nothing and no
+file grows for ever. DIR/<kind>.jsonl is a symbolic link to the newest day's file,
+for `tail -F` and tools that read one file.
 """
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
 import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
 
+from pipeline.clock import day_of
+
 KINDS = ("segments", "requests", "genres", "nowplaying")
+# the field whose UTC day a record is filed under (ledger lines: their Unix `ts`)
+DAY_FIELD = {"segments": "start_utc", "requests": "emitted_at_utc", "genres": "segment_start_utc",
+             "nowplaying": "started_at_utc", "ledger": "ts"}
+DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+log = logging.getLogger("onair.outputs")
 
 
 class Outputs(Protocol):
@@ -24,40 +42,120 @@ class Outputs(Protocol):
     def close(self) -> None: ...
 
 
+_LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"}
+
+
 def dumps(record: dict) -> str:
-    """One record as one line of compact UTF-8 JSON."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    """One record as one line of compact UTF-8 JSON. Unicode line breaks are escaped: a reader
+    that splits lines the Unicode way (str.splitlines, many JS readers) must not cut a record."""
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    for ch, esc in _LINE_BREAKS.items():
+        if ch in line:
+            line = line.replace(ch, esc)
+    return line
 
 
-class JsonlSink:
-    """One JSONL file, flushed per record so a follower (tail, the overlay) sees records as they
-    are decided."""
+def record_day(kind: str, record: dict) -> str:
+    """The UTC day a record is filed under; today's for a record without its time."""
+    v = record.get(DAY_FIELD.get(kind, ""))
+    if isinstance(v, str) and DAY_DIR.match(v[:10]):
+        return v[:10]
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
+        return day_of(float(v))
+    return day_of(time.time())
 
-    def __init__(self, path: str | Path, append: bool = False):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "a" if append else "w", encoding="utf-8")
+
+def day_dirs(directory: str | Path) -> list[str]:
+    """The day folders (YYYY-MM-DD) of an output folder, oldest first."""
+    try:
+        return sorted(e.name for e in os.scandir(directory) if e.is_dir() and DAY_DIR.match(e.name))
+    except FileNotFoundError:
+        return []
+
+
+class DailyJsonl:
+    """One kind of record in DIR/YYYY-MM-DD/<name>.jsonl by each record's UTC day, appended and
+    flushed per record (a follower sees records as they are decided); DIR/<name>.jsonl links to
+    the newest day. A few days' files stay open: records of a day arrive late (a segment is
+    written when it closes, a channel may lag the others)."""
+
+    OPEN_DAYS = 3
+
+    def __init__(self, directory: str | Path, name: str, kind: str | None = None):
+        self.dir = Path(directory)
+        self.name = name
+        self.kind = kind or name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.link = self.dir / f"{name}.jsonl"
+        self._files: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
         self.count = 0
+        self.newest = self._adopt()
+
+    def path(self, day: str) -> Path:
+        return self.dir / day / f"{self.name}.jsonl"
+
+    def _adopt(self) -> str | None:
+        """The newest day already linked; a plain file of an older onair (no rotation) is filed
+        under the day it was last written, so nothing is truncated or lost."""
+        if self.link.is_symlink():
+            day = Path(os.readlink(self.link)).parent.name
+            return day if DAY_DIR.match(day) else None
+        if self.link.is_file():
+            day = day_of(self.link.stat().st_mtime)
+            target = self.path(day)
+            if target.exists():
+                target = target.with_name(f"{self.name}.before-{int(time.time())}.jsonl")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.link, target)
+            log.info("%s: moved to %s (outputs now rotate by UTC day)", self.link, target)
+        return None
 
     def write(self, record: dict) -> None:
-        line = dumps(record)
+        line = dumps(record) + "\n"
+        day = record_day(self.kind, record)
         with self._lock:
-            self._f.write(line + "\n")
-            self._f.flush()
+            f = self._file(day)
+            f.write(line)
+            f.flush()
             self.count += 1
+            if self.newest is None or day > self.newest:
+                self.newest = day
+                self._relink(day)
+
+    def _file(self, day: str):
+        f = self._files.get(day)
+        if f is None:
+            p = self.path(day)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            f = self._files[day] = open(p, "a", encoding="utf-8")
+            while len(self._files) > self.OPEN_DAYS:
+                self._files.popitem(last=False)[1].close()
+        self._files.move_to_end(day)
+        return f
+
+    def _relink(self, day: str) -> None:
+        tmp = self.dir / f".{self.name}.jsonl.link"
+        try:
+            tmp.unlink(missing_ok=True)
+            os.symlink(f"{day}/{self.name}.jsonl", tmp)
+            os.replace(tmp, self.link)      # atomic: a reader never finds no link
+        except OSError as e:       # a file system without symbolic links: the dated files are the record
+            log.warning("%s: cannot link to the newest day (%s)", self.link, e)
 
     def close(self) -> None:
         with self._lock:
-            self._f.close()
+            for f in self._files.values():
+                f.close()
+            self._files.clear()
 
 
-class JsonlOutputs:
-    """DIR/<kind>.jsonl for each kind."""
+class DailyJsonlOutputs:
+    """Direct mode's files: DIR/YYYY-MM-DD/<kind>.jsonl for each kind (DailyJsonl)."""
 
     def __init__(self, out_dir: str | Path, kinds: tuple[str, ...] = KINDS):
         self.dir = Path(out_dir)
-        self.sinks = {kind: JsonlSink(self.dir / f"{kind}.jsonl") for kind in kinds}
+        self.sinks = {kind: DailyJsonl(self.dir, kind) for kind in kinds}
 
     def write(self, kind: str, record: dict) -> None:
         self.sinks[kind].write(record)

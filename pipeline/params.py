@@ -22,12 +22,13 @@ class ChannelParams:
     talkover_threshold: float = 0.5   # talk-over probability above which a frame is speech over a bed
     audio_codec: str = "flac"         # how request clips are encoded
     history_s: float = 45.0           # audio kept per channel for clips and the identity test
+    min_no_signal_s: float = 1.0      # a gap in the source this long is a no_signal segment
 
     @classmethod
     def from_config(cls, cfg: dict, hmm: HmmParams) -> "ChannelParams":
         d = cfg["debounce"]
         return cls(hmm, DebounceParams.from_config(d), GenreParams.from_config(cfg["genre"]),
-                   d["talkover_threshold"], d["audio_codec"], d["history_s"])
+                   d["talkover_threshold"], d["audio_codec"], d["history_s"], cfg["source"]["min_no_signal_s"])
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,18 @@ class EngineParams:
 
 @dataclass(frozen=True)
 class DecodeParams:
-    """How a channel's media becomes audio: which track, and the longest PTS jump kept as a gap."""
+    """How a channel's media becomes audio: which track, the longest PTS jump kept as a gap, and
+    how its clock follows the ingest envelopes' wall clock (pipeline.clock)."""
     audio_track: str = "first"
     max_gap_s: float = 5.0
+    clock_resync_s: float = 5.0
+    clock_resync_hold_s: float = 30.0
 
     @classmethod
     def from_config(cls, cfg: dict) -> "DecodeParams":
-        return cls(cfg["source"]["audio_track"], cfg["source"]["max_gap_s"])
+        s = cfg["source"]
+        return cls(s["audio_track"], s["max_gap_s"], s["clock_resync_s"], s["clock_resync_hold_s"])
+
+    def clock(self, kind: str = "ingest"):
+        from pipeline.clock import StreamClock
+        return StreamClock(kind, resync_s=self.clock_resync_s, resync_hold_s=self.clock_resync_hold_s)

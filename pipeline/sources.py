@@ -106,7 +106,8 @@ class Input:
         self.stats = SourceStats()
         self.audio_seen = False
         self._session_had_audio = False
-        self._last_audio_wall = 0.0
+        self.last_audio_wall = 0.0      # monotonic time of the newest audio
+        self.creation_time = None       # the container's creation_time tag, when it has one
 
     # -- what subclasses provide
     def _prepare(self, container, stream) -> None:
@@ -132,13 +133,15 @@ class Input:
             self._session_had_audio = False
             try:
                 self._session(sink)
-                if not self.live:
+                if not self.live or self.stop.is_set():   # a clean stop is not an end of stream
                     break
                 err = SourceError("eof", "stream ended")
             except SourceError as e:
                 err = e
             except av.error.FFmpegError as e:
                 err = SourceError("read_error", _ffmpeg_message(e))
+            if self.live and self.stop.is_set():      # the read was cut short by the stop itself
+                break
             self._count("input_errors", reason=err.reason)
             self._set_up(False)
             if not self.live or isinstance(err, Unrecoverable):
@@ -172,6 +175,7 @@ class Input:
             if stream.codec_context is None or stream.codec_context.name in ("", "none"):
                 raise SourceError("unsupported_codec",
                                   f"unsupported audio codec: no decoder for track #{stream.index}")
+            self.creation_time = container.metadata.get("creation_time") or stream.metadata.get("creation_time")
             self._prepare(container, stream)
             log.info("%s", opened_line(self.channel, self.url, stream, self.cfg["audio_track"]))
             self._set_up(True)
@@ -189,7 +193,7 @@ class Input:
                     return
                 if self._packet(packet, sink):
                     got_audio = self.audio_seen = self._session_had_audio = True
-                    last_audio = self._last_audio_wall = time.monotonic()
+                    last_audio = self.last_audio_wall = time.monotonic()
                 if self.live and time.monotonic() - last_audio > watchdog:
                     raise Stalled("stalled", f"no audio for {watchdog:.0f} s")
         except av.error.FFmpegError as e:
@@ -248,7 +252,7 @@ class Source(Input):
         for frame in frames:
             if not self._session_had_audio and self.audio_seen:
                 # a live outage is a gap in stream time as long as it lasted, not a splice
-                self.normalizer.expect_gap(time.monotonic() - self._last_audio_wall)
+                self.normalizer.expect_gap(time.monotonic() - self.last_audio_wall)
                 self._session_had_audio = True
             self._emit(self.normalizer.push(frame), sink)
         return bool(frames)

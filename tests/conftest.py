@@ -138,6 +138,9 @@ def kafka_broker(tmp_path_factory):
 _DIRECT_RUNS: dict[tuple, Path] = {}
 
 
+GIVEN_START = 1767225600.0     # 2026-01-01T00:00:00Z: the --start-time of runs whose ids are compared
+
+
 def direct_segments(ts_path, tmp_path, *sets, what="segments"):
     """Records of one stream through direct mode, for comparison with the Kafka path. Direct mode
     is deterministic, so one run per stream and settings serves the session (it is written under
@@ -148,7 +151,7 @@ def direct_segments(ts_path, tmp_path, *sets, what="segments"):
     key = (str(ts_path), sets)
     if key not in _DIRECT_RUNS:
         out = tmp_path / f"direct-{ts_path.stem}"
-        DirectRun([("x", str(ts_path))], out, config.load(None, list(sets))).run()
+        DirectRun([("x", str(ts_path))], out, config.load(None, list(sets)), start_time=GIVEN_START).run()
         _DIRECT_RUNS[key] = out
     return [json.loads(x) for x in (_DIRECT_RUNS[key] / f"{what}.jsonl").read_text().splitlines()]
 

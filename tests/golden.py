@@ -102,9 +102,16 @@ def _is_digest(s: str) -> bool:
 
 
 def normalise(records: list[dict]) -> dict[str, list[dict]]:
+    """Records as the golden set holds them: clips by digest, and without what depends on when
+    and how the run was made: UTC fields and the clock are dropped, and ids built from UTC get
+    back their stream-time form (`ch/start`, `ch:song_start:n`) from the record's own fields."""
     by_channel: dict[str, list[dict]] = {}
     for r in records:
-        r = dict(r)
+        r = {k: v for k, v in r.items() if not k.endswith("_utc") and k != "clock"}
+        if "id" in r and "start" in r:
+            r["id"] = f"{r['channel']}/{r['start']:.3f}"
+        if "request_id" in r and "song_start" in r:
+            r["request_id"] = f"{r['channel']}:{r['song_start']:.2f}:{r['request_id'].rsplit(':', 1)[1]}"
         audio = r.get("audio")
         if isinstance(audio, dict) and "data" in audio and not _is_digest(audio["data"]):
             r["audio"] = {**audio, "data": hashlib.sha256(audio["data"].encode()).hexdigest()}
@@ -113,10 +120,13 @@ def normalise(records: list[dict]) -> dict[str, list[dict]]:
 
 
 def read_dir(d: Path) -> dict[str, dict[str, list[dict]]]:
+    """A golden folder (DIR/<kind>.jsonl) or onair's output (DIR/YYYY-MM-DD/<kind>.jsonl)."""
+    from pipeline.outputs import day_dirs
+    days = day_dirs(d)
     out = {}
     for kind in KINDS:
-        p = d / f"{kind}.jsonl"
-        out[kind] = normalise([json.loads(x) for x in p.read_text().splitlines()]) if p.exists() else {}
+        paths = [d / day / f"{kind}.jsonl" for day in days] if days else [d / f"{kind}.jsonl"]
+        out[kind] = normalise([json.loads(x) for p in paths if p.exists() for x in p.read_text().splitlines()])
     return out
 
 

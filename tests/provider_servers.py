@@ -30,6 +30,7 @@ class ProviderServer:
         self.kind, self.secret, self.access_key, self.slow_s = kind, secret, access_key, slow_s
         self.script: list[str] = []
         self.default = "match"
+        self.title_of = None      # callable(clip bytes) -> title: answers that depend on the audio
         self.calls: list[dict] = []
         self.lock = threading.Lock()
         server = self
@@ -87,8 +88,9 @@ class ProviderServer:
                 return 200, {"status": {"code": 3006, "msg": "Invalid arguments", "version": "1.0"}}, {}
             if behaviour == "no_match":
                 return 200, {"status": {"code": 1001, "msg": "No Result", "version": "1.0"}}, {}
+            title = self.title_of(f.get("sample", b"")) if self.title_of else "Song Title"
             return 200, {"status": {"code": 0, "msg": "Success", "version": "1.0"}, "metadata": {"music": [{
-                "title": "Song Title", "artists": [{"name": "The Artist"}], "album": {"name": "The Album"},
+                "title": title, "artists": [{"name": "The Artist"}], "album": {"name": "The Album"},
                 "external_ids": {"isrc": "GBAAA0000001"}, "score": 100, "acrid": "abc"}]}}, {}
         if f.get("api_token") != self.secret:
             return 200, {"status": "error", "error": {"error_code": 900, "error_message": "wrong api_token"}}, {}

@@ -152,6 +152,7 @@ def test_a_channel_resumed_from_a_snapshot_tags_as_one_that_never_stopped():
     """The genre inputs of the frames inside the HMM window and the segment's sums go into the
     channel's snapshot (JSON, as on the Kafka changelog); older snapshots without them still load."""
     from pipeline import config
+    from pipeline.clock import StreamClock
     from pipeline.engine.channel import ChannelDetector
     from pipeline.heads import Heads, hmm_params
     from pipeline.metrics import Metrics
@@ -171,7 +172,8 @@ def test_a_channel_resumed_from_a_snapshot_tags_as_one_that_never_stopped():
                      genre=GenreParams(min_music_s=10, update_s=15))
 
     def detector(out):
-        det = ChannelDetector("c", Heads(music, None, genre), params, Metrics())
+        det = ChannelDetector("c", Heads(music, None, genre), params, Metrics(),
+                              StreamClock.fixed("given", 1_800_000_000.0))
         det.out = out
         return det
 

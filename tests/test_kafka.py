@@ -17,6 +17,7 @@ from pipeline.kafka import envelope
 from pipeline.kafka.ingest import Ingest
 from pipeline.kafka.client import producer
 from pipeline.metrics import Metrics
+from pipeline.clock import parse_iso
 from pipeline.kafka.worker import Worker
 from tests.conftest import REPO, direct_segments, write_ts
 from tests.kafka_helpers import HeldProducer, kafka_cfg, read_topic, requests_by_channel, segments_by_channel
@@ -65,20 +66,35 @@ def test_kafka_path_gives_the_direct_path_segments(kafka_broker, programme, tmp_
     segs, dupes = segments_by_channel(cfg)
     assert dupes == 0
     assert strip(segs["p"]) == strip(direct_segments(programme["ts"], tmp_path))
-    assert all(s["id"] == f"p/{s['start']:.3f}" for s in segs["p"])
+    # ids from UTC on the ingest clock: the envelope's wall clock, the file's media time added
+    assert all(s["id"] == f"p/{s['start_utc']}" and s["clock"] == "ingest" for s in segs["p"])
+    t0 = parse_iso(segs["p"][0]["start_utc"])
+    assert all(parse_iso(s["end_utc"]) - t0 == pytest.approx(s["end"], abs=0.05) for s in segs["p"])
     reqs, _ = requests_by_channel(cfg)
     direct = direct_segments(programme["ts"], tmp_path, what="requests")
-    fields = ("clip_start", "clip_end", "emitted_at", "audio")
-    assert [(r["request_id"][2:], *[r[f] for f in fields]) for r in reqs["p"]] == \
-        [(r["request_id"][2:], *[r[f] for f in fields]) for r in direct]
+    fields = ("clip_start", "clip_end", "emitted_at", "song_start", "audio")
+    assert [(r["request_id"].rsplit(":", 1)[1], *[r[f] for f in fields]) for r in reqs["p"]] == \
+        [(r["request_id"].rsplit(":", 1)[1], *[r[f] for f in fields]) for r in direct]
+    assert all(r["request_id"].startswith(f"p:{r['song_start_utc']}:") for r in reqs["p"])
     genres = [json.loads(m.value) for m in read_topic(cfg, cfg["kafka"]["topic_genres"])]
-    strip_ch = lambda recs: [{k: v for k, v in r.items() if k != "channel"} for r in recs]  # noqa: E731
+    strip_ch = lambda recs: [{k: v for k, v in r.items()  # noqa: E731
+                              if k != "channel" and k != "clock" and not k.endswith("_utc")} for r in recs]
     assert strip_ch(genres) == strip_ch(direct_segments(programme["ts"], tmp_path, what="genres"))
     # every media record (chunks + end of stream) was handled
     assert w.processed == res["p"]["chunks"] + 1
     if audio_only:
         full = Ingest([("q", str(programme["ts"]))], kafka_cfg(kafka_broker)[0]).run()["q"]["bytes"]
         assert res["p"]["bytes"] < full
+        # the topics into dated files (`onair archive`), and the day's report from them
+        from pipeline.kafka.archive import archive_kafka
+        from pipeline.report import write_report
+        arch = tmp_path / "archive"
+        assert archive_kafka(cfg, arch, idle_exit_s=3.0) == len(segs["p"]) + len(reqs["p"]) + len(genres)
+        days = sorted(p.name for p in arch.glob("20*"))
+        archived = [json.loads(x) for d in days for x in (arch / d / "segments.jsonl").read_text().splitlines()]
+        assert archived == segs["p"]
+        paths = write_report(str(arch), days[-1], None, None, None)
+        assert any(str(p).endswith("p.csv") for p in paths)
 
 
 def test_state_goes_to_the_changelog_every_state_every_s_and_offsets_only_as_far_as_it_covers(kafka_broker,
@@ -150,6 +166,8 @@ def test_a_source_that_ends_and_starts_again_gets_two_clean_runs(kafka_broker, p
     segs, _ = segments_by_channel(cfg, dedupe=False)
     once = strip(direct_segments(programme["ts"], tmp_path))
     assert strip(segs["p"]) == once + once, (strip(segs["p"]), once)
+    # the same stream times twice, and still no id twice: the second run is later in UTC
+    assert len({s["id"] for s in segs["p"]}) == len(segs["p"])
     states = [json.loads(m.value) for m in read_topic(cfg, cfg["kafka"]["topic_state"])]
     ends = [st["offset"] for st in states if st["finished"]]
     assert len(ends) == 2 and ends[0] < ends[1]       # the first run's final state went out first
@@ -275,9 +293,12 @@ def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs):
         assert strip(segs[ch]) == reference, ch
     print(f"duplicate segment records (dropped by id): {dupes}")
     reqs, req_dupes = requests_by_channel(cfg)
-    want = [r["request_id"][2:] for r in direct_segments(programme["ts"], tmp_path, what="requests")]
+    # the replay gave the copies the ids of the first emission: after dropping copies by id, each
+    # channel has exactly the direct run's requests
+    key = lambda r: (r["song_start"], r["request_id"].rsplit(":", 1)[1])  # noqa: E731
+    want = [key(r) for r in direct_segments(programme["ts"], tmp_path, what="requests")]
     for ch in channels:
-        assert [r["request_id"][len(ch) + 1:] for r in reqs.get(ch, [])] == want, ch
+        assert [key(r) for r in reqs.get(ch, [])] == want, ch
     print(f"duplicate request records (dropped by id): {req_dupes}")
 
 

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline import config
 from pipeline.metrics import Metrics
@@ -94,6 +95,14 @@ def test_udp_source_stalls_reconnects_and_recovers(programme, tmp_path):
     # the outage is in stream time: the timeline is longer than the audio it holds
     assert segs[-1]["end"] > decoded + 2.0
     assert any(s["label"] == "music" for s in segs) and np.isfinite(segs[-1]["end"])
+    # ... and it is data: a no_signal segment in UTC on the live clock, counted
+    from pipeline.clock import parse_iso
+    gaps = [s for s in segs if s["label"] == "no_signal"]
+    assert gaps and all(s["clock"] == "live" for s in segs)
+    assert sum(s["end"] - s["start"] for s in gaps) >= 4.0
+    for s in segs:
+        assert abs((parse_iso(s["end_utc"]) - parse_iso(s["start_utc"])) - (s["end"] - s["start"])) < 0.01
+    assert value("onair_no_signal_seconds_total", channel="live") >= 4.0
 
 
 def hls_dir(tmp_path, audio, seg_s=4.0):
@@ -141,7 +150,8 @@ def test_protocol_missing_from_the_build_fails_once_not_forever(tmp_path):
     assert time.monotonic() - t0 < 20
 
 
-def test_live_run_ends_cleanly_on_sigterm(programme, tmp_path):
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_live_run_ends_cleanly_on_sigterm_and_ctrl_c(programme, tmp_path, sig):
     import json
     import signal
     import subprocess
@@ -171,7 +181,7 @@ def test_live_run_ends_cleanly_on_sigterm(programme, tmp_path):
         send_ts(part, port, 30.0, speed=6.0)
         wait_until(lambda: decoded() >= 28.0 or proc.poll() is not None, 60,
                    lambda: f"`onair run` to decode the 30 s sent (decoded {decoded():.1f} s)")
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(getattr(signal, sig))
         proc.wait(timeout=60)
     finally:
         proc.kill()
@@ -181,3 +191,12 @@ def test_live_run_ends_cleanly_on_sigterm(programme, tmp_path):
     assert proc.returncode == 0, err
     segs = [json.loads(x) for x in (out / "segments.jsonl").read_text().splitlines()]
     assert segs and segs[0]["start"] == 0.0 and segs[-1]["end"] > 20.0
+    # a clean stop: nothing is reconnected, and the summary counts the audio that was decoded
+    after = err[err.index(f"{sig}: stopping"):]
+    assert "reconnecting" not in after and "Traceback" not in err
+    audio = float(re.search(r"channel live: ok, ([0-9.]+) s of audio", err).group(1))
+    assert audio >= 28.0
+    # the open genre record was closed at the stop: the overlay must not go on showing music
+    genres = [json.loads(x) for x in (out / "genres.jsonl").read_text().splitlines()]
+    if genres:
+        assert genres[-1]["segment_end"] is not None and genres[-1]["segment_end_utc"] is not None

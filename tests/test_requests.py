@@ -36,10 +36,18 @@ def test_offline_default_makes_requests_and_sends_nothing(programme, programme_r
     assert read(out / "nowplaying.jsonl") == [] and not (out / "ledger.jsonl").exists()
     metrics = programme_run["metrics"].read_text()
     assert 'onair_recognition_requests_emitted_total{channel="p",reason="new_music"} 2.0' in metrics
-    # same stream, same request ids (in another process)
-    r = onair("run", "--out", str(tmp_path / "again"), "--input", f"p={programme['ts']}")
+    # same stream at the same UTC (--start-time), same request ids (in another process): deterministic
+    start = read(out / "segments.jsonl")[0]["start_utc"]
+    assert reqs[0]["request_id"] == f"p:{reqs[0]['song_start_utc']}:0" and reqs[0]["clock"] == "run_start"
+    r = onair("run", "--out", str(tmp_path / "again"), "--input", f"p={programme['ts']}", "--start-time", start)
     assert r.returncode == 0, r.stderr
-    assert [q["request_id"] for q in read(tmp_path / "again" / "requests.jsonl")] == [q["request_id"] for q in reqs]
+    again = read(tmp_path / "again" / "requests.jsonl")
+    assert [q["request_id"] for q in again] == [q["request_id"] for q in reqs]
+    assert {q["clock"] for q in again} == {"given"}
+    # a time that is not one: one line, exit status 2, nothing written
+    r = onair("run", "--out", str(tmp_path / "bad"), "--input", f"p={programme['ts']}", "--start-time", "noon")
+    assert r.returncode == 2 and "--start-time: not an ISO 8601 time" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_run_with_a_provider_writes_nowplaying_and_the_ledger(programme, tmp_path, monkeypatch):
@@ -67,7 +75,7 @@ def test_run_with_a_provider_writes_nowplaying_and_the_ledger(programme, tmp_pat
 def test_recognize_follows_a_run_directory(programme_run, tmp_path, monkeypatch):
     assert programme_run["returncode"] == 0, programme_run["stderr"]
     out = tmp_path / "out"
-    shutil.copytree(programme_run["out"], out)          # the run's folder, which recognize adds to
+    shutil.copytree(programme_run["out"], out, symlinks=True)   # the run's folder, which recognize adds to
     server = ProviderServer("audd", SECRET)
     monkeypatch.setenv("AUDD_API_TOKEN", SECRET)
     try:

@@ -93,6 +93,7 @@ class RequestIntent:
     emitted_at: float
     song_start: float
     reason: str            # new_music | song_change | requery
+    seq: int = 0           # this song's n-th request, from 0
 
 
 class Debouncer:
@@ -268,7 +269,7 @@ class Debouncer:
             return []
         intent = RequestIntent(self.channel, f"{self.channel}:{self.song_start:.2f}:{self.song_requests}",
                                round(start, 3), round(end, 3), round(newest_time, 3), round(self.song_start, 3),
-                               reason)
+                               reason, self.song_requests)
         self.requested = True
         self.song_requests += 1
         self.requests += 1

@@ -8,6 +8,7 @@ the last one ends at the end of the audio.
 from __future__ import annotations
 
 LABELS = ("non_music", "music")
+NO_SIGNAL = "no_signal"    # an outage of the source: neither label, and no frames to be confident about
 
 
 class SegmentBuilder:
@@ -42,6 +43,14 @@ class SegmentBuilder:
         seg = self._close(max(end_time, self._start))
         self._label = None
         return [seg]
+
+    def gap(self, start: float, end: float) -> list[dict]:
+        """The source was silent from `start` to `end`: the open segment closes at `start`, the
+        outage is a segment of its own, and the next decided frame opens a new one."""
+        out = self.close(start)
+        out.append({"channel": self.channel, "label": NO_SIGNAL, "start": round(start, 3), "end": round(end, 3),
+                    "confidence": 1.0})
+        return out
 
     def _close(self, end: float) -> dict:
         seg = {"channel": self.channel, "label": self._label, "start": round(self._start, 3),

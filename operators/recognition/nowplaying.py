@@ -15,6 +15,10 @@ topics are not ordered with each other):
   3-8 s jingle would flash the card. The card appears with the first genre
   record (after `genre.min_music_s`) or recognition of the music.
 
+Times are compared in UTC where records carry it (`start_utc`, `segment_start_utc`,
+`started_at_utc`, ...), so a restarted run, whose stream time starts again at 0, is
+still later than the run before it; records without UTC (older onair) use stream time.
+
 What the card shows belongs to the music that is on: a now-playing or genre
 record is current when it starts at or after the newest "off". The newest
 current now-playing record (by `started_at`) gives title and artist; its title
@@ -33,6 +37,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+
+from operators.utc import parse_iso
 
 EPS_S = 0.5          # below one 0.96 s frame: rounding between stages, never a real gap
 KINDS = ("segment", "genre", "nowplaying")
@@ -53,6 +59,18 @@ def _num(r: dict, key: str, optional: bool = False) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise BadRecord("invalid", f"'{key}' must be a number, got {v!r}")
     return float(v)
+
+
+def _time(r: dict, key: str, optional: bool = False) -> float | None:
+    """The record's time `key`: its UTC twin `key_utc` as Unix seconds when present, else the stream
+    time. A channel's records are either all UTC or all stream time (one onair version)."""
+    u = r.get(f"{key}_utc")
+    if isinstance(u, str):
+        try:
+            return parse_iso(u)
+        except ValueError:
+            raise BadRecord("invalid", f"'{key}_utc' must be an ISO 8601 time, got {u!r}") from None
+    return _num(r, key, optional)
 
 
 def _channel(r) -> str:
@@ -103,14 +121,14 @@ class NowPlayingBoard:
         c = self._ch.get(ch) or _Channel()
         if kind == "segment":
             label = record.get("label")
-            if label not in ("music", "non_music"):
-                raise BadRecord("invalid", f"'label' must be music or non_music, got {label!r}")
-            start, end = _num(record, "start"), _num(record, "end")
+            if label not in ("music", "non_music", "no_signal"):
+                raise BadRecord("invalid", f"'label' must be music, non_music or no_signal, got {label!r}")
+            start, end = _time(record, "start"), _time(record, "end")
             if label == "music":
                 self._on(c, start)
             self._off(c, end)
         elif kind == "genre":
-            start, end = _num(record, "segment_start"), _num(record, "segment_end", optional=True)
+            start, end = _time(record, "segment_start"), _time(record, "segment_end", optional=True)
             tags = record.get("tags")
             if not isinstance(tags, list) or not all(isinstance(t, dict) and isinstance(t.get("genre"), str)
                                                      for t in tags):
@@ -121,7 +139,7 @@ class NowPlayingBoard:
             if start >= c.genre_t:        # the same segment's later record (an update, the final one) wins
                 c.genre, c.genre_t = record, start
         elif kind == "nowplaying":
-            t = _num(record, "started_at", optional=True)
+            t = _time(record, "started_at", optional=True)
             if t is None:                 # unknown start: take it as news about the present
                 t = max(c.stream_t, c.off_at)
             self._on(c, t)
@@ -203,7 +221,8 @@ class NowPlayingBoard:
             "provider": track.get("provider") if track else None,
             "score": track.get("score") if title else None,
             "request_id": track.get("request_id") if track else None,
-            "started_at": c.track_t if track else None,
+            "started_at": track.get("started_at") if track else None,
+            "started_at_utc": track.get("started_at_utc") if track else None,
             "genre": tags[0]["genre"] if tags else None,
             "genres": tags,
             "segment_start": genre["segment_start"] if genre else None,
@@ -216,5 +235,5 @@ class NowPlayingBoard:
         """What a page for a channel that has sent nothing yet shows: nothing."""
         return {"channel": channel, "visible": False, "music": False, "stale": False, "recognised": False,
                 "title": None, "artist": None, "album": None, "isrc": None, "provider": None, "score": None,
-                "request_id": None, "started_at": None, "genre": None, "genres": [], "segment_start": None,
+                "request_id": None, "started_at": None, "started_at_utc": None, "genre": None, "genres": [], "segment_start": None,
                 "stream_time": None, "seq": 0}

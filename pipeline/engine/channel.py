@@ -5,10 +5,16 @@ frames back to `on_embedded` in order (the embedding thread) and calls `finish` 
 the end of the run's audio. Each returns the records it decided, as (kind, record)
 pairs; the engine hands them to its outputs. A run is a timeline: a channel whose
 source ends and starts again gets a new ChannelDetector.
+
+The operators work in stream time; this is where records get their UTC (the run's
+StreamClock, pipeline.clock) and their ids, built from UTC so that no two runs,
+restarts or days share one. An outage of the source (a gap in stream time of at
+least `min_no_signal_s`) is a `no_signal` segment: the day's record accounts for it.
 """
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 
 import numpy as np
@@ -22,6 +28,7 @@ from operators.decisions.hmm import FixedLagHMM
 from operators.decisions.segments import SegmentBuilder
 from operators.state import from_text, to_text
 from operators.tagging.genre import GenreTagger
+from pipeline.clock import StreamClock, iso
 from pipeline.heads import TALK_CLASS, Heads
 from pipeline.metrics import Metrics
 from pipeline.params import ChannelParams
@@ -33,13 +40,24 @@ Records = list[tuple[str, dict]]    # (kind, record): kind is segments | request
 
 
 def segment_id(seg: dict) -> str:
-    """Deterministic, so a replayed segment (Kafka failover) can be recognised as a copy."""
-    return f"{seg['channel']}/{seg['start']:.3f}"
+    """From the channel and UTC start: unique across runs and days, and deterministic, so a
+    replayed segment (Kafka failover) can be recognised as a copy."""
+    return f"{seg['channel']}/{seg['start_utc']}"
+
+
+def request_id(channel: str, song_start_utc: str, n: int) -> str:
+    """The n-th request of the song that started at `song_start_utc` on `channel`."""
+    return f"{channel}:{song_start_utc}:{n}"
 
 
 class ChannelDetector:
-    def __init__(self, channel: str, models: Heads, params: ChannelParams, metrics: Metrics):
+    def __init__(self, channel: str, models: Heads, params: ChannelParams, metrics: Metrics,
+                 clock: StreamClock | None = None):
         self.channel = channel
+        self.clock = clock or StreamClock.fixed("run_start", time.time())
+        self.min_no_signal_s = params.min_no_signal_s
+        self._gaps: deque = deque()    # (start, end) outages cut by frames_for, not yet decided past
+        self.no_signal_s = 0.0
         self.head = models.music
         self.talkover = models.talkover
         self._music = self.head.classes.index("music")
@@ -61,6 +79,8 @@ class ChannelDetector:
         # this channel's metric children, looked up once: labels() is a locked dict lookup
         self._audio_counter = metrics.audio_seconds.labels(channel)
         self._music_gauge = metrics.music.labels(channel)
+        self._no_signal_counter = metrics.no_signal.labels(channel)
+        self._had_audio = False
 
     def frames_for(self, chunk: Chunk) -> list[tuple[float, np.ndarray]]:
         """Decoded audio in, frames out; the one place audio and discontinuities are counted."""
@@ -69,10 +89,21 @@ class ChannelDetector:
         if chunk.reason in ("gap", "discontinuity"):
             log.warning("channel %s: %s in the source at stream time %.2f s", self.channel, chunk.reason, chunk.time)
             self.metrics.count("discontinuities", self.channel, kind=chunk.reason)
+            if chunk.reason == "gap" and self._had_audio:
+                self.outage(chunk.time)
         if len(chunk.samples):
+            self._had_audio = True
             self.newest_time = chunk.time + len(chunk.samples) / SAMPLE_RATE
             self._audio_counter.inc(len(chunk.samples) / SAMPLE_RATE)
         return self.ring.push(chunk.samples)
+
+    def outage(self, until: float) -> None:
+        """No signal from the newest audio up to stream time `until` (the source dropped out);
+        decided in order with the frames, so the segments around it close where it began."""
+        start = self.newest_time
+        if until - start >= self.min_no_signal_s:
+            self._gaps.append((start, until))
+            self.newest_time = max(self.newest_time, until)
 
     def on_embedded(self, times: list[float], embeddings: np.ndarray, newest: list[float],
                     frames: list[np.ndarray], class_scores: np.ndarray | None = None,
@@ -103,8 +134,10 @@ class ChannelDetector:
         out: Records = []
         for d in self.hmm.flush():
             out += self._decided(d, end_time)
+        while self._gaps:
+            out += self._no_signal(*self._gaps.popleft())
         if self.genre is not None:
-            out += [("genres", r) for r in self.genre.close(end_time)]
+            out += self._genres(self.genre.close(end_time))
         out += self._segments(self.segments.close(end_time))
         self._music_gauge.set(0)
         return out
@@ -114,7 +147,8 @@ class ChannelDetector:
                 "newest_time": self.newest_time, "debounce": self.debouncer.snapshot(),
                 "pending": [(to_text(e), lv, to_text(sc), pt, to_text(gx)) for e, lv, sc, pt, gx in self._pending],
                 "genre": None if self.genre is None else self.genre.snapshot(),
-                "decided_s": self.decided_s, "music_s": self.music_s}
+                "decided_s": self.decided_s, "music_s": self.music_s, "clock": self.clock.snapshot(),
+                "gaps": list(self._gaps), "had_audio": self._had_audio, "no_signal_s": self.no_signal_s}
 
     def restore(self, d: dict) -> None:
         self.ring.restore(d["ring"])
@@ -122,6 +156,11 @@ class ChannelDetector:
         self.segments.restore(d["segments"])
         self.newest_time = d["newest_time"]
         self.decided_s, self.music_s = d.get("decided_s", 0.0), d.get("music_s", 0.0)
+        if d.get("clock"):
+            self.clock.restore(d["clock"])
+        self._gaps = deque(tuple(g) for g in d.get("gaps", []))
+        self._had_audio = d.get("had_audio", self.newest_time > 0)
+        self.no_signal_s = d.get("no_signal_s", 0.0)
         self.debouncer.restore(d["debounce"])
         # older snapshots: three fields per frame (before the talk-over head), four (before genre inputs)
         self._pending = deque((from_text(p[0]), tuple(p[1]), from_text(p[2]), p[3] if len(p) > 3 else 0.0,
@@ -139,15 +178,29 @@ class ChannelDetector:
             return x if x.size == self.genre.model.head.dim else None
         return from_text(p[0]) if self.genre.model.inputs == ["embedding"] else None
 
+    def _no_signal(self, start: float, end: float) -> Records:
+        """The outage [start, end): what was open closes at its start, and it is a segment."""
+        out: Records = []
+        if self.genre is not None:
+            out += self._genres(self.genre.close(start))
+        out += self._segments(self.segments.gap(start, end))
+        self.debouncer.reset_run()    # music on both sides of an outage is not known to be one song
+        self.no_signal_s += end - start
+        self._no_signal_counter.inc(end - start)
+        return out
+
     def _decided(self, d, newest_time: float) -> Records:
         self.metrics.decision_lag.observe(max(0.0, newest_time - (d.time + FRAME_S)))
         self._music_gauge.set(d.state)
         self.decided_s += HOP_S
         self.music_s += HOP_S * d.state
-        out = self._segments(self.segments.push(d.time, d.state, d.posterior))
+        out: Records = []
+        while self._gaps and d.time >= self._gaps[0][1] - 1e-6:
+            out += self._no_signal(*self._gaps.popleft())
+        out += self._segments(self.segments.push(d.time, d.state, d.posterior))
         emb, (lmin, lmed), scores, p_talk, genre_in = self._pending.popleft()
         if self.genre is not None:
-            out += [("genres", r) for r in self.genre.push(d.time, d.state == 1, genre_in, scores)]
+            out += self._genres(self.genre.push(d.time, d.state == 1, genre_in, scores))
         vetoes = self.debouncer.same_recording_vetoes
         intents = self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time,
                                       talk=p_talk > self._talk_threshold)
@@ -163,13 +216,28 @@ class ChannelDetector:
 
     def request_record(self, intent) -> dict:
         start, samples = self.history.clip(intent.clip_start, intent.clip_end)
-        return {"request_id": intent.request_id, "channel": intent.channel, "clip_start": round(start, 3),
-                "clip_end": round(start + len(samples) / SAMPLE_RATE, 3), "emitted_at": intent.emitted_at,
-                "song_start": intent.song_start, "reason": intent.reason,
+        end = start + len(samples) / SAMPLE_RATE
+        u = self.clock.utc
+        song_utc = iso(u(intent.song_start))
+        return {"request_id": request_id(intent.channel, song_utc, intent.seq), "channel": intent.channel,
+                "clip_start": round(start, 3), "clip_end": round(end, 3), "emitted_at": intent.emitted_at,
+                "song_start": intent.song_start, "reason": intent.reason, "song_start_utc": song_utc,
+                "clip_start_utc": iso(u(start)), "clip_end_utc": iso(u(end)),
+                "emitted_at_utc": iso(u(intent.emitted_at)), "clock": self.clock.kind,
                 "audio": audio_field(samples, self.audio_codec)}
+
+    def _genres(self, recs: list[dict]) -> Records:
+        for r in recs:
+            end = r["segment_end"]
+            r["segment_start_utc"] = self.clock.iso(r["segment_start"])
+            r["segment_end_utc"] = None if end is None else self.clock.iso(end)
+            r["clock"] = self.clock.kind
+        return [("genres", r) for r in recs]
 
     def _segments(self, segs: list[dict]) -> Records:
         for seg in segs:
+            seg["start_utc"], seg["end_utc"] = self.clock.iso(seg["start"]), self.clock.iso(seg["end"])
+            seg["clock"] = self.clock.kind
             seg["id"] = segment_id(seg)
             self.metrics.segments.labels(self.channel, seg["label"]).inc()
         return [("segments", s) for s in segs]

@@ -95,9 +95,10 @@ class Engine:
         self._thread.start()
         return self
 
-    def open(self, channel: str) -> ChannelDetector:
-        """A new run of `channel`: a fresh timeline, its own framing and decisions."""
-        return ChannelDetector(channel, self.heads, self.params.channel, self.metrics)
+    def open(self, channel: str, clock=None) -> ChannelDetector:
+        """A new run of `channel`: a fresh timeline, its own framing and decisions, and its clock
+        (pipeline.clock.StreamClock; by default the wall clock at this call is stream time 0)."""
+        return ChannelDetector(channel, self.heads, self.params.channel, self.metrics, clock)
 
     def feed(self, run: ChannelDetector, chunk: Chunk) -> None:
         """Cut the chunk's frames and queue them (blocks while the queue is full)."""

@@ -26,7 +26,7 @@ class ChannelState:
     def __init__(self, channel: str, engine, decode):
         self.channel = channel
         self.decoder = ChunkDecoder(lambda c: select_audio(c, decode.audio_track), decode.max_gap_s)
-        self.run = engine.open(channel)
+        self.run = engine.open(channel, decode.clock("ingest"))
         self.partition = None
         self.offset = -1
         self.session = None

@@ -53,15 +53,29 @@ class RemuxInput(Input):
         self.chunker = TsChunker(self._streams(container, stream), emit, self.chunk_bytes, self.chunk_s)
         self._t0_wall = time.monotonic()
         self._t0_media = None
+        if self._t0_epoch is None:
+            self._t0_epoch = time.time()
+
+    _t0_epoch = None        # wall clock when the first session of a file input opened
+    _media_s = 0.0          # media seconds read since then
+
+    def wall(self) -> float:
+        """The envelope's `wall`: when a live chunk was cut; for a file, its start plus the media
+        time read, so a file ingested faster than real time still spans its real duration."""
+        if self.live or self._t0_epoch is None:
+            return time.time()
+        return self._t0_epoch + self._media_s
 
     def _packet(self, packet, sink) -> bool:
-        if self.rate and packet.dts is not None and packet.time_base:
+        if packet.dts is not None and packet.time_base:
             t = float(packet.dts * packet.time_base)
             if self._t0_media is None:
                 self._t0_media = t
-            ahead = (t - self._t0_media) / self.rate - (time.monotonic() - self._t0_wall)
-            if ahead > 0 and self.stop.wait(ahead):
-                return False
+            self._media_s = max(self._media_s, t - self._t0_media)
+            if self.rate:
+                ahead = (t - self._t0_media) / self.rate - (time.monotonic() - self._t0_wall)
+                if ahead > 0 and self.stop.wait(ahead):
+                    return False
         is_audio = packet.stream.index == self._audio_index
         self.chunker.push(packet)
         return is_audio and packet.size > 0
@@ -99,7 +113,7 @@ class Ingest:
         seq = [0]
 
         def send(data: bytes, disc: bool, kind: str = "media") -> None:
-            header = {"channel": channel, "session": session, "seq": seq[0], "wall": round(time.time(), 3),
+            header = {"channel": channel, "session": session, "seq": seq[0], "wall": round(src.wall(), 3),
                       "kind": kind, "disc": disc, "format": "mpegts", "audio_only": self.audio_only}
             self._send(channel, envelope.pack(header, data))
             seq[0] += 1

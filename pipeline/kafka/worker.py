@@ -287,6 +287,9 @@ class Worker:
                 self._dlq(m, "undecodable", str(e))
                 return
             self.metrics.media_chunks.labels(channel).inc()
+        if chunks and isinstance(header.get("wall"), (int, float)):
+            # UTC from the ingest's wall clock, observed before the audio is fed (pipeline.clock)
+            st.run.clock.observe(st.decoder.normalizer.time, float(header["wall"]))
         for chunk in chunks:
             self.audio_s += len(chunk.samples) / SAMPLE_RATE
             self.engine.feed(st.run, chunk)

@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from operators.recognition.nowplaying import BadRecord, NowPlayingBoard
 from pipeline.config import ConfigError
-from pipeline.follow import JsonlTail
+from pipeline.follow import DailyTail
 from pipeline.metrics import Metrics
 from pipeline.secrets import read_secret
 
@@ -130,18 +130,20 @@ class Hub:
 
 
 class DirFollower(threading.Thread):
-    """DIR/nowplaying.jsonl, genres.jsonl and segments.jsonl, followed as they grow."""
+    """DIR's nowplaying, genres and segments records, followed as they grow, across the daily
+    rotation (pipeline.follow.DailyTail)."""
 
     def __init__(self, hub: Hub, directory: Path, stop: threading.Event):
         super().__init__(name="overlay-dir", daemon=True)
         self.hub, self.stop = hub, stop
-        self.tails = {kind: JsonlTail(Path(directory) / name) for kind, name in FILES.items()}
+        self.dir = Path(directory)
+        self.tails = {kind: DailyTail(self.dir, name.removesuffix(".jsonl")) for kind, name in FILES.items()}
 
     def read_all(self) -> int:
         n = 0
         for kind, tail in self.tails.items():
             for line in tail.read():
-                self.hub.feed(kind, line, tail.path.name)
+                self.hub.feed(kind, line, FILES[kind])
                 n += 1
         return n
 
@@ -151,7 +153,7 @@ class DirFollower(threading.Thread):
                 if not self.read_all():
                     self.stop.wait(TICK_S)
             except OSError as e:      # a folder on a flaky mount: say so, keep trying
-                log.warning("reading %s: %s", next(iter(self.tails.values())).path.parent, e)
+                log.warning("reading %s: %s", self.dir, e)
                 self.stop.wait(1.0)
 
 

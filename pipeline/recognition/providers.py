@@ -181,7 +181,7 @@ class Recognizer:
         self.limiter = RateLimiter(rate_per_s)
         self.metrics = metrics or Metrics()
         self.clock = clock
-        self.cache: dict[str, dict] = {}      # request_id -> {"outcome", "nowplaying"}
+        self.cache: dict[str, dict] = {}      # request_id -> {"outcome", "nowplaying", "clip_sha1"}
         self._lock = threading.Lock()
 
     def replay(self, entries) -> None:
@@ -190,16 +190,24 @@ class Recognizer:
             if e.get("paid"):
                 self.budget.charge(e["channel"], e["cost"], at=e["ts"])
             if e.get("outcome") in ("matched", "no_match"):
-                self.cache[e["request_id"]] = {"outcome": e["outcome"], "nowplaying": e.get("nowplaying")}
+                self.cache[e["request_id"]] = {"outcome": e["outcome"], "nowplaying": e.get("nowplaying"),
+                                               "clip_sha1": e.get("clip_sha1")}
 
     def handle(self, req: dict) -> dict | None:
         """Recognise one request; returns a now-playing record when the provider matched it."""
         rid, channel = req["request_id"], req["channel"]
+        audio = base64.b64decode(req["audio"]["data"])
+        sha1 = hashlib.sha1(audio).hexdigest()
         with self._lock:
             hit = self.cache.get(rid)
         if hit is not None:
-            self._count(channel, "deduplicated")
-            return hit["nowplaying"]
+            # a copy of a request already answered (a replay after failover, a restart) has the same
+            # clip; another clip under the same id is another song and must never get its answer
+            if hit.get("clip_sha1") in (None, sha1):
+                self._count(channel, "deduplicated")
+                return hit["nowplaying"]
+            log.warning("channel %s: request id %s came again with other audio; not answered from the cache",
+                        channel, rid)
         price = self.provider.price
         with self._lock:
             cap = self.budget.check(channel, price)
@@ -210,7 +218,6 @@ class Recognizer:
             self._ledger(req, "budget_skipped", paid=False, detail=cap)
             log.info("channel %s: request %s not sent: budget cap %s reached", channel, rid, cap)
             return None
-        audio = base64.b64decode(req["audio"]["data"])
         answer, error = self._call(audio, req["audio"]["codec"], channel)
         if answer is None:
             with self._lock:
@@ -223,15 +230,17 @@ class Recognizer:
         if answer.matched:
             nowplaying = {"channel": channel, "request_id": rid, "title": answer.title, "artist": answer.artist,
                           "album": answer.album, "isrc": answer.isrc, "provider": self.provider.name,
-                          "score": answer.score, "started_at": req.get("song_start", req["clip_start"])}
+                          "score": answer.score, "started_at": req.get("song_start", req["clip_start"]),
+                          "started_at_utc": req.get("song_start_utc", req.get("clip_start_utc")),
+                          "clock": req.get("clock")}
         with self._lock:
-            self.cache[rid] = {"outcome": outcome, "nowplaying": nowplaying}
+            self.cache[rid] = {"outcome": outcome, "nowplaying": nowplaying, "clip_sha1": sha1}
         self._count(channel, "sent")
         self._count(channel, outcome)
         self.metrics.recognition_spend.labels(channel, self.provider.name).inc(price)
         self.metrics.recognition_audio.labels(channel, self.provider.name).inc(
             float(req["clip_end"]) - float(req["clip_start"]))
-        self._ledger(req, outcome, paid=True, nowplaying=nowplaying)
+        self._ledger(req, outcome, paid=True, nowplaying=nowplaying, clip_sha1=sha1)
         return nowplaying
 
     def _call(self, audio: bytes, codec: str, channel: str):
@@ -257,11 +266,14 @@ class Recognizer:
                 delay *= 2
         return None, last
 
-    def _ledger(self, req: dict, outcome: str, paid: bool, detail: str = "", nowplaying=None) -> None:
+    def _ledger(self, req: dict, outcome: str, paid: bool, detail: str = "", nowplaying=None,
+                clip_sha1: str | None = None) -> None:
         entry = {"ts": round(self.clock(), 3), "request_id": req["request_id"], "channel": req["channel"],
                  "provider": self.provider.name, "outcome": outcome, "paid": paid,
                  "cost": self.provider.price if paid else 0.0, "currency": self.currency,
                  "audio_s": round(float(req["clip_end"]) - float(req["clip_start"]), 3)}
+        if clip_sha1:
+            entry["clip_sha1"] = clip_sha1
         if detail:
             entry["detail"] = detail
         if nowplaying is not None:

@@ -19,9 +19,9 @@ from pathlib import Path
 from operators.recognition.budget import Budget, Caps
 from pipeline.recognition.providers import PROVIDERS, Recognizer
 from pipeline.config import ConfigError
-from pipeline.follow import JsonlTail
+from pipeline.follow import DailyTail
+from pipeline.outputs import DailyJsonl, day_dirs
 from pipeline.secrets import read_secret
-from pipeline.outputs import JsonlSink
 
 log = logging.getLogger("onair.recognize")
 
@@ -48,27 +48,37 @@ def caps(cfg: dict) -> Caps:
 
 
 class Ledger:
-    """Append-only JSONL of every recognition outcome; paid calls carry their cost."""
+    """Append-only JSONL of every recognition outcome; paid calls carry their cost. It rotates by
+    the UTC day of each call: `recognition.ledger` = DIR/ledger.jsonl is written as
+    DIR/YYYY-MM-DD/ledger.jsonl, and DIR/ledger.jsonl links to the newest day."""
 
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self.files = DailyJsonl(path.parent, path.name.removesuffix(".jsonl"), kind="ledger")
 
-    def entries(self) -> list[dict]:
-        if not self.path.exists():
-            return []
+    def entries(self, days: int = 2) -> list[dict]:
+        """The last `days` days' entries, oldest first: what today's caps and the cache need
+        (request ids carry their UTC, so an older request never comes again)."""
         out = []
-        for line in self.path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                log.warning("%s: a damaged ledger line was skipped", self.path)
+        for day in day_dirs(self.path.parent)[-days:]:
+            p = self.files.path(day)
+            if not p.exists():
+                continue
+            for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    e = None
+                if not isinstance(e, dict):
+                    log.warning("%s:%d: a damaged ledger line was skipped", p, n)
+                    continue
+                out.append(e)
         return out
 
     def __call__(self, entry: dict) -> None:
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        self.files.write(entry)
 
 
 def make_recognizer(cfg: dict, ledger_path: Path, metrics=None, clock=time.time) -> Recognizer | None:
@@ -88,10 +98,10 @@ def make_recognizer(cfg: dict, ledger_path: Path, metrics=None, clock=time.time)
 class RecognitionStage(threading.Thread):
     """Runs requests through the recognizer in the background of `onair run`."""
 
-    def __init__(self, recognizer: Recognizer, nowplaying: JsonlSink):
+    def __init__(self, recognizer: Recognizer, write_nowplaying):
         super().__init__(name="recognize", daemon=True)
         self.recognizer = recognizer
-        self.nowplaying = nowplaying
+        self.write_nowplaying = write_nowplaying     # callable(record)
         self.items: queue.Queue = queue.Queue()
 
     def submit(self, req: dict) -> None:
@@ -112,7 +122,7 @@ class RecognitionStage(threading.Thread):
                 log.exception("recognition of %s failed", req.get("request_id"))
                 continue
             if np_rec is not None:
-                self.nowplaying.write(np_rec)
+                self.write_nowplaying(np_rec)
 
 
 def follow_dir(cfg: dict, out_dir: Path, metrics=None, stop: threading.Event | None = None,
@@ -122,8 +132,8 @@ def follow_dir(cfg: dict, out_dir: Path, metrics=None, stop: threading.Event | N
     rec = make_recognizer(cfg, ledger_path(cfg, out_dir), metrics)
     if rec is None:
         raise ConfigError("config key 'recognition.provider': none is configured, nothing to send")
-    sink = JsonlSink(out_dir / "nowplaying.jsonl", append=True)
-    tail = JsonlTail(out_dir / "requests.jsonl")
+    sink = DailyJsonl(out_dir, "nowplaying")
+    tail = DailyTail(out_dir, "requests")
     last = time.monotonic()
     done = 0
     while not stop.is_set():
