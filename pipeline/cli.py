@@ -143,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     _metrics_args(rc)
     _config_args(rc)
 
+    pr = _command(sub, "prune", "drop the recognition clips of old days from an output dir, keeping every record")
+    pr.add_argument("--dir", required=True, help="the output dir of onair run or onair archive")
+    pr.add_argument("--keep-clips-days", type=int, default=7, metavar="N",
+                    help="keep the clips of the last N UTC days (default: %(default)s, at least 2)")
+
     ar = _command(sub, "archive", "write the record topics of Kafka mode into dated files, as `onair run` "
                                   "writes them (for `onair report`)")
     ar.add_argument("--kafka", action="store_true", required=True,
@@ -325,6 +330,13 @@ def cmd_recognize(args, cfg) -> int:
     return 0
 
 
+def cmd_prune(args, cfg) -> int:
+    from pipeline.prune import prune_clips
+    done = prune_clips(args.dir, args.keep_clips_days)
+    print(json.dumps(done))
+    return 0
+
+
 def cmd_archive(args, cfg) -> int:
     import threading
 
@@ -416,7 +428,7 @@ def cmd_report(args, cfg) -> int:
 COMMANDS = {"run": cmd_run, "train": cmd_train, "demo": cmd_demo, "ingest": cmd_ingest, "worker": cmd_worker,
             "broker": cmd_broker, "recognize": cmd_recognize, "overlay": cmd_overlay,
             "genre": cmd_genre, "config": cmd_config, "report": cmd_report,
-            "archive": cmd_archive}
+            "archive": cmd_archive, "prune": cmd_prune}
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pipeline.cli import build_parser
 from tests.conftest import REPO
 
 DEPLOY = REPO / "deploy"
-ONAIR_SERVICES = ("ingest", "worker", "recognize", "overlay")
+ONAIR_SERVICES = ("ingest", "worker", "recognize", "overlay", "archive")
 
 
 def cli(argv: list[str]):
@@ -229,8 +229,10 @@ def test_k8s_configmap_holds_a_valid_pipeline_yaml(k8s):
 
 
 def pod(dep: dict) -> tuple[dict, dict]:
+    """The pod spec and its main container (the first; only the recognizer has a second: the archive)."""
     spec = dep["spec"]["template"]["spec"]
-    (container,) = spec["containers"]
+    container = spec["containers"][0]
+    assert len(spec["containers"]) == 1 or [c["name"] for c in spec["containers"]] == ["recognize", "archive"]
     return spec, container
 
 
@@ -239,7 +241,15 @@ def test_k8s_deployments_run_onair_as_non_root_with_consistent_ports(k8s):
     cfg = config.validate(yaml.safe_load(cm["data"]["pipeline.yaml"]))
     image = k8s["kustomization"]["images"][0]["name"]
     deps = k8s["Deployment"]
-    assert set(deps) == {f"onair-{s}" for s in ONAIR_SERVICES}
+    # the archive runs beside the recognizer, on the volume of its ledger (a ReadWriteOnce claim)
+    assert set(deps) == {f"onair-{s}" for s in ONAIR_SERVICES if s != "archive"}
+    rec_spec, _ = pod(deps["onair-recognize"])
+    arch = next(c for c in rec_spec["containers"] if c["name"] == "archive")
+    arch_args = cli(arch["args"])
+    assert arch_args.command == "archive" and arch_args.kafka
+    state = next(m["mountPath"] for m in arch["volumeMounts"] if m["name"] == "state")
+    assert arch_args.out == state and arch_args.metrics_port != cfg["metrics"]["port"]
+    assert cfg["recognition"]["ledger"].startswith(state + "/")
     assert deps["onair-worker"]["spec"]["replicas"] == 2
     assert deps["onair-recognize"]["spec"]["strategy"]["type"] == "Recreate"
     for name, dep in deps.items():
@@ -290,3 +300,34 @@ def test_k8s_scraping_selects_every_onair_pod(k8s):
         assert sel.items() <= labels.items() and headless["selector"].items() <= labels.items()
         _, c = pod(dep)
         assert pm["spec"]["podMetricsEndpoints"][0]["port"] in {p["name"] for p in c["ports"]}
+
+
+def systemd_units() -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((DEPLOY / "systemd").glob("onair-*.*"))}
+
+
+def test_systemd_units_verify_and_their_commands_parse(tmp_path):
+    """The units of docs/operations.md: systemd accepts them, and every onair command line in
+    them (with the example environment file's channels) is one the CLI takes."""
+    import shlex
+    units = systemd_units()
+    assert {"onair-run.service", "onair-overlay.service", "onair-report.service", "onair-report.timer"} <= set(units)
+    env = dict(re.findall(r'^(\w+)="(.*)"$', (DEPLOY / "systemd" / "onair.env.example").read_text(), re.M))
+    onair = str(REPO / ".venv" / "bin" / "onair")
+    for name, text in units.items():
+        for exec_start in re.finditer(r"^ExecStart=(.*?)(?<!\\)$", text, re.M | re.S):
+            line = exec_start.group(1).replace("\\\n", " ")
+            if line.startswith("/bin/sh -c"):
+                line = shlex.split(line)[2].replace('"$(date -u -d yesterday +%%F)"', "2026-12-05")
+            argv = shlex.split(line.replace("$ONAIR_INPUTS", env["ONAIR_INPUTS"])
+                               .replace("$ONAIR_REPORT_ARGS", env["ONAIR_REPORT_ARGS"]))
+            argv = argv[1:] if argv[0] != "exec" else argv[2:]
+            args = cli(argv)
+            assert args.command in ("run", "overlay", "report", "prune"), name
+        (tmp_path / name).write_text(text.replace("/opt/onair/.venv/bin/onair", onair))
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed: the units' syntax is not checked")
+    res = subprocess.run(["systemd-analyze", "verify", "--man=false", *sorted(str(p) for p in tmp_path.iterdir())],
+                         capture_output=True, text=True, timeout=60)
+    problems = [x for x in (res.stdout + res.stderr).splitlines() if x.strip()]
+    assert res.returncode == 0 and not problems, problems

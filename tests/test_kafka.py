@@ -85,16 +85,32 @@ def test_kafka_path_gives_the_direct_path_segments(kafka_broker, programme, tmp_
     if audio_only:
         full = Ingest([("q", str(programme["ts"]))], kafka_cfg(kafka_broker)[0]).run()["q"]["bytes"]
         assert res["p"]["bytes"] < full
-        # the topics into dated files (`onair archive`), and the day's report from them
+        # `onair recognize --kafka` pays for the requests, `onair archive` writes the topics into
+        # dated files beside its ledger, and the day's report reads them
         from pipeline.kafka.archive import archive_kafka
+        from pipeline.recognition.stage import consume_kafka
         from pipeline.report import write_report
+        from tests.provider_servers import ProviderServer
         arch = tmp_path / "archive"
-        assert archive_kafka(cfg, arch, idle_exit_s=3.0) == len(segs["p"]) + len(reqs["p"]) + len(genres)
+        server = ProviderServer("audd", "tok")
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("AUDD_API_TOKEN", "tok")
+                rcfg, _ = kafka_cfg(kafka_broker, "recognition.provider=audd", f"recognition.audd_url={server.url}",
+                                    f"recognition.ledger={arch / 'ledger.jsonl'}", prefix=cfg["kafka"]["topic_media"][:-6])
+                assert consume_kafka(rcfg, idle_exit_s=3.0) == len(reqs["p"])
+        finally:
+            server.close()
+        assert server.paid_calls() == len(reqs["p"])
+        n = archive_kafka(cfg, arch, idle_exit_s=3.0)
+        assert n == len(segs["p"]) + 2 * len(reqs["p"]) + len(genres)
         days = sorted(p.name for p in arch.glob("20*"))
         archived = [json.loads(x) for d in days for x in (arch / d / "segments.jsonl").read_text().splitlines()]
         assert archived == segs["p"]
         paths = write_report(str(arch), days[-1], None, None, None)
-        assert any(str(p).endswith("p.csv") for p in paths)
+        summary = json.loads(next(p for p in paths if str(p).endswith("p.json")).read_text())
+        assert summary["plays"] == summary["recognised"] == len(reqs["p"])
+        assert summary["paid_calls"] == len(reqs["p"])
 
 
 def test_state_goes_to_the_changelog_every_state_every_s_and_offsets_only_as_far_as_it_covers(kafka_broker,

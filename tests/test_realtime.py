@@ -230,3 +230,29 @@ def test_the_card_follows_a_restarted_run_by_utc_not_stream_time():
     board.apply("segment", {"channel": "c", "label": "no_signal", "start": 5.0, "end": 70.0,
                             "start_utc": iso(T0 + 65), "end_utc": iso(T0 + 130)})
     assert not board.state("c")["music"]
+
+
+def test_prune_drops_old_clips_and_keeps_every_record(tmp_path):
+    import base64
+    import datetime as dt
+
+    from pipeline.prune import prune_clips
+    from operators.audio.clip import audio_field
+    out = DailyJsonl(tmp_path, "requests")
+    clip = audio_field((np.sin(np.arange(16000) * 0.05) * 8000).astype(np.int16))
+    for k, t in enumerate((T0 - 9 * DAY, T0 - 8 * DAY, T0)):
+        out.write({"request_id": f"r{k}", "channel": "a", "emitted_at_utc": iso(t), "title": "x\u2028y", "audio": clip})
+    out.close()
+    old = tmp_path / "2026-11-27" / "requests.jsonl"
+    (old.parent / "requests.jsonl").open("a").write("{broken\n")
+    with pytest.raises(ValueError, match="at least 2"):
+        prune_clips(tmp_path, 1)
+    done = prune_clips(tmp_path, 7, today=dt.date(2026, 12, 6))
+    assert done["days"] == 2 and done["clips"] == 2 and done["bytes_after"] < done["bytes_before"] / 10
+    pruned = [json.loads(x) for x in old.read_text().splitlines()[:1]]
+    raw = base64.b64decode(clip["data"])
+    assert pruned[0]["audio"] == {"codec": "flac", "sample_rate": 16000, "data": None,
+                                  "sha1": hashlib.sha1(raw).hexdigest(), "bytes": len(raw)}
+    assert pruned[0]["title"] == "x\u2028y" and old.read_text().splitlines()[1] == "{broken"
+    assert lines(tmp_path / "2026-12-06" / "requests.jsonl")[0]["audio"] == clip     # recent days keep theirs
+    assert prune_clips(tmp_path, 7, today=dt.date(2026, 12, 6))["clips"] == 0          # once is enough

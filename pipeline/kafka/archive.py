@@ -12,10 +12,8 @@ partition and offset.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
-import time
 from pathlib import Path
 
 from pipeline.outputs import DailyJsonlOutputs
@@ -26,39 +24,18 @@ log = logging.getLogger("onair.archive")
 def archive_kafka(cfg: dict, out_dir: str | Path, stop: threading.Event | None = None,
                   idle_exit_s: float | None = None, metrics=None) -> int:
     """Archive until `stop` (or `idle_exit_s` without records); returns the records written."""
-    from pipeline.kafka.client import consumer, offset_and_metadata
+    from pipeline.kafka.client import consume_records, consumer
     stop = stop or threading.Event()
     k = cfg["kafka"]
     kinds = {k["topic_segments"]: "segments", k["topic_requests"]: "requests", k["topic_genres"]: "genres",
              k["topic_nowplaying"]: "nowplaying"}
     files = DailyJsonlOutputs(out_dir)
     c = consumer(cfg, *kinds, group_id=f"{k['group_id']}.archive")
-    done, bad, last = 0, 0, time.monotonic()
     try:
-        while not stop.is_set():
-            records = c.poll(timeout_ms=k["poll_ms"])
-            if not records:
-                if idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
-                    break
-                continue
-            last = time.monotonic()
-            commit = {}
-            for tp, msgs in records.items():
-                for m in msgs:
-                    commit[tp] = offset_and_metadata(m.offset + 1)
-                    try:
-                        rec = json.loads(m.value)
-                    except (TypeError, ValueError):
-                        rec = None
-                    if not isinstance(rec, dict):
-                        bad += 1
-                        log.warning("record %s:%d:%d is not a JSON object; skipped", m.topic, m.partition, m.offset)
-                        continue
-                    files.write(kinds[m.topic], rec)
-                    done += 1
-            c.commit(commit)
+        done = consume_records(c, k["poll_ms"], stop, lambda topic, rec: files.write(kinds[topic], rec),
+                               idle_exit_s, log=log)
     finally:
         c.close()
         files.close()
-    log.info("archive: %d records written to %s (%d skipped)", done, out_dir, bad)
+    log.info("archive: %d records written to %s", done, out_dir)
     return done

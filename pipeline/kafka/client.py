@@ -102,3 +102,39 @@ def offset_and_metadata(next_offset: int):
     # kafka-python 2.3 added leader_epoch to OffsetAndMetadata
     extra = (-1,) if len(OffsetAndMetadata._fields) == 3 else ()
     return OffsetAndMetadata(next_offset, "", *extra)
+
+
+def consume_records(c, poll_ms: int, stop, handle, idle_exit_s: float | None = None, before_commit=None,
+                    log=None) -> int:
+    """Poll `c` until `stop` is set (or `idle_exit_s` without records), hand each record that is a
+    JSON object to `handle(topic, record)`, and commit a poll's offsets after `before_commit()`
+    (at least once). A record that is not a JSON object is skipped with one line naming its topic,
+    partition and offset. Returns the records handled."""
+    import json
+    import time
+    done, last = 0, time.monotonic()
+    while not stop.is_set():
+        records = c.poll(timeout_ms=poll_ms)
+        if not records:
+            if idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
+                break
+            continue
+        last = time.monotonic()
+        commit = {}
+        for tp, msgs in records.items():
+            for m in msgs:
+                commit[tp] = offset_and_metadata(m.offset + 1)
+                try:
+                    rec = json.loads(m.value)
+                except (TypeError, ValueError):
+                    rec = None
+                if not isinstance(rec, dict):
+                    if log is not None:
+                        log.warning("record %s:%d:%d is not a JSON object; skipped", m.topic, m.partition, m.offset)
+                    continue
+                handle(m.topic, rec)
+                done += 1
+        if before_commit is not None:
+            before_commit()
+        c.commit(commit)
+    return done

@@ -20,7 +20,7 @@ from operators.recognition.budget import Budget, Caps
 from pipeline.recognition.providers import PROVIDERS, Recognizer
 from pipeline.config import ConfigError
 from pipeline.follow import DailyTail
-from pipeline.outputs import DailyJsonl, day_dirs
+from pipeline.outputs import DailyJsonl, day_dirs, dumps
 from pipeline.secrets import read_secret
 
 log = logging.getLogger("onair.recognize")
@@ -163,7 +163,7 @@ def consume_kafka(cfg: dict, metrics=None, stop: threading.Event | None = None,
     """`onair recognize --kafka`: a consumer group over the requests topic; offsets are committed
     after the now-playing records are produced, so a crash re-reads requests and the ledger-backed
     cache keeps them from being paid twice."""
-    from pipeline.kafka.client import consumer, offset_and_metadata, producer
+    from pipeline.kafka.client import consume_records, consumer, producer
     stop = stop or threading.Event()
     k = cfg["kafka"]
     rec = make_recognizer(cfg, ledger_path(cfg, None), metrics)
@@ -171,32 +171,14 @@ def consume_kafka(cfg: dict, metrics=None, stop: threading.Event | None = None,
         raise ConfigError("config key 'recognition.provider': none is configured, nothing to send")
     c = consumer(cfg, k["topic_requests"], group_id=f"{k['group_id']}.recognize")
     p = producer(cfg)
-    done, last = 0, time.monotonic()
+
+    def handle(_topic, req):
+        np_rec = rec.handle(req)
+        if np_rec is not None:
+            p.send(k["topic_nowplaying"], key=np_rec["channel"].encode(), value=dumps(np_rec).encode())
+
     try:
-        while not stop.is_set():
-            records = c.poll(timeout_ms=k["poll_ms"])
-            if not records:
-                if idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
-                    break
-                continue
-            last = time.monotonic()
-            commit = {}
-            for tp, msgs in records.items():
-                for m in msgs:
-                    commit[tp] = offset_and_metadata(m.offset + 1)
-                    try:
-                        req = json.loads(m.value)
-                    except ValueError:
-                        log.warning("request record %s:%d is not JSON; skipped", m.partition, m.offset)
-                        continue
-                    np_rec = rec.handle(req)
-                    done += 1
-                    if np_rec is not None:
-                        p.send(k["topic_nowplaying"], key=np_rec["channel"].encode(),
-                               value=json.dumps(np_rec, separators=(",", ":")).encode())
-            p.flush()
-            c.commit(commit)
+        return consume_records(c, k["poll_ms"], stop, handle, idle_exit_s, before_commit=p.flush, log=log)
     finally:
         c.close()
         p.close(timeout=10)
-    return done
