@@ -220,6 +220,7 @@ def score(shared: Path, labels: Path, segments: Path, channel: str) -> dict:
 
 
 def run_demo(args, cfg) -> int:
+    from pipeline.clock import iso
     from pipeline.direct import DirectRun
     shared = _shared(args.shared)
     os.environ.setdefault("ONAIR_MODEL_DIR", str(shared / "models"))
@@ -236,17 +237,29 @@ def run_demo(args, cfg) -> int:
         run = DirectRun(inputs, out, cfg, progress=for_files(inputs, cfg["source"]["live"]))
     results = run.run()
     f1s = []
+    # outputs are appended: score only this run's segments (an earlier demo's are older in UTC)
+    this_run = out / ".demo-segments.jsonl"
+    this_run.write_text("".join(line for line in _segment_lines(out)
+                                if json.loads(line).get("start_utc", "") >= iso(run.run_start)))
     print(f"{'channel':24} {'f1':>6} {'precision':>9} {'recall':>6}  scored_s")
     for ch, _ in inputs:
         if not results[ch].ok:
             print(f"{ch:24} FAILED ({results[ch].reason})")
             continue
-        s = score(shared, truth[ch], out / "segments.jsonl", ch)
+        s = score(shared, truth[ch], this_run, ch)
         f1s.append(s["f1"])
         print(f"{ch:24} {s['f1']:6.4f} {s['precision']:9.4f} {s['recall']:6.4f}  {s['scored_s']}")
     audio_s = sum(r.audio_s for r in results.values())
     print(f"mean music F1 {sum(f1s) / max(len(f1s), 1):.4f} over {len(f1s)} channels; "
           f"{audio_s / 60:.0f} min of audio in {run.summary['wall_s']} s "
           f"({audio_s / max(run.summary['wall_s'], 1e-9):.0f}x real time)")
-    print(f"outputs: {out.resolve()}/segments.jsonl (and requests.jsonl, genres.jsonl)")
+    this_run.unlink()
+    print(f"outputs: {out.resolve()}/segments.jsonl (and requests.jsonl, genres.jsonl), "
+          f"links to the newest day's files")
     return 0 if f1s else 1
+
+
+def _segment_lines(out: Path) -> list[str]:
+    from pipeline.outputs import day_dirs
+    return [line + "\n" for day in day_dirs(out) if (out / day / "segments.jsonl").exists()
+            for line in (out / day / "segments.jsonl").read_text().splitlines() if line.strip()]
