@@ -229,6 +229,47 @@ def test_bad_chunks_go_to_the_dead_letter_topic_and_the_channel_goes_on(kafka_br
     assert strip(segs["p"]) == strip(direct_segments(programme["ts"], tmp_path))
 
 
+def test_an_ingest_reconnect_after_an_outage_is_a_no_signal_segment(kafka_broker, programme, tmp_path):
+    """A live source that ingest reconnects after 20 s without signal: the worker writes the outage
+    as a no_signal segment, in stream time and UTC, and the timeline goes on after it."""
+    cfg, _ = kafka_cfg(kafka_broker)
+    chunks = []
+
+    class Capture:
+        def send(self, topic, key, value):
+            chunks.append(value)
+            return self
+
+        def add_errback(self, *a):
+            return self
+
+        def flush(self, *a, **k):
+            pass
+
+    Ingest([("p", str(programme["ts"]))], cfg, producer=Capture()).run()
+    media = [envelope.unpack(v) for v in chunks]
+    media = media[:40] + media[-1:]          # 40 s of the programme and its end of stream
+    cut = 20
+    p = producer(cfg)
+    for i, (h, payload) in enumerate(media):
+        if i >= cut:     # the second session: 20 s later on the wall clock, marked as a reconnect
+            h = {**h, "session": "second", "seq": i - cut, "wall": h["wall"] + 20.0, "disc": i == cut}
+        p.send(cfg["kafka"]["topic_media"], key=b"p", value=envelope.pack(h, payload))
+    p.flush()
+    metrics = Metrics()
+    w = run_worker(cfg, len(media), metrics=metrics)
+    segs, _ = segments_by_channel(cfg)
+    gaps = [s for s in segs["p"] if s["label"] == "no_signal"]
+    assert len(gaps) == 1, strip(segs["p"])
+    gap = gaps[0]
+    assert 20.0 - cfg["kafka"]["chunk_s"] - 0.5 <= gap["end"] - gap["start"] <= 20.5
+    assert parse_iso(gap["end_utc"]) - parse_iso(gap["start_utc"]) == pytest.approx(gap["end"] - gap["start"], abs=0.5)
+    for a, b in zip(segs["p"], segs["p"][1:]):
+        assert a["end"] == b["start"]
+    assert segs["p"][-1]["end"] == pytest.approx(w.audio_s + gap["end"] - gap["start"], abs=0.3)
+    assert metrics.registry.get_sample_value("onair_no_signal_seconds_total", {"channel": "p"}) >= 18.0
+
+
 def _worker_proc(sets, log):
     cmd = [sys.executable, "-m", "pipeline.cli", "worker", "--exit-when-idle", "8"]
     for s in sets:

@@ -31,6 +31,7 @@ class ChannelState:
         self.offset = -1
         self.session = None
         self.ended = False           # its end of stream was read (and handed to the engine)
+        self.last_wall = None        # the `wall` of the last media record: an outage is measured from it
         self.unsaved_from = None     # offset of the first record handled since the last state sent
         self.unsaved_since = 0.0     # monotonic time of that record
 
@@ -39,11 +40,13 @@ class ChannelState:
         run is a finished one."""
         return {"v": VERSION, "channel": self.channel, "owner": owner, "wall": round(time.time(), 3),
                 "partition": self.partition, "offset": self.offset, "session": self.session,
-                "finished": self.ended, "decoder": self.decoder.snapshot(), "detector": self.run.snapshot()}
+                "finished": self.ended, "last_wall": self.last_wall, "decoder": self.decoder.snapshot(),
+                "detector": self.run.snapshot()}
 
     def restore(self, d: dict) -> None:
         self.partition, self.offset, self.session, self.ended = d["partition"], d["offset"], d["session"], \
             d["finished"]
+        self.last_wall = d.get("last_wall")
         self.decoder.restore(d["decoder"])
         self.run.restore(d["detector"])
 

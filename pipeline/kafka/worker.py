@@ -277,19 +277,26 @@ class Worker:
         st.offset, st.session = m.offset, header.get("session")
         if st.unsaved_from is None:
             st.unsaved_from, st.unsaved_since = m.offset, time.monotonic()
+        wall = header.get("wall") if isinstance(header.get("wall"), (int, float)) else None
         if header["kind"] == "eos":
             chunks = st.decoder.finish()
             st.ended = True
         else:
+            if header.get("disc") and wall is not None and st.last_wall is not None:
+                # the source reconnected: its audio resumes after an outage as long as the wall clock
+                # says, less the chunk it took to cut the first record (a no_signal segment when long)
+                st.decoder.normalizer.expect_gap(max(0.0, wall - st.last_wall - self.k["chunk_s"]))
             try:
                 chunks = st.decoder.decode(payload)
             except ChunkError as e:
                 self._dlq(m, "undecodable", str(e))
                 return
             self.metrics.media_chunks.labels(channel).inc()
-        if chunks and isinstance(header.get("wall"), (int, float)):
-            # UTC from the ingest's wall clock, observed before the audio is fed (pipeline.clock)
-            st.run.clock.observe(st.decoder.normalizer.time, float(header["wall"]))
+        if wall is not None:
+            st.last_wall = float(wall)
+            if chunks:
+                # UTC from the ingest's wall clock, observed before the audio is fed (pipeline.clock)
+                st.run.clock.observe(st.decoder.normalizer.time, float(wall))
         for chunk in chunks:
             self.audio_s += len(chunk.samples) / SAMPLE_RATE
             self.engine.feed(st.run, chunk)
