@@ -256,3 +256,34 @@ def test_prune_drops_old_clips_and_keeps_every_record(tmp_path):
     assert pruned[0]["title"] == "x\u2028y" and old.read_text().splitlines()[1] == "{broken"
     assert lines(tmp_path / "2026-12-06" / "requests.jsonl")[0]["audio"] == clip     # recent days keep theirs
     assert prune_clips(tmp_path, 7, today=dt.date(2026, 12, 6))["clips"] == 0          # once is enough
+
+
+def test_a_file_with_a_creation_time_runs_on_it(programme, tmp_path, embedder):
+    """No --start-time: a file's creation_time tag is its UTC (clock `container`); a file without
+    one runs on the run's start (`run_start`), shared by the files of the run."""
+    import av
+    tagged = tmp_path / "tagged.mka"
+    audio = programme["audio"][:20 * 48000]
+    with av.open(str(tagged), "w", format="matroska") as out:
+        out.metadata["creation_time"] = "2026-12-05T10:00:00.000000Z"
+        s = out.add_stream("flac", rate=48000)
+        s.layout = "mono"
+        for i in range(0, len(audio) - 4096, 4096):
+            f = av.AudioFrame.from_ndarray((audio[None, i:i + 4096] * 32767).astype(np.int16), format="s16",
+                                           layout="mono")
+            f.sample_rate, f.pts = 48000, i
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    plain = write_ts(tmp_path / "plain.ts", audio, video=False)
+    res = DirectRun([("t", str(tagged)), ("u", str(plain))], tmp_path / "out", config.load(None, []), Metrics(),
+                    embedder).run()
+    assert res["t"].ok and res["u"].ok
+    segs = [r for d in sorted((tmp_path / "out").glob("2026-*")) for r in lines(d / "segments.jsonl")]
+    t = [s for s in segs if s["channel"] == "t"]
+    assert {s["clock"] for s in t} == {"container"} and t[0]["start_utc"] == "2026-12-05T10:00:00.000Z"
+    assert (tmp_path / "out" / "2026-12-05" / "segments.jsonl").exists()
+    u = [s for s in segs if s["channel"] == "u"]
+    assert {s["clock"] for s in u} == {"run_start"}
+    assert parse_iso(u[0]["start_utc"]) == pytest.approx(__import__("time").time(), abs=600)
