@@ -73,6 +73,15 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set embedding.batch_size=32 (repeatable)")
 
 
+def _utc_time(text: str) -> float:
+    """An ISO 8601 time as Unix seconds; checked while parsing, before any model loads."""
+    from operators.utc import parse_iso
+    try:
+        return parse_iso(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _command(sub, name: str, summary: str) -> argparse.ArgumentParser:
     """A subcommand whose own --help starts with the line `onair --help` lists for it."""
     return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
@@ -96,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True,
                    help="output directory: DIR/YYYY-MM-DD/{segments,requests,genres,nowplaying}.jsonl by UTC day, "
                         "appended (DIR/<kind>.jsonl links to the newest day)")
-    r.add_argument("--start-time", metavar="ISO",
+    r.add_argument("--start-time", metavar="ISO", type=_utc_time,
                    help="UTC of the start of every file input, e.g. 2026-12-06T14:05:00Z (default: the file's "
                         "creation_time tag, else the run's start); live sources use their receive clock")
     r.add_argument("--metrics-out", help="write the final Prometheus exposition (text format) here")
@@ -224,17 +233,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args, cfg) -> int:
     from pipeline.direct import DirectRun, install_signal_handlers, parse_inputs
-    from pipeline.clock import parse_iso
     inputs = parse_inputs(args.input)
-    start_time = None
-    if args.start_time is not None:
-        try:
-            start_time = parse_iso(args.start_time)
-        except ValueError as e:
-            raise ValueError(f"--start-time: {e}") from None
     from pipeline.progress import for_files
     run = DirectRun(inputs, args.out, cfg, _metrics(cfg), embedder=load_embedder(cfg),
-                    progress=for_files(inputs, cfg["source"]["live"]), start_time=start_time)
+                    progress=for_files(inputs, cfg["source"]["live"]), start_time=args.start_time)
     install_signal_handlers(run.stop)
     results = run.run()
     for r in results.values():
