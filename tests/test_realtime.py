@@ -116,6 +116,7 @@ def test_the_ledger_rotates_and_rebuilds_from_its_recent_days(tmp_path):
     for k, ts in enumerate((T0 - 3 * DAY, T0 - DAY, T0, T0 + 120)):
         ledger({"ts": ts, "request_id": f"r{k}", "channel": "a", "outcome": "matched", "paid": True, "cost": 1.0})
     (tmp_path / "2026-12-06" / "ledger.jsonl").open("a").write("[]\n{broken\n")
+    (tmp_path / "2026-12-09").mkdir()          # a later day of records only: no ledger there
     assert [e["request_id"] for e in ledger.entries()] == ["r2", "r3"]
 
 

@@ -60,10 +60,8 @@ class Ledger:
         """The last `days` days' entries, oldest first: what today's caps and the cache need
         (request ids carry their UTC, so an older request never comes again)."""
         out = []
-        for day in day_dirs(self.path.parent)[-days:]:
-            p = self.files.path(day)
-            if not p.exists():
-                continue
+        # the newest days that have a ledger (an output folder also holds days of records only)
+        for p in [p for p in map(self.files.path, day_dirs(self.path.parent)) if p.exists()][-days:]:
             for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
                 if not line.strip():
                     continue
