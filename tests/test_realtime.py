@@ -288,3 +288,31 @@ def test_a_file_with_a_creation_time_runs_on_it(programme, tmp_path, embedder):
     u = [s for s in segs if s["channel"] == "u"]
     assert {s["clock"] for s in u} == {"run_start"}
     assert parse_iso(u[0]["start_utc"]) == pytest.approx(__import__("time").time(), abs=600)
+
+
+def test_recognize_dir_sends_what_was_left_over_midnight(tmp_path, monkeypatch):
+    """`onair recognize --dir` restarted after midnight: yesterday's unanswered request is still
+    sent, yesterday's answered one comes from the cache, today's is sent; none paid twice."""
+    from operators.audio.clip import audio_field
+    from pipeline.recognition.stage import follow_dir
+    server = ProviderServer("acrcloud", "secret", "key")
+    monkeypatch.setenv("ACRCLOUD_ACCESS_KEY", "key")
+    monkeypatch.setenv("ACRCLOUD_ACCESS_SECRET", "secret")
+    cfg = config.load(None, ["recognition.provider=acrcloud", f"recognition.acrcloud_url={server.url}"])
+    reqs = DailyJsonl(tmp_path, "requests")
+    tone = lambda f: audio_field((np.sin(np.arange(160000) * f) * 8000).astype(np.int16))  # noqa: E731
+    for k, t in enumerate((T0 - 120, T0 - 60, T0 + 120)):      # two late on D-1, one on D
+        reqs.write({"request_id": f"ch:{iso(t)}:0", "channel": "ch", "clip_start": 0.0, "clip_end": 10.0,
+                    "emitted_at_utc": iso(t), "audio": tone(0.03 + 0.02 * k)})
+        if k == 0:
+            try:
+                assert follow_dir(cfg, tmp_path, Metrics(), idle_exit_s=0.5) == 1     # answered, then stopped
+            except BaseException:
+                server.close()
+                raise
+    reqs.close()
+    try:
+        assert follow_dir(cfg, tmp_path, Metrics(), idle_exit_s=0.5) == 3
+    finally:
+        server.close()
+    assert server.paid_calls() == 3

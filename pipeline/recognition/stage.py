@@ -131,7 +131,10 @@ def follow_dir(cfg: dict, out_dir: Path, metrics=None, stop: threading.Event | N
     if rec is None:
         raise ConfigError("config key 'recognition.provider': none is configured, nothing to send")
     sink = DailyJsonl(out_dir, "nowplaying")
-    tail = DailyTail(out_dir, "requests")
+    # from the day before the newest: requests a stopped recognizer left over midnight are still
+    # sent, and the ones it answered come from the cache (the ledger's last two days), unpaid
+    days = day_dirs(out_dir)
+    tail = DailyTail(out_dir, "requests", from_day=days[-2] if len(days) > 1 else None)
     last = time.monotonic()
     done = 0
     while not stop.is_set():
