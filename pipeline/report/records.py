@@ -114,7 +114,10 @@ def _segment(d: dict) -> Segment:
     start, end = _utc(d, "start_utc"), _utc(d, "end_utc")
     if end < start:
         raise ValueError("end_utc before start_utc")
-    return Segment(_text(d, "id"), _text(d, "channel"), label, start, end)
+    channel = _text(d, "channel")
+    # an id is what drops Kafka copies; a segment written without one is keyed as onair keys it
+    sid = _text(d, "id") if d.get("id") is not None else f"{channel}/{d['start_utc']}"
+    return Segment(sid, channel, label, start, end)
 
 
 def _request(d: dict) -> Request:
