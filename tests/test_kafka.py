@@ -359,6 +359,9 @@ def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs):
     print(f"duplicate request records (dropped by id): {req_dupes}")
 
 
+# about a minute (a 20 s outage, a broker of its own, the clients' reconnects): with -m slow, so the
+# default suite keeps its 10 minutes with room for a loaded machine
+@pytest.mark.slow
 def test_broker_outage_of_20s_mid_stream(programme, tmp_path, caplog):
     """Its own broker: it is stopped for 20 s while ingest and a worker run.
 
