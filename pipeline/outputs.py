@@ -65,6 +65,26 @@ def record_day(kind: str, record: dict) -> str:
     return day_of(time.time())
 
 
+def read_jsonl(path: str | Path):
+    """(line number, object) of each JSON object line of a JSONL file; a damaged line is skipped
+    with one warning naming the file and line. Split on b"\\n" only: str.splitlines would also
+    split inside a title at U+2028 or U+0085."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                d = json.loads(raw)
+            except ValueError:
+                end = "" if raw.endswith(b"\n") else " (an unfinished last line: still being written?)"
+                log.warning("%s:%d: damaged line skipped: not JSON%s", path, n, end)
+                continue
+            if not isinstance(d, dict):
+                log.warning("%s:%d: damaged line skipped: not a JSON object", path, n)
+                continue
+            yield n, d
+
+
 def day_dirs(directory: str | Path) -> list[str]:
     """The day folders (YYYY-MM-DD) of an output folder, oldest first."""
     try:
@@ -89,7 +109,6 @@ class DailyJsonl:
         self.link = self.dir / f"{name}.jsonl"
         self._files: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
-        self.count = 0
         self.newest = self._adopt()
 
     def path(self, day: str) -> Path:
@@ -118,7 +137,6 @@ class DailyJsonl:
             f = self._file(day)
             f.write(line)
             f.flush()
-            self.count += 1
             if self.newest is None or day > self.newest:
                 self.newest = day
                 self._relink(day)

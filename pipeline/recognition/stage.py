@@ -20,7 +20,7 @@ from operators.recognition.budget import Budget, Caps
 from pipeline.recognition.providers import PROVIDERS, Recognizer
 from pipeline.config import ConfigError
 from pipeline.follow import DailyTail
-from pipeline.outputs import DailyJsonl, day_dirs, dumps
+from pipeline.outputs import DailyJsonl, day_dirs, dumps, read_jsonl
 from pipeline.secrets import read_secret
 
 log = logging.getLogger("onair.recognize")
@@ -59,21 +59,9 @@ class Ledger:
     def entries(self, days: int = 2) -> list[dict]:
         """The last `days` days' entries, oldest first: what today's caps and the cache need
         (request ids carry their UTC, so an older request never comes again)."""
-        out = []
         # the newest days that have a ledger (an output folder also holds days of records only)
-        for p in [p for p in map(self.files.path, day_dirs(self.path.parent)) if p.exists()][-days:]:
-            for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    e = json.loads(line)
-                except ValueError:
-                    e = None
-                if not isinstance(e, dict):
-                    log.warning("%s:%d: a damaged ledger line was skipped", p, n)
-                    continue
-                out.append(e)
-        return out
+        paths = [p for p in map(self.files.path, day_dirs(self.path.parent)) if p.exists()][-days:]
+        return [e for p in paths for _, e in read_jsonl(p)]
 
     def __call__(self, entry: dict) -> None:
         self.files.write(entry)

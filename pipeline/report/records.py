@@ -9,12 +9,12 @@ parsed: a day of requests is mostly base64 audio the report never needs.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.clock import parse_iso
+from pipeline.outputs import day_dirs, read_jsonl
 from pipeline.report.times import is_day, next_day
 
 log = logging.getLogger("onair.report")
@@ -155,30 +155,11 @@ def _genre(d: dict) -> Genre | None:
     return Genre(_text(d, "channel"), _utc(d, "segment_start_utc"), _utc(d, "segment_end_utc"), str(top))
 
 
-def _lines(path: Path):
-    """(line number, parsed object) of each good line of one JSONL file; damaged ones are logged.
-    Split on b"\\n" only: str.splitlines would also split inside a title at U+2028 or U+0085."""
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                d = json.loads(raw)
-            except ValueError:
-                end = "" if raw.endswith(b"\n") else " (an unfinished last line: still being written?)"
-                log.warning("%s:%d: damaged line skipped: not JSON%s", path, n, end)
-                continue
-            if not isinstance(d, dict):
-                log.warning("%s:%d: damaged line skipped: not a JSON object", path, n)
-                continue
-            yield n, d
-
-
 def read_kind(path: Path, parse):
     """The records of one file, each through `parse` (None = a record to leave out)."""
     if not path.is_file():
         return
-    for n, d in _lines(path):
+    for n, d in read_jsonl(path):
         d.pop("audio", None)
         try:
             rec = parse(d)
@@ -190,11 +171,6 @@ def read_kind(path: Path, parse):
             yield rec
 
 
-def day_folders(root: Path) -> list[str]:
-    """The dated day folders of an output dir, oldest first (symlinks to the newest files are not days)."""
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and is_day(p.name))
-
-
 def has_data(folder: Path) -> bool:
     return any((folder / f"{kind}.jsonl").is_file() and (folder / f"{kind}.jsonl").stat().st_size
                for kind in KINDS)
@@ -202,7 +178,7 @@ def has_data(folder: Path) -> bool:
 
 def latest_day(root: Path) -> str | None:
     """The newest day folder with at least one non-empty record file."""
-    return next((d for d in reversed(day_folders(root)) if has_data(root / d)), None)
+    return next((d for d in reversed(day_dirs(root)) if is_day(d) and has_data(root / d)), None)
 
 
 def read_window(root: Path, day: str) -> Records:
