@@ -58,10 +58,6 @@ class StreamClock:
     def fixed(cls, kind: str, utc_of_zero: float) -> "StreamClock":
         return cls(kind, offset=utc_of_zero)
 
-    @property
-    def anchored(self) -> bool:
-        return bool(self._offsets)
-
     def observe(self, stream_end: float, wall: float) -> None:
         """The newest sample, at `stream_end`, arrived (was cut, for ingest) at `wall`."""
         if self.kind in FIXED:

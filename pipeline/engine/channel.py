@@ -57,7 +57,6 @@ class ChannelDetector:
         self.clock = clock or StreamClock.fixed("run_start", time.time())
         self.min_no_signal_s = params.min_no_signal_s
         self._gaps: deque = deque()    # (start, end) outages cut by frames_for, not yet decided past
-        self.no_signal_s = 0.0
         self.head = models.music
         self.talkover = models.talkover
         self._music = self.head.classes.index("music")
@@ -148,7 +147,7 @@ class ChannelDetector:
                 "pending": [(to_text(e), lv, to_text(sc), pt, to_text(gx)) for e, lv, sc, pt, gx in self._pending],
                 "genre": None if self.genre is None else self.genre.snapshot(),
                 "decided_s": self.decided_s, "music_s": self.music_s, "clock": self.clock.snapshot(),
-                "gaps": list(self._gaps), "had_audio": self._had_audio, "no_signal_s": self.no_signal_s}
+                "gaps": list(self._gaps), "had_audio": self._had_audio}
 
     def restore(self, d: dict) -> None:
         self.ring.restore(d["ring"])
@@ -160,7 +159,6 @@ class ChannelDetector:
             self.clock.restore(d["clock"])
         self._gaps = deque(tuple(g) for g in d.get("gaps", []))
         self._had_audio = d.get("had_audio", self.newest_time > 0)
-        self.no_signal_s = d.get("no_signal_s", 0.0)
         self.debouncer.restore(d["debounce"])
         # older snapshots: three fields per frame (before the talk-over head), four (before genre inputs)
         self._pending = deque((from_text(p[0]), tuple(p[1]), from_text(p[2]), p[3] if len(p) > 3 else 0.0,
@@ -185,7 +183,6 @@ class ChannelDetector:
             out += self._genres(self.genre.close(start))
         out += self._segments(self.segments.gap(start, end))
         self.debouncer.reset_run()    # music on both sides of an outage is not known to be one song
-        self.no_signal_s += end - start
         self._no_signal_counter.inc(end - start)
         return out
 

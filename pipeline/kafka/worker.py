@@ -277,7 +277,7 @@ class Worker:
         st.offset, st.session = m.offset, header.get("session")
         if st.unsaved_from is None:
             st.unsaved_from, st.unsaved_since = m.offset, time.monotonic()
-        wall = header.get("wall") if isinstance(header.get("wall"), (int, float)) else None
+        wall = float(header["wall"]) if isinstance(header.get("wall"), (int, float)) else None
         if header["kind"] == "eos":
             chunks = st.decoder.finish()
             st.ended = True
@@ -293,10 +293,10 @@ class Worker:
                 return
             self.metrics.media_chunks.labels(channel).inc()
         if wall is not None:
-            st.last_wall = float(wall)
+            st.last_wall = wall
             if chunks:
                 # UTC from the ingest's wall clock, observed before the audio is fed (pipeline.clock)
-                st.run.clock.observe(st.decoder.normalizer.time, float(wall))
+                st.run.clock.observe(st.decoder.normalizer.time, wall)
         for chunk in chunks:
             self.audio_s += len(chunk.samples) / SAMPLE_RATE
             self.engine.feed(st.run, chunk)
