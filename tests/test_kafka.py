@@ -189,11 +189,12 @@ def test_a_source_that_ends_and_starts_again_gets_two_clean_runs(kafka_broker, p
     assert len(ends) == 2 and ends[0] < ends[1]       # the first run's final state went out first
 
 
-def test_bad_chunks_go_to_the_dead_letter_topic_and_the_channel_goes_on(kafka_broker, programme, tmp_path):
-    cfg, _ = kafka_cfg(kafka_broker)
+def ingested(cfg: dict, ts) -> list[bytes]:
+    """The media record values `onair ingest` makes of a file, captured instead of produced: a test
+    changes or interleaves them before it produces them itself."""
     chunks = []
 
-    class Capture:  # collects what ingest would produce, so bad records can be slipped in between
+    class Capture:
         def send(self, topic, key, value):
             chunks.append(value)
             return self
@@ -204,7 +205,13 @@ def test_bad_chunks_go_to_the_dead_letter_topic_and_the_channel_goes_on(kafka_br
         def flush(self, *a, **k):
             pass
 
-    Ingest([("p", str(programme["ts"]))], cfg, producer=Capture()).run()
+    Ingest([("p", str(ts))], cfg, producer=Capture()).run()
+    return chunks
+
+
+def test_bad_chunks_go_to_the_dead_letter_topic_and_the_channel_goes_on(kafka_broker, programme, tmp_path):
+    cfg, _ = kafka_cfg(kafka_broker)
+    chunks = ingested(cfg, programme["ts"])      # so bad records can be slipped in between
     header, payload = envelope.unpack(chunks[10])
     garbage = envelope.pack({**header, "seq": 9999}, np.random.default_rng(0).bytes(len(payload)))
     truncated = envelope.pack({**header, "seq": 9998}, payload[:100])
@@ -233,20 +240,7 @@ def test_an_ingest_reconnect_after_an_outage_is_a_no_signal_segment(kafka_broker
     """A live source that ingest reconnects after 20 s without signal: the worker writes the outage
     as a no_signal segment, in stream time and UTC, and the timeline goes on after it."""
     cfg, _ = kafka_cfg(kafka_broker)
-    chunks = []
-
-    class Capture:
-        def send(self, topic, key, value):
-            chunks.append(value)
-            return self
-
-        def add_errback(self, *a):
-            return self
-
-        def flush(self, *a, **k):
-            pass
-
-    Ingest([("p", str(programme["ts"]))], cfg, producer=Capture()).run()
+    chunks = ingested(cfg, programme["ts"])
     media = [envelope.unpack(v) for v in chunks]
     media = media[:40] + media[-1:]          # 40 s of the programme and its end of stream
     cut = 20
