@@ -32,7 +32,10 @@ from pathlib import Path
 
 import av
 import numpy as np
-from scipy import ndimage, signal
+from scipy import signal
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from operators.fingerprint import landmarks  # noqa: E402
 
 CLIPS = Path("/work/shared/data/clips")
 SR_IN = 16000          # what onair's pipeline carries
@@ -111,57 +114,15 @@ PEAKS_PER_S = 8            # density: 8 peaks/s x fan-out 3 ~ audfprint2's ~21 h
 
 
 def own_peaks(x11: np.ndarray, per_s: int = PEAKS_PER_S) -> tuple[np.ndarray, np.ndarray]:
-    if len(x11) < N_FFT:
-        return np.zeros(0, np.int32), np.zeros(0, np.int32)
-    n = 1 + (len(x11) - N_FFT) // N_HOP
-    fr = np.lib.stride_tricks.as_strided(x11, (n, N_FFT), (x11.strides[0] * N_HOP, x11.strides[0]))
-    win = np.hanning(N_FFT + 2)[1:-1].astype(np.float32)
-    sg = np.abs(np.fft.rfft(fr * win, axis=1)).T[:-1]            # 256 bins x frames
-    mx = sg.max()
-    if mx <= 0:
-        return np.zeros(0, np.int32), np.zeros(0, np.int32)
-    sg = np.log(np.maximum(sg, mx / 1e6))
-    sg -= sg.mean()
-    sg = signal.lfilter([1, -1], [1, -0.98], sg, axis=1)         # onset emphasis, as audfprint
-    loc = ndimage.maximum_filter(sg, size=(2 * PEAK_DF + 1, 2 * PEAK_DT + 1), mode="nearest")
-    f, t = np.nonzero((sg == loc) & (sg > 0))
-    if len(t) == 0:
-        return t.astype(np.int32), f.astype(np.int32)
-    per = int(round(SR / N_HOP))
-    sec = t // per
-    order = np.lexsort((-sg[f, t], sec))
-    ss = sec[order]
-    rank = np.arange(len(order)) - np.searchsorted(ss, ss, side="left")
-    keep = order[rank < per_s]
-    t, f = t[keep], f[keep]
-    o = np.lexsort((f, t))
-    return t[o].astype(np.int32), f[o].astype(np.int32)
+    """Local maxima over 25 bins x 7 frames, the strongest `per_s` a second (onair's own code)."""
+    return landmarks.peaks(x11, per_s)
 
 
 def own_hashes(t: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each anchor paired with its next FANOUT peaks with MINDT <= dt < TARGETDT, |df| < TARGETDF.
-    Returns (hash uint32 of 20 bits, anchor frame int32), unique pairs."""
-    n = len(t)
-    used = np.zeros(n, np.int32)
-    hs, ts = [], []
-    for k in range(1, n):
-        i = np.arange(n - k)
-        dt = t[i + k] - t[i]
-        if dt.min() >= TARGETDT:
-            break
-        df = f[i + k] - f[i]
-        ok = (dt >= MINDT) & (dt < TARGETDT) & (np.abs(df) < TARGETDF) & (used[i] < FANOUT)
-        i = i[ok]
-        used[i] += 1
-        h = ((f[i].astype(np.uint32) & 255) << 12) | ((df[ok].astype(np.uint32) & 63) << 6) \
-            | (dt[ok].astype(np.uint32) & 63)
-        hs.append(h)
-        ts.append(t[i])
-    if not hs:
-        return np.zeros(0, np.uint32), np.zeros(0, np.int32)
-    h, tt = np.concatenate(hs), np.concatenate(ts).astype(np.int32)
-    u = np.unique((tt.astype(np.uint64) << 32) | h)
-    return (u & 0xFFFFFFFF).astype(np.uint32), (u >> 32).astype(np.int32)
+    Returns (hash uint32 of 20 bits, anchor frame int32), unique pairs (onair's own code, at the
+    fan-out assessed here; onair ships 6: docs/fingerprint-assessment.md)."""
+    return landmarks.hashes(t, f, fanout=FANOUT)
 
 
 def own_fingerprint(x16: np.ndarray, per_s: int = PEAKS_PER_S):

@@ -3,7 +3,8 @@
 #
 #   bash deploy/install.sh          what running onair needs: python3-venv (if missing), .venv, pip install -e .
 #   bash deploy/install.sh --test   also what the tests use: Debian packages (Java 17 and npm for the local
-#                                   Kafka broker, prometheus, chromium, fonts-dejavu-core) and pip's [test] extra
+#                                   Kafka broker, prometheus, chromium, fonts-dejavu-core, postgresql) and pip's
+#                                   [test] extra
 #
 # Debian packages are installed with apt-get when we are root; otherwise the script names them and fails.
 # Exits non-zero when any step fails (set -e; apt locked or a package missing included).
@@ -15,7 +16,7 @@ tests=0
 for arg in "$@"; do
   case "$arg" in
     --test) tests=1 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -32,6 +33,8 @@ if [ "$tests" = 1 ]; then
   command -v promtool >/dev/null 2>&1 || need+=(prometheus)               # promtool tests, a real Prometheus
   command -v chromium >/dev/null 2>&1 || need+=(chromium)                 # the overlay page in a real headless browser
   [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)   # ... and its screenshots' text
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+    || need+=(postgresql)                                                # the fingerprint index's PostgreSQL backend
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then

@@ -157,6 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--keep-clips-days", type=int, default=7, metavar="N",
                     help="keep the clips of the last N UTC days (default: %(default)s, at least 2)")
 
+    fp = _command(sub, "fingerprints", "list, export or prune the local fingerprint index (identity.*)")
+    fp.add_argument("action", choices=["stats", "list", "export", "prune"],
+                    help="stats: counts per kind; list: one JSON line per recording or unknown item; export: "
+                         "every item as JSON lines; prune: drop stale unknown items (and unused recordings)")
+    fp.add_argument("--dir", default=None,
+                    help="the output dir of onair run: a relative identity.path is inside it (default: the "
+                         "working directory)")
+    fp.add_argument("--hashes", action="store_true", help="export: with each item's landmarks (base64)")
+    fp.add_argument("--unknown-days", type=float, default=None, metavar="DAYS",
+                    help="prune: unknown items older than this (default: identity.unknown_window_days)")
+    fp.add_argument("--unused-days", type=float, default=None, metavar="DAYS",
+                    help="prune: also recordings not heard for this long (default: keep them)")
+    _config_args(fp)
+
     ar = _command(sub, "archive", "write the record topics of Kafka mode into dated files, as `onair run` "
                                   "writes them (for `onair report`)")
     ar.add_argument("--kafka", action="store_true", required=True,
@@ -339,6 +353,28 @@ def cmd_prune(args, cfg) -> int:
     return 0
 
 
+def cmd_fingerprints(args, cfg) -> int:
+    from pipeline.identity import admin
+    from pipeline.identity.store import IndexError_
+    try:
+        store = admin.open_store(cfg, Path(args.dir) if args.dir else None)
+        if args.action == "stats":
+            print(json.dumps(store.stats()))
+        elif args.action == "list":
+            for row in admin.listing(store):
+                print(json.dumps(row, ensure_ascii=False))
+        elif args.action == "export":
+            n = admin.export(store, sys.stdout, args.hashes)
+            log.info("exported %d items", n)
+        else:
+            days = args.unknown_days if args.unknown_days is not None else cfg["identity"]["unknown_window_days"]
+            print(json.dumps(admin.prune(store, days, args.unused_days)))
+    except IndexError_ as e:
+        log.error("%s", e)
+        return 2
+    return 0
+
+
 def cmd_archive(args, cfg) -> int:
     import threading
 
@@ -430,7 +466,7 @@ def cmd_report(args, cfg) -> int:
 COMMANDS = {"run": cmd_run, "train": cmd_train, "demo": cmd_demo, "ingest": cmd_ingest, "worker": cmd_worker,
             "broker": cmd_broker, "recognize": cmd_recognize, "overlay": cmd_overlay,
             "genre": cmd_genre, "config": cmd_config, "report": cmd_report,
-            "archive": cmd_archive, "prune": cmd_prune}
+            "archive": cmd_archive, "prune": cmd_prune, "fingerprints": cmd_fingerprints}
 
 
 if __name__ == "__main__":

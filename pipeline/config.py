@@ -172,6 +172,8 @@ SECTIONS: dict[str, str] = {
     "recognition": "Paid recognition (`onair recognize`, or the same stage in `onair run` when a provider is set): "
                    "provider, retries, spend caps and the cost ledger. Keys come from the environment or files, "
                    "never from this config.",
+    "identity": "The local fingerprint index (landmark hashes, never audio) that answers repeats without paying, "
+                "keeps the provider's \"unknown\" for a window and finds song changes without a level dip.",
     "genre": "Genre tags per music segment (`heads/<backend>/genre.json`).",
     "source": "Opening inputs (files and live URLs): which audio track, what counts as live, timeouts, reconnects "
               "and gaps.",
@@ -223,6 +225,11 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "min_music_s": Float(12.0, 1.0, 120.0,
                              doc="a song must last this long (boundaries known) before it costs anything; idents "
                                  "and jingles run 3-8 s on air"),
+        "first_request_s": Float(8.0, 0.0, 120.0,
+                                 doc="with the fingerprint index on: a new song is asked about once it has lasted "
+                                     "this long to the newest audio, before its boundaries are confirmed "
+                                     "(repeats are then answered from the index, free); 0 = wait for "
+                                     "`min_music_s`"),
         "clip_s": Float(10.0, 3.0, 12.0, doc="seconds of audio sent for recognition (providers take 3-12)"),
         "lead_in_s": Float(1.5, 0.0, 30.0, doc="the clip starts this far into the song, after the fade-in"),
         "requery_after_s": Float(240.0, 30.0, 86400.0,
@@ -306,6 +313,36 @@ SCHEMA: dict[str, dict[str, Any]] = {
                                    doc="file holding the AudD API token; when set, read instead of the variable"),
         "audd_price": Float(0.005, 0.0, 100.0, unit="currency", doc="price of one AudD request"),
     },
+    "identity": {
+        "enabled": Bool(True, doc="match clips against the local fingerprint index before paying"),
+        "backend": Choice("sqlite", ("sqlite", "postgres"),
+                          doc="sqlite: one file per deployment (WAL; one writer, many readers); postgres: one "
+                              "index shared by several machines"),
+        "path": Str("fingerprints.sqlite",    # relative paths: inside the output dir (run) or cwd
+                    doc="SQLite file; relative = inside the output dir of `onair run`, else the working directory"),
+        "postgres_dsn_env": Str("ONAIR_INDEX_DSN",
+                                doc="environment variable holding the PostgreSQL connection string (backend "
+                                    "postgres)"),
+        "postgres_dsn_file": Str(None, optional=True,
+                                 doc="file holding the PostgreSQL connection string; when set, read instead of the "
+                                     "variable"),
+        "unknown_window_days": Float(7.0, 0.0, 3650.0, unit="days",
+                                     doc="an item the provider did not know is not paid again for this long "
+                                         "(known_unidentified); then asked once more"),
+        "min_aligned": Int(25, 5, 10000, unit="hashes",
+                           doc="a match needs this many landmark hashes at one time offset"),
+        "min_coverage": Float(0.5, 0.0, 1.0,
+                              doc="... spanning this share of the query (a clip straddling two recordings "
+                                  "matches neither)"),
+        "peaks_per_s": Int(22, 4, 64, doc="spectral peaks kept per second (changing it needs a new index)"),
+        "min_clip_s": Float(3.0, 1.0, 30.0, doc="shorter clips are not looked up: sent as they are"),
+        "check_every_s": Float(2.0, 0.5, 60.0,
+                               doc="the engine checks what plays against the index this often while music is on"),
+        "check_window_s": Float(6.0, 3.0, 30.0, doc="seconds of the channel's newest audio each check reads"),
+        "misses_to_change": Int(3, 1, 20,
+                                doc="checks in a row that no longer find the recording identified, inside the "
+                                    "part the index holds, before a new song starts"),
+    },
     "genre": {
         "min_music_s": Float(12.0, 1.0, 3600.0, doc="first genre record once a music segment has lasted this long"),
         "update_s": Float(30.0, 1.0, 86400.0,
@@ -365,6 +402,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "topic_dlq": Str("onair.media.dlq", doc="dead letters: media messages a worker could not read"),
         "topic_requests": Str("onair.recognition.requests", doc="recognition requests"),
         "topic_nowplaying": Str("onair.nowplaying", doc="now-playing records"),
+        "topic_corrections": Str("onair.corrections",
+                                 doc="airplay corrections: earlier plays of an item the provider has since "
+                                     "identified"),
         "topic_genres": Str("onair.genres", doc="genre records"),
         "topic_state": Str("onair.state", doc="compacted changelog of per-channel state (failover)"),
         "state_every_s": Float(10.0, 0.0, 3600.0,   # 0 = every poll

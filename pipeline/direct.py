@@ -73,16 +73,25 @@ class DirectRun:
         self.observer = observer       # see Engine
 
     def run(self) -> dict[str, ChannelResult]:
+        from pipeline.identity.index import open_index
         from pipeline.recognition.stage import RecognitionStage, ledger_path, make_recognizer
         files = DailyJsonlOutputs(self.out_dir)
-        recognizer = make_recognizer(self.cfg, ledger_path(self.cfg, self.out_dir), self.metrics)
+        ledger = ledger_path(self.cfg, self.out_dir)
+        # one index for the recognizer (answers, learns) and the channels (check, index plays); only
+        # where something is paid: without a provider nothing would ever be identified
+        index = open_index(self.cfg, ledger.parent, self.metrics) if self.cfg["recognition"]["provider"] != "none" \
+            else None
+        recognizer = make_recognizer(self.cfg, ledger, self.metrics, index=index if index is not None else False)
         stage = None
         if recognizer is not None:
-            stage = RecognitionStage(recognizer, functools.partial(files.write, "nowplaying"))
+            stage = RecognitionStage(recognizer, functools.partial(files.write, "nowplaying"),
+                                     functools.partial(files.write, "corrections"))
             stage.start()
         self.run_start = time.time()
         engine = Engine(self.embedder, self.heads, self.params, Tee(files, functools.partial(self._seen, stage)),
-                        self.metrics, self.observer).start()
+                        self.metrics, self.observer)
+        engine.index = index
+        engine.start()
         if self.progress is not None:
             self.progress.start()
         t0 = time.monotonic()

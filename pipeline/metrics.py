@@ -55,7 +55,8 @@ class Metrics:
         cp = ["channel", "provider"]
         self.recognition_requests = Counter("onair_recognition_requests",
                                             "Recognition requests by outcome (sent, matched, no_match, error, "
-                                            "budget_skipped, deduplicated)", cp + ["outcome"], registry=r)
+                                            "budget_skipped, deduplicated, local_match, known_unidentified)",
+                                            cp + ["outcome"], registry=r)
         self.recognition_spend = Counter(f"onair_recognition_spend_{currency.lower()}",
                                          f"Money paid to recognition providers, in {currency}", cp, registry=r)
         self.recognition_audio = Counter("onair_recognition_audio_sent_seconds",
@@ -63,6 +64,21 @@ class Metrics:
         self.provider_latency = Histogram("onair_recognition_provider_latency_seconds",
                                           "Wall time of one provider call", ["provider"],
                                           buckets=(.05, .1, .25, .5, 1, 2, 4, 8, 16, 32), registry=r)
+        self.recognition_saved = Counter(f"onair_recognition_saved_{currency.lower()}",
+                                         f"Provider price of requests answered by the local fingerprint index "
+                                         f"instead (local_match, known_unidentified), in {currency}", cp, registry=r)
+        self.identity_lookups = Histogram("onair_identity_lookup_seconds",
+                                          "Wall time of one fingerprint index lookup (fingerprint and query)",
+                                          ["by"], buckets=(.002, .005, .01, .02, .05, .1, .25, .5, 1), registry=r)
+        self.identity_errors = Counter("onair_identity_index_errors",
+                                       "Fingerprint index reads or writes that failed (onair pays the provider "
+                                       "instead)", ["op"], registry=r)
+        self.identity_changes = Counter("onair_identity_song_changes",
+                                        "New songs found by the fingerprint index: the recording on air changed "
+                                        "(index) or its predicted end passed (duration)", ch + ["reason"],
+                                        registry=r)
+        self.identity_indexed = Counter("onair_identity_indexed_seconds",
+                                        "Seconds of aired audio added to the fingerprint index", ch, registry=r)
 
         self.overlay_records = Counter("onair_overlay_records", "Records folded into the now-playing cards",
                                        ["kind"], registry=r)

@@ -26,10 +26,10 @@ from typing import Protocol
 
 from pipeline.clock import day_of
 
-KINDS = ("segments", "requests", "genres", "nowplaying")
+KINDS = ("segments", "requests", "genres", "nowplaying", "corrections")
 # the field whose UTC day a record is filed under (ledger lines: their Unix `ts`)
 DAY_FIELD = {"segments": "start_utc", "requests": "emitted_at_utc", "genres": "segment_start_utc",
-             "nowplaying": "started_at_utc", "ledger": "ts"}
+             "nowplaying": "started_at_utc", "ledger": "ts", "corrections": "corrected_at_utc"}
 DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 log = logging.getLogger("onair.outputs")
 

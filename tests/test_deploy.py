@@ -323,7 +323,7 @@ def test_systemd_units_verify_and_their_commands_parse(tmp_path):
                                .replace("$ONAIR_REPORT_ARGS", env["ONAIR_REPORT_ARGS"]))
             argv = argv[1:] if argv[0] != "exec" else argv[2:]
             args = cli(argv)
-            assert args.command in ("run", "overlay", "report", "prune"), name
+            assert args.command in ("run", "overlay", "report", "prune", "fingerprints"), name
         (tmp_path / name).write_text(text.replace("/opt/onair/.venv/bin/onair", onair))
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed: the units' syntax is not checked")

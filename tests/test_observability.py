@@ -89,7 +89,10 @@ def test_real_prometheus_fires_the_spend_alert(tmp_path, monkeypatch):
     rec = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "recognize", "--dir", str(run_dir),
                             "--metrics-port", str(mport), "--set", "recognition.provider=audd",
                             "--set", f"recognition.audd_url={server.url}",
-                            "--set", "recognition.monthly_budget=1"], cwd=REPO,
+                            "--set", "recognition.monthly_budget=1",
+                            # every clip here is one tone: the fingerprint index would answer all but
+                            # the first for free, and this test needs spend
+                            "--set", "identity.enabled=false"], cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "recognize.log", "w"))
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"

@@ -134,8 +134,10 @@ def test_two_runs_into_one_folder_never_share_an_id_or_an_answer(programme, tmp_
     server.title_of = lambda clip: "title-" + hashlib.sha1(clip).hexdigest()[:10]
     monkeypatch.setenv("ACRCLOUD_ACCESS_KEY", "key")
     monkeypatch.setenv("ACRCLOUD_ACCESS_SECRET", "secret")
+    # without the fingerprint index: this is about ids and the cache (a song's second request would
+    # be answered from the index, tests/test_fingerprints.py)
     cfg = config.load(None, ["recognition.provider=acrcloud", f"recognition.acrcloud_url={server.url}",
-                             "recognition.rate_per_s=1000"])
+                             "recognition.rate_per_s=1000", "identity.enabled=false"])
     first = write_ts(tmp_path / "first.ts", music(programme, 0, 30), video=False)
     second = write_ts(tmp_path / "second.ts", music(programme, 50, 75), video=False)
     out = tmp_path / "out"

@@ -160,11 +160,12 @@ def test_cue_sheets_and_figures_of_a_day(out, caplog):
     assert json.loads((folder / "chA.json").read_text()) == {
         "channel": "chA", "day": D, "music_minutes": 384.0, "music_share": round(384 / (384 + 46), 4),
         "plays": 4, "recognised": 3, "recognised_share": 0.75, "paid_calls": 5, "spend": 0.0125, "currency": "USD",
-        "budget_skipped": 1, "outage_minutes": 180.0, "unaccounted_minutes": 830.0, "tz": "UTC"}
+        "budget_skipped": 1, "answered_locally": 0, "outage_minutes": 180.0, "unaccounted_minutes": 830.0,
+        "tz": "UTC"}
     assert json.loads((folder / f"{tv}.json").read_text()) == {
         "channel": TV, "day": D, "music_minutes": 10.0, "music_share": 1.0, "plays": 2, "recognised": 0,
         "recognised_share": 0.0, "paid_calls": 1, "spend": 0.0025, "currency": "USD", "budget_skipped": 0,
-        "outage_minutes": 0.0, "unaccounted_minutes": 1430.0, "tz": "UTC"}
+        "answered_locally": 0, "outage_minutes": 0.0, "unaccounted_minutes": 1430.0, "tz": "UTC"}
 
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 2, warnings

@@ -62,13 +62,21 @@ def test_run_with_a_provider_writes_nowplaying_and_the_ledger(programme, tmp_pat
     assert r.returncode == 0, r.stderr
     now = read(out / "nowplaying.jsonl")
     reqs = read(out / "requests.jsonl")
-    assert len(now) == len(reqs) == len(server.calls) == 2
-    assert [n["request_id"] for n in now] == [q["request_id"] for q in reqs]
-    assert all(n["title"] == "Song Title" and n["provider"] == "audd" for n in now)
     led = read(out / "ledger.jsonl")
+    # each song is asked about early (8 s in, before its boundaries are confirmed) and once more when
+    # confirmed; the provider is paid once per song, the confirmations come from the fingerprint index
+    songs = sorted({q["song_start"] for q in reqs})
+    assert len(songs) == 2 and len(server.calls) == 2
+    assert all(min(q["emitted_at"] for q in reqs if q["song_start"] == s) - s < 10.0 for s in songs)
+    assert len(now) == len(reqs) and [n["request_id"] for n in now] == [q["request_id"] for q in reqs]
+    assert all(n["title"] == "Song Title" and n["provider"] == "audd" for n in now)
+    assert sorted(e["outcome"] for e in led if e["paid"]) == ["matched", "matched"]
+    assert {e["outcome"] for e in led if not e["paid"]} <= {"local_match"} and len(led) == len(reqs)
     assert sum(e["cost"] for e in led) == 2 * 0.005
     metrics = (tmp_path / "m").read_text()
     assert 'onair_recognition_spend_usd_total{channel="p",provider="audd"} 0.01' in metrics
+    saved = 0.005 * (len(reqs) - 2)
+    assert f'onair_recognition_saved_usd_total{{channel="p",provider="audd"}} {saved}' in metrics or saved == 0
     assert SECRET not in r.stderr + json.dumps(now) + json.dumps(led) + metrics
 
 

@@ -83,3 +83,20 @@ def encode(samples: np.ndarray, codec: str = "flac") -> bytes:
 
 def audio_field(samples: np.ndarray, codec: str = "flac") -> dict:
     return {"codec": codec, "sample_rate": RATE, "data": base64.b64encode(encode(samples, codec)).decode()}
+
+
+def decode_clip(data: bytes) -> np.ndarray:
+    """A clip's bytes (WAV or FLAC, as `encode` writes them) -> float32 mono at 16 kHz."""
+    if data[:4] == b"RIFF":
+        with wave.open(io.BytesIO(data)) as w:
+            if w.getsampwidth() != 2 or w.getframerate() != RATE:
+                raise ValueError("clip is not 16-bit WAV at 16 kHz")
+            x = np.frombuffer(w.readframes(w.getnframes()), np.int16).reshape(-1, w.getnchannels()).mean(axis=1)
+        return (x / 32768.0).astype(np.float32)
+    out = []
+    with av.open(io.BytesIO(data)) as c:
+        rs = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+        for frame in c.decode(audio=0):
+            out += [g.to_ndarray().reshape(-1) for g in rs.resample(frame)]
+        out += [g.to_ndarray().reshape(-1) for g in rs.resample(None)]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)

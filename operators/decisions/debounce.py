@@ -67,6 +67,8 @@ class DebounceParams:
     identity_before_s: float = 20.0
     identity_after_s: float = 10.0
     restart_on_early_dip: bool = True
+    first_request_s: float = 0.0  # > 0: ask once the song has lasted this long to the newest audio,
+                                  # before its boundaries are confirmed (the fingerprint index answers repeats)
 
     @classmethod
     def from_config(cls, section: dict) -> "DebounceParams":
@@ -92,7 +94,7 @@ class RequestIntent:
     clip_end: float
     emitted_at: float
     song_start: float
-    reason: str            # new_music | song_change | requery
+    reason: str            # new_music | song_change | requery | confirm | index_match | index_change | predicted_end
     seq: int = 0           # this song's n-th request, from 0
 
 
@@ -111,6 +113,9 @@ class Debouncer:
 
     def reset_run(self) -> None:
         self.song_start = None
+        self.hold = False                    # the index knows this as something the provider did not: no early ask
+        self.early = False                   # asked early (before min_music_s): ask again then unless known
+        self.identified = False              # the index has identified this song (pipeline.identity.live)
         self.song_reason = "new_music"
         self.requested = False
         self.song_requests = 0
@@ -123,7 +128,10 @@ class Debouncer:
 
     # -- per decided frame
     def push(self, time: float, music: bool, embedding: np.ndarray, level_min_db: float, level_med_db: float,
-             newest_time: float, talk: bool = False) -> list[RequestIntent]:
+             newest_time: float, talk: bool = False, ahead_is_music: bool = True) -> list[RequestIntent]:
+        """`ahead_is_music`: the frames after this one, not decided yet, all sound like music (the
+        head's own scores): an early request (`first_request_s`) needs clean music up to the newest
+        audio, so a jingle followed by talk is never asked about."""
         # speech over music (adverts, a presenter over a bed) is not a song to pay for: to the
         # debouncer it is a gap like any other non-music
         if not music or talk:
@@ -150,7 +158,7 @@ class Debouncer:
         self._frames.append((time, e, float(level_min_db), float(level_med_db)))
         self._detect_change(newest_time)
         self._restart_after_early_dip()
-        return self._maybe_request(newest_time)
+        return self._maybe_request(newest_time, ahead_is_music)
 
     def _restart_after_early_dip(self) -> None:
         # a dip before the song has lasted min_music_s: what came before it was a jingle or an ident
@@ -204,7 +212,8 @@ class Debouncer:
             self._protos, self._block = [], []
             if t - self.song_start >= FRAME_HOP_S * self.p.window_frames:
                 self.song_start, self.song_reason = t, "song_change"
-                self.requested, self.song_requests, self.last_clip_start = False, 0, None
+                self.requested, self.song_requests, self.last_clip_start, self.hold = False, 0, None, False
+                self.early = self.identified = False
 
     def _same_recording(self, t: float, newest_time: float) -> bool:
         p = self.p
@@ -248,25 +257,39 @@ class Debouncer:
         lag = (self.p.window_frames + self.p.peak_wait_frames) * FRAME_HOP_S
         return self._frames[-1][0] + FRAME_HOP_S - lag
 
-    def _maybe_request(self, newest_time: float) -> list[RequestIntent]:
+    def _maybe_request(self, newest_time: float, ahead_is_music: bool = True) -> list[RequestIntent]:
         p = self.p
         conf = self.confirmed_time
         if self._candidate is not None:
             conf = min(conf, self._candidate[1])
-        if self.requested:
+        if self.requested and self.early and not self.identified and conf - self.song_start >= p.min_music_s:
+            # the early clip may have caught a jingle run into the song: once the song is confirmed,
+            # ask with its own clip, unless the index has since identified it (free otherwise: the
+            # index holds the early clip)
+            self.early = False
+            reason, start = "confirm", self.song_start + p.lead_in_s
+        elif self.requested:
             if self.last_clip_start is None or conf - self.last_clip_start < p.requery_after_s:
                 return []
             reason, start = "requery", max(self.song_start, min(conf, newest_time) - p.clip_s)
         else:
-            if conf - self.song_start < p.min_music_s:
+            early = p.first_request_s > 0 and not self.hold and ahead_is_music \
+                and newest_time - self.song_start >= p.first_request_s
+            if conf - self.song_start < p.min_music_s and not early:
                 return []
             reason, start = self.song_reason, self.song_start + p.lead_in_s
+            # asked before min_music_s: a confirm request follows unless the index identifies the song
+            self.early = early and conf - self.song_start < p.min_music_s
         end = start + p.clip_s
         if end > newest_time:
             end = newest_time
             start = max(self.song_start, end - p.clip_s)
-        if end - start < min(3.0, p.clip_s) or newest_time - self.last_request_at < p.cooldown_s:
+        if end - start < min(3.0, p.clip_s) or (newest_time - self.last_request_at < p.cooldown_s
+                                                 and reason != "confirm"):
             return []
+        return [self._intent(start, end, newest_time, reason)]
+
+    def _intent(self, start: float, end: float, newest_time: float, reason: str) -> RequestIntent:
         intent = RequestIntent(self.channel, f"{self.channel}:{self.song_start:.2f}:{self.song_requests}",
                                round(start, 3), round(end, 3), round(newest_time, 3), round(self.song_start, 3),
                                reason, self.song_requests)
@@ -275,11 +298,35 @@ class Debouncer:
         self.requests += 1
         self.last_clip_start = start
         self.last_request_at = newest_time
-        return [intent]
+        return intent
+
+    # -- what the fingerprint index says (pipeline.identity.live)
+    def request_now(self, start: float, end: float, newest_time: float, reason: str) -> list[RequestIntent]:
+        """The index knows the recording in [start, end) (the audio it checked): ask at once with
+        that clip (answered locally), whatever the timers say; once per song."""
+        if self.song_start is None or self.requested:
+            return []
+        start = max(self.song_start, start)
+        if end - start < min(3.0, self.p.clip_s):
+            return []
+        return [self._intent(start, end, newest_time, reason)]
+
+    def new_song(self, t: float, newest_time: float, reason: str) -> None:
+        """A song boundary the index found at stream time t (the recording on air changed, or the
+        one identified has ended): the song, and its clip, start there."""
+        if self.song_start is None or t <= self.song_start:
+            return
+        while self._frames and self._frames[0][0] < t:
+            self._frames.popleft()
+        self._protos, self._block, self._candidate = [], [], None
+        self.song_start, self.song_reason = t, reason
+        self.requested, self.song_requests, self.last_clip_start, self.hold = False, 0, None, False
+        self.early = self.identified = False
 
     def snapshot(self) -> dict:
         return {"params": asdict(self.p), "song_start": self.song_start, "song_reason": self.song_reason,
-                "requested": self.requested, "song_requests": self.song_requests,
+                "requested": self.requested, "song_requests": self.song_requests, "hold": self.hold,
+                "early": self.early, "identified": self.identified,
                 "last_clip_start": self.last_clip_start, "last_request_at": self.last_request_at,
                 "requests": self.requests, "same_recording_vetoes": self.same_recording_vetoes,
                 "candidate": self._candidate, "_gap_since": self._gap_since,
@@ -291,6 +338,8 @@ class Debouncer:
                   "requests", "_gap_since"):
             setattr(self, k, d[k])
         self.same_recording_vetoes = d.get("same_recording_vetoes", 0)   # absent from older snapshots
+        self.hold = d.get("hold", False)
+        self.early, self.identified = d.get("early", False), d.get("identified", False)
         self._candidate = tuple(d["candidate"]) if d["candidate"] else None
         self._frames = deque((t, from_text(e), lo, med) for t, e, lo, med in d["frames"])
         self._protos = [from_text(e) for e in d["protos"]]

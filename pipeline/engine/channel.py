@@ -13,6 +13,7 @@ least `min_no_signal_s`) is a `no_signal` segment: the day's record accounts for
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -30,6 +31,7 @@ from operators.state import from_text, to_text
 from operators.tagging.genre import GenreTagger
 from pipeline.clock import StreamClock, iso
 from pipeline.heads import TALK_CLASS, Heads
+from pipeline.identity.live import LiveIdentity
 from pipeline.metrics import Metrics
 from pipeline.params import ChannelParams
 
@@ -52,7 +54,7 @@ def request_id(channel: str, song_start_utc: str, n: int) -> str:
 
 class ChannelDetector:
     def __init__(self, channel: str, models: Heads, params: ChannelParams, metrics: Metrics,
-                 clock: StreamClock | None = None):
+                 clock: StreamClock | None = None, index=None):
         self.channel = channel
         self.clock = clock or StreamClock.fixed("run_start", time.time())
         self.min_no_signal_s = params.min_no_signal_s
@@ -70,11 +72,19 @@ class ChannelDetector:
         self._talk_threshold = params.talkover_threshold
         self.audio_codec = params.audio_codec
         self.history = AudioHistory(params.history_s)
-        self.debouncer = Debouncer(channel, params.debounce, audio=self._recent_audio)
+        # early requests only where the fingerprint index answers the repeats they would otherwise pay
+        deb = params.debounce if index is not None else dataclasses.replace(params.debounce, first_request_s=0.0)
+        self.debouncer = Debouncer(channel, deb, audio=self._recent_audio)
         self.genre = None if models.genre is None else GenreTagger(channel, models.genre, params.genre)
+        # the fingerprint index on this channel's audio (pipeline.identity.live), when one is open
+        self.identity = None if index is None else LiveIdentity(
+            channel, index, self._held_audio, lambda song_start: f"{channel}:{self.clock.iso(song_start)}", metrics)
         # per frame inside the HMM window: (embedding, levels, class scores, speech-over-music
         # probability, genre input or None)
         self._pending: deque = deque()
+        # the music and talk-over scores of the frames in the HMM window, not decided yet: an early
+        # request needs them all to say clean music
+        self._ahead: deque = deque()
         # this channel's metric children, looked up once: labels() is a locked dict lookup
         self._audio_counter = metrics.audio_seconds.labels(channel)
         self._music_gauge = metrics.music.labels(channel)
@@ -125,6 +135,7 @@ class ChannelDetector:
                                                            scores, levels, p_talk, genre_in):
             self.history.push(t, f[:HOP_SAMPLES])
             self._pending.append((e, lv, sc, pt, gx))
+            self._ahead.append(p > 0.5 and pt <= self._talk_threshold)
             for d in self.hmm.push(p, t):
                 out += self._decided(d, newest_time)
         return out
@@ -133,6 +144,8 @@ class ChannelDetector:
         out: Records = []
         for d in self.hmm.flush():
             out += self._decided(d, end_time)
+        if self.identity is not None:
+            self.identity.close(self.debouncer, end_time)
         while self._gaps:
             out += self._no_signal(*self._gaps.popleft())
         if self.genre is not None:
@@ -147,7 +160,7 @@ class ChannelDetector:
                 "pending": [(to_text(e), lv, to_text(sc), pt, to_text(gx)) for e, lv, sc, pt, gx in self._pending],
                 "genre": None if self.genre is None else self.genre.snapshot(),
                 "decided_s": self.decided_s, "music_s": self.music_s, "clock": self.clock.snapshot(),
-                "gaps": list(self._gaps), "had_audio": self._had_audio}
+                "gaps": list(self._gaps), "had_audio": self._had_audio, "ahead": list(self._ahead)}
 
     def restore(self, d: dict) -> None:
         self.ring.restore(d["ring"])
@@ -159,6 +172,7 @@ class ChannelDetector:
             self.clock.restore(d["clock"])
         self._gaps = deque(tuple(g) for g in d.get("gaps", []))
         self._had_audio = d.get("had_audio", self.newest_time > 0)
+        self._ahead = deque(d.get("ahead", [True] * len(d["pending"])))
         self.debouncer.restore(d["debounce"])
         # older snapshots: three fields per frame (before the talk-over head), four (before genre inputs)
         self._pending = deque((from_text(p[0]), tuple(p[1]), from_text(p[2]), p[3] if len(p) > 3 else 0.0,
@@ -196,17 +210,26 @@ class ChannelDetector:
             out += self._no_signal(*self._gaps.popleft())
         out += self._segments(self.segments.push(d.time, d.state, d.posterior))
         emb, (lmin, lmed), scores, p_talk, genre_in = self._pending.popleft()
+        if self._ahead:
+            self._ahead.popleft()
         if self.genre is not None:
             out += self._genres(self.genre.push(d.time, d.state == 1, genre_in, scores))
         vetoes = self.debouncer.same_recording_vetoes
-        intents = self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time,
-                                      talk=p_talk > self._talk_threshold)
+        talk = p_talk > self._talk_threshold
+        intents = self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time, talk=talk,
+                                      ahead_is_music=all(self._ahead))
+        if self.identity is not None:
+            intents += self.identity.step(self.debouncer, newest_time, d.state == 1 and not talk, d.time + HOP_S)
         if self.debouncer.same_recording_vetoes > vetoes:
             self.metrics.same_recording.labels(self.channel).inc(self.debouncer.same_recording_vetoes - vetoes)
         for intent in intents:
             self.metrics.requests_emitted.labels(self.channel, intent.reason).inc()
             out.append(("requests", self.request_record(intent)))
         return out
+
+    def _held_audio(self, start: float, end: float) -> tuple[float, np.ndarray]:
+        start, samples = self.history.clip(start, end)
+        return start, samples.astype(np.float32) / 32768.0
 
     def _recent_audio(self, start: float, end: float) -> np.ndarray:
         return self.history.clip(start, end)[1].astype(np.float32) / 32768.0

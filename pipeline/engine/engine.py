@@ -74,6 +74,7 @@ class Engine:
         self.outputs = outputs
         self.metrics = metrics
         self.error: BaseException | None = None
+        self.index = None              # the fingerprint index channels check their audio against (set by callers)
         self.frames_done = 0
         self.embed_seconds = 0.0
         self._items: queue.Queue = queue.Queue(maxsize=params.queue_frames)
@@ -98,7 +99,7 @@ class Engine:
     def open(self, channel: str, clock=None) -> ChannelDetector:
         """A new run of `channel`: a fresh timeline, its own framing and decisions, and its clock
         (pipeline.clock.StreamClock; by default the wall clock at this call is stream time 0)."""
-        return ChannelDetector(channel, self.heads, self.params.channel, self.metrics, clock)
+        return ChannelDetector(channel, self.heads, self.params.channel, self.metrics, clock, self.index)
 
     def feed(self, run: ChannelDetector, chunk: Chunk) -> None:
         """Cut the chunk's frames and queue them (blocks while the queue is full)."""

@@ -20,9 +20,14 @@ from dataclasses import dataclass, field
 
 import requests
 
+from operators.audio.clip import decode_clip
+from operators.utc import iso
 from pipeline.metrics import Metrics
 
 log = logging.getLogger("onair.recognize")
+ENDING_S = 5.0       # an answer for a recording ending this soon after its request was decided is not shown
+TAIL_S = 20.0        # nor one for a recording's last seconds found at a song's start
+TAIL_MIN_DURATION_S = 90.0   # ... of a recording longer than this
 
 
 @dataclass
@@ -106,7 +111,10 @@ class ACRCloud(Provider):
             artists = ", ".join(a.get("name", "") for a in music.get("artists") or []) or None
             return Answer(True, music.get("title"), artists, (music.get("album") or {}).get("name"),
                           (music.get("external_ids") or {}).get("isrc"), _num(music.get("score")),
-                          {"acrid": music.get("acrid")})
+                          {"acrid": music.get("acrid"), "duration_ms": _num(music.get("duration_ms")),
+                           "play_offset_ms": _num(music.get("play_offset_ms")),
+                           "sample_begin_ms": _num(music.get("sample_begin_time_offset_ms")),
+                           "sample_end_ms": _num(music.get("sample_end_time_offset_ms"))})
         if code == 1001:
             return Answer(False)
         msg = (doc.get("status") or {}).get("msg", "")
@@ -130,11 +138,21 @@ class AudD(Provider):
             if not res:
                 return Answer(False)
             return Answer(True, res.get("title"), res.get("artist"), res.get("album"), res.get("isrc"), None,
-                          {"timecode": res.get("timecode"), "song_link": res.get("song_link")})
+                          {"timecode": res.get("timecode"), "song_link": res.get("song_link"),
+                           "play_offset_ms": _timecode_ms(res.get("timecode"))})
         err = doc.get("error") or {}
         code = err.get("error_code")
         # 901/902: request limits; 900/300/500: token or request faults
         raise ProviderError(f"AudD error {code}: {err.get('error_message', '')}", retryable=code in (901, 902))
+
+
+def _timecode_ms(v) -> float | None:
+    """AudD's `timecode` ("mm:ss", where in the song the clip was found) in milliseconds."""
+    try:
+        m, sec = str(v).split(":")
+        return (int(m) * 60 + float(sec)) * 1000.0
+    except (TypeError, ValueError):
+        return None
 
 
 def _num(v):
@@ -145,6 +163,24 @@ def _num(v):
 
 
 PROVIDERS = {"acrcloud": ACRCloud, "audd": AudD}
+
+
+def play_of(request_id: str) -> str:
+    """The play (`channel:song_start_utc`) a request id (`...:n`) belongs to."""
+    return request_id.rsplit(":", 1)[0]
+
+
+def _clip_in_play(req: dict) -> float | None:
+    try:
+        return float(req["clip_end"]) - float(req["song_start"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _pos_s(ms) -> float | None:
+    v = _num(ms)
+    return None if v is None else v / 1000.0
+
 
 
 class RateLimiter:
@@ -171,7 +207,7 @@ class RateLimiter:
 
 class Recognizer:
     def __init__(self, provider: Provider, budget, ledger, currency: str = "USD", max_retries: int = 4,
-                 backoff_s: float = 0.5, rate_per_s: float = 5.0, metrics=None, clock=time.time):
+                 backoff_s: float = 0.5, rate_per_s: float = 5.0, metrics=None, clock=time.time, index=None):
         self.provider = provider
         self.budget = budget
         self.ledger = ledger          # callable(entry dict)
@@ -183,13 +219,16 @@ class Recognizer:
         self.clock = clock
         self.cache: dict[str, dict] = {}      # request_id -> {"outcome", "nowplaying", "clip_sha1"}
         self._lock = threading.Lock()
+        self.index = index                    # pipeline.identity.AudioIndex, or None
+        self.corrections: list[dict] = []     # airplay corrections not yet written (take_corrections)
+        self.plays: dict[str, dict] = {}      # play id -> the now-playing record identifying it
 
     def replay(self, entries) -> None:
         """Rebuild the cache and the budget from an earlier ledger (restart, failover)."""
         for e in entries:
             if e.get("paid"):
                 self.budget.charge(e["channel"], e["cost"], at=e["ts"])
-            if e.get("outcome") in ("matched", "no_match"):
+            if e.get("outcome") in ("matched", "no_match", "local_match", "known_unidentified"):
                 self.cache[e["request_id"]] = {"outcome": e["outcome"], "nowplaying": e.get("nowplaying"),
                                                "clip_sha1": e.get("clip_sha1")}
 
@@ -208,6 +247,12 @@ class Recognizer:
                 return hit["nowplaying"]
             log.warning("channel %s: request id %s came again with other audio; not answered from the cache",
                         channel, rid)
+        same = self._same_play(req, sha1)
+        if same is not None:
+            return same
+        pcm, local = self._local(req, audio)
+        if local is not None and local.outcome != "stale_unknown":
+            return self._answered_locally(req, local, sha1)
         price = self.provider.price
         with self._lock:
             cap = self.budget.check(channel, price)
@@ -226,13 +271,20 @@ class Recognizer:
             self._ledger(req, "error", paid=False, detail=error)
             return None
         outcome = "matched" if answer.matched else "no_match"
-        nowplaying = None
-        if answer.matched:
-            nowplaying = {"channel": channel, "request_id": rid, "title": answer.title, "artist": answer.artist,
-                          "album": answer.album, "isrc": answer.isrc, "provider": self.provider.name,
-                          "score": answer.score, "started_at": req.get("song_start", req["clip_start"]),
-                          "started_at_utc": req.get("song_start_utc", req.get("clip_start_utc")),
-                          "clock": req.get("clock")}
+        label = None if not answer.matched else {
+            "title": answer.title, "artist": answer.artist, "album": answer.album, "isrc": answer.isrc,
+            "provider": self.provider.name, "score": answer.score}
+        nowplaying = None if label is None else self._nowplaying(
+            req, label, "provider", _pos_s(answer.extra.get("play_offset_ms")), _pos_s(answer.extra.get("duration_ms")))
+        detail = ""
+        if self._ended(req, nowplaying):
+            nowplaying, detail = None, "the recording ends within seconds of the request, or it is the tail of one at a song's start: not shown"
+        if self.index is not None and pcm is not None:
+            stale = local.item if local is not None else None
+            item = self.index.learn(channel, pcm, None if label is None else {**label, "extra": answer.extra},
+                                    play_of(rid), stale=stale, clip_in_play_s=_clip_in_play(req))
+            if stale is not None and label is not None and item is not None:
+                self._correct_earlier(req, item, label)
         with self._lock:
             self.cache[rid] = {"outcome": outcome, "nowplaying": nowplaying, "clip_sha1": sha1}
         self._count(channel, "sent")
@@ -240,8 +292,110 @@ class Recognizer:
         self.metrics.recognition_spend.labels(channel, self.provider.name).inc(price)
         self.metrics.recognition_audio.labels(channel, self.provider.name).inc(
             float(req["clip_end"]) - float(req["clip_start"]))
-        self._ledger(req, outcome, paid=True, nowplaying=nowplaying, clip_sha1=sha1)
+        self._remember_play(req, nowplaying)
+        self._ledger(req, outcome, paid=True, nowplaying=nowplaying, clip_sha1=sha1, detail=detail)
         return nowplaying
+
+    def _same_play(self, req: dict, sha1: str) -> dict | None:
+        """A later request of a play already identified, whose clip ends before that recording's
+        predicted end (the provider's duration and offset): the same recording, answered free."""
+        if self.index is None:
+            return None
+        known = self.plays.get(play_of(req["request_id"]))
+        if known is None or float(req["clip_end"]) > known["ends_at"] - 2.0:
+            return None
+        nowplaying = {**known, "request_id": req["request_id"], "identified_by": "same_play"}
+        rid, channel = req["request_id"], req["channel"]
+        with self._lock:
+            self.cache[rid] = {"outcome": "local_match", "nowplaying": nowplaying, "clip_sha1": sha1}
+        self._count(channel, "local_match")
+        self.metrics.recognition_saved.labels(channel, self.provider.name).inc(self.provider.price)
+        self._ledger(req, "local_match", paid=False, nowplaying=nowplaying, clip_sha1=sha1,
+                     detail=f"the recording identified for this play runs until stream time {known['ends_at']}")
+        return nowplaying
+
+    def _remember_play(self, req: dict, nowplaying: dict | None) -> None:
+        if nowplaying is not None and "ends_at" in nowplaying:
+            self.plays[play_of(req["request_id"])] = nowplaying
+            while len(self.plays) > 10000:        # the newest plays are the ones asked about again
+                self.plays.pop(next(iter(self.plays)))
+
+    def _local(self, req: dict, audio: bytes):
+        """(decoded clip, LocalAnswer or None): what the fingerprint index says of the clip."""
+        if self.index is None:
+            return None, None
+        try:
+            pcm = decode_clip(audio)
+        except Exception as e:   # the provider gets the clip as before; it may still read it
+            log.warning("channel %s: request %s: clip unreadable for the fingerprint index (%s); sent as is",
+                        req["channel"], req["request_id"], e)
+            return None, None
+        return pcm, self.index.answer(pcm, req["channel"], play_of(req["request_id"]), _clip_in_play(req))
+
+    def _answered_locally(self, req: dict, local, sha1: str) -> dict | None:
+        channel, rid = req["channel"], req["request_id"]
+        m = local.match
+        nowplaying = None
+        if local.outcome == "local_match":
+            label = local.item.get("answer") or {}
+            nowplaying = self._nowplaying(req, label, "local_index", local.position_s, local.item.get("duration_s"))
+        detail = ""
+        if self._ended(req, nowplaying):
+            nowplaying, detail = None, "the recording ends within seconds of the request, or it is the tail of one at a song's start: not shown"
+        with self._lock:
+            self.cache[rid] = {"outcome": local.outcome, "nowplaying": nowplaying, "clip_sha1": sha1}
+        self._count(channel, local.outcome)
+        self.metrics.recognition_saved.labels(channel, self.provider.name).inc(self.provider.price)
+        self._remember_play(req, nowplaying)
+        self._ledger(req, local.outcome, paid=False, nowplaying=nowplaying, clip_sha1=sha1, detail=detail,
+                     match={"item": local.item["id"], "aligned": m.aligned, "coverage": m.coverage,
+                            "item_offset_s": round(m.offset_s, 2), "position_s": local.position_s})
+        return nowplaying
+
+    def _nowplaying(self, req: dict, label: dict, by: str, position_s=None, duration_s=None) -> dict:
+        rec = {"channel": req["channel"], "request_id": req["request_id"], "title": label.get("title"),
+               "artist": label.get("artist"), "album": label.get("album"), "isrc": label.get("isrc"),
+               "provider": label.get("provider") or self.provider.name, "score": label.get("score"),
+               "started_at": req.get("song_start", req["clip_start"]),
+               "started_at_utc": req.get("song_start_utc", req.get("clip_start_utc")), "clock": req.get("clock"),
+               "identified_by": by}
+        if position_s is not None:
+            rec["position_s"] = round(float(position_s), 2)    # in the recording, at the clip's end
+        if duration_s is not None:
+            rec["duration_s"] = round(float(duration_s), 2)
+        if position_s is not None and duration_s is not None:
+            # the recording's end in stream time: an answer for a recording that ended before the
+            # request was decided (a clip cut from the fade, the next song already on) is not shown
+            rec["ends_at"] = round(float(req["clip_end"]) + float(duration_s) - float(position_s), 3)
+        return rec
+
+    @staticmethod
+    def _ended(req: dict, rec: dict | None) -> bool:
+        """Not worth showing: the recording ends within ENDING_S of the request (its fade), or a
+        song's first seconds are a recording's last TAIL_S (a sting or jingle cut from its end)."""
+        if rec is None or "ends_at" not in rec:
+            return False
+        if rec["ends_at"] < float(req.get("emitted_at", 0.0)) + ENDING_S:
+            return True
+        # (short recordings are left out: a track that loops has its position known only to a loop)
+        at_start = _clip_in_play(req) is not None and _clip_in_play(req) <= 30.0
+        return at_start and rec["duration_s"] > TAIL_MIN_DURATION_S and rec["duration_s"] - rec["position_s"] < TAIL_S
+
+    def _correct_earlier(self, req: dict, item: int, label: dict) -> None:
+        """An item the provider did not know is now identified: its earlier plays get a correction."""
+        for play in self.index.earlier_plays(item):
+            if play == play_of(req["request_id"]):
+                continue
+            channel, _, start_utc = play.partition(":")
+            self.corrections.append({**{k: label.get(k) for k in ("title", "artist", "album", "isrc", "provider")},
+                                     "channel": channel, "play_id": play, "started_at_utc": start_utc,
+                                     "corrects": "unidentified", "identified_by_request": req["request_id"],
+                                     "corrected_at_utc": iso(self.clock())})
+
+    def take_corrections(self) -> list[dict]:
+        with self._lock:
+            out, self.corrections = self.corrections, []
+        return out
 
     def _call(self, audio: bytes, codec: str, channel: str):
         delay = self.backoff_s
@@ -267,7 +421,7 @@ class Recognizer:
         return None, last
 
     def _ledger(self, req: dict, outcome: str, paid: bool, detail: str = "", nowplaying=None,
-                clip_sha1: str | None = None) -> None:
+                clip_sha1: str | None = None, match: dict | None = None) -> None:
         entry = {"ts": round(self.clock(), 3), "request_id": req["request_id"], "channel": req["channel"],
                  "provider": self.provider.name, "outcome": outcome, "paid": paid,
                  "cost": self.provider.price if paid else 0.0, "currency": self.currency,
@@ -278,6 +432,8 @@ class Recognizer:
             entry["detail"] = detail
         if nowplaying is not None:
             entry["nowplaying"] = nowplaying
+        if match is not None:
+            entry["match"] = match
         self.ledger(entry)
 
     def _count(self, channel: str, outcome: str) -> None:

@@ -67,14 +67,19 @@ class Ledger:
         self.files.write(entry)
 
 
-def make_recognizer(cfg: dict, ledger_path: Path, metrics=None, clock=time.time) -> Recognizer | None:
+def make_recognizer(cfg: dict, ledger_path: Path, metrics=None, clock=time.time, index=None) -> Recognizer | None:
+    """`index`: the fingerprint index (pipeline.identity) to open beside the ledger; None opens the
+    configured one (`identity.path` relative to the ledger's folder), False runs without."""
     provider = make_provider(cfg)
     if provider is None:
         return None
     r = cfg["recognition"]
     ledger = Ledger(ledger_path)
+    if index is None:
+        from pipeline.identity.index import open_index
+        index = open_index(cfg, ledger_path.parent, metrics, clock)
     rec = Recognizer(provider, Budget(caps(cfg), clock), ledger, r["currency"], r["max_retries"], r["backoff_s"],
-                     r["rate_per_s"], metrics, clock)
+                     r["rate_per_s"], metrics, clock, index or None)
     rec.replay(ledger.entries())
     log.info("recognition by %s at %.4f %s a request; ledger %s (%d earlier entries)", provider.name,
              provider.price, r["currency"], ledger_path, len(rec.cache))
@@ -84,10 +89,11 @@ def make_recognizer(cfg: dict, ledger_path: Path, metrics=None, clock=time.time)
 class RecognitionStage(threading.Thread):
     """Runs requests through the recognizer in the background of `onair run`."""
 
-    def __init__(self, recognizer: Recognizer, write_nowplaying):
+    def __init__(self, recognizer: Recognizer, write_nowplaying, write_correction=None):
         super().__init__(name="recognize", daemon=True)
         self.recognizer = recognizer
         self.write_nowplaying = write_nowplaying     # callable(record)
+        self.write_correction = write_correction     # callable(record), or None
         self.items: queue.Queue = queue.Queue()
 
     def submit(self, req: dict) -> None:
@@ -109,6 +115,9 @@ class RecognitionStage(threading.Thread):
                 continue
             if np_rec is not None:
                 self.write_nowplaying(np_rec)
+            for c in self.recognizer.take_corrections():
+                if self.write_correction is not None:
+                    self.write_correction(c)
 
 
 def follow_dir(cfg: dict, out_dir: Path, metrics=None, stop: threading.Event | None = None,
@@ -119,6 +128,7 @@ def follow_dir(cfg: dict, out_dir: Path, metrics=None, stop: threading.Event | N
     if rec is None:
         raise ConfigError("config key 'recognition.provider': none is configured, nothing to send")
     sink = DailyJsonl(out_dir, "nowplaying")
+    fixes = DailyJsonl(out_dir, "corrections")
     # from the day before the newest: requests a stopped recognizer left over midnight are still
     # sent, and the ones it answered come from the cache (the ledger's last two days), unpaid
     days = day_dirs(out_dir)
@@ -132,6 +142,8 @@ def follow_dir(cfg: dict, out_dir: Path, metrics=None, stop: threading.Event | N
             done += 1
             if np_rec is not None:
                 sink.write(np_rec)
+            for c in rec.take_corrections():
+                fixes.write(c)
         if lines:
             last = time.monotonic()
         elif idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
@@ -165,6 +177,8 @@ def consume_kafka(cfg: dict, metrics=None, stop: threading.Event | None = None,
         np_rec = rec.handle(req)
         if np_rec is not None:
             p.send(k["topic_nowplaying"], key=np_rec["channel"].encode(), value=dumps(np_rec).encode())
+        for c in rec.take_corrections():
+            p.send(k["topic_corrections"], key=c["channel"].encode(), value=dumps(c).encode())
 
     try:
         return consume_records(c, k["poll_ms"], stop, handle, idle_exit_s, before_commit=p.flush, log=log)

@@ -168,6 +168,8 @@ class ChannelDay:
             "spend": spend,
             "currency": currency,
             "budget_skipped": sum(1 for c in self.charges if c.outcome == "budget_skipped"),
+            # requests the fingerprint index answered instead of the provider (docs/identity.md)
+            "answered_locally": sum(1 for c in self.charges if c.outcome in ("local_match", "known_unidentified")),
             "outage_minutes": round(s["no_signal"] / 60, 3),
             "unaccounted_minutes": round((self.end - self.start - sum(s.values())) / 60, 3),
             "tz": tz_name,

@@ -1,0 +1,144 @@
+"""Landmark fingerprints (Wang 2003; audfprint's parameters) and the aligned-hash match.
+
+Audio at 16 kHz is resampled to 11025 Hz; a 512-point log spectrogram with a
+256-sample hop (23.2 ms frames) and audfprint's onset high-pass gives its peaks
+(local maxima over 25 bins x 7 frames), the strongest `peaks_per_s` of each
+second. Each peak is paired with its next 6 peaks 2-62 frames later and less
+than 31 bins away; a pair is a 20-bit hash (8 bits first bin, 6 bits bin step,
+6 bits frame step) at the first peak's frame. The choice of this over the
+`audfprint2` package, with figures: docs/fingerprint-assessment.md.
+
+A match is never a best guess: the query's hashes found in the index are
+counted per (item, time offset), with the offsets on each side, and an item
+matches only with `min_aligned` hashes at one offset whose query times span
+`min_coverage` of the query (a jingle cut from a song matches that song only
+where it lasts, and a clip straddling two recordings matches neither unless
+one fills most of it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage, signal
+
+RATE = 11025
+N_FFT, HOP = 512, 256
+FRAME_S = HOP / RATE              # 23.2 ms: the unit of fingerprint times
+MIN_DT, MAX_DT, MAX_DF, FANOUT = 2, 63, 31, 6
+PEAK_DT, PEAK_DF = 3, 12
+
+
+@dataclass(frozen=True)
+class FingerprintParams:
+    peaks_per_s: int = 22
+    min_aligned: int = 25         # hashes at one offset
+    min_coverage: float = 0.5     # share of the query's duration the aligned hashes must span
+
+
+@dataclass(frozen=True)
+class Match:
+    item: int
+    aligned: int                  # hashes at the best offset (+-1 frame)
+    offset_s: float               # item time at the query's start
+    coverage: float               # share of the query spanned by the aligned hashes
+    runner_up: int                # the best count of any other item
+
+
+def to_fp_rate(x16: np.ndarray) -> np.ndarray:
+    return signal.resample_poly(np.asarray(x16, np.float32), 441, 640).astype(np.float32)
+
+
+def peaks(x: np.ndarray, per_s: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frame, bin) of the spectral peaks of `x` at 11025 Hz, sorted by frame."""
+    none = np.zeros(0, np.int32), np.zeros(0, np.int32)
+    if len(x) < N_FFT:
+        return none
+    n = 1 + (len(x) - N_FFT) // HOP
+    x = np.ascontiguousarray(x)
+    fr = np.lib.stride_tricks.as_strided(x, (n, N_FFT), (x.strides[0] * HOP, x.strides[0]))
+    win = np.hanning(N_FFT + 2)[1:-1].astype(np.float32)
+    sg = np.abs(np.fft.rfft(fr * win, axis=1)).T[:-1]
+    mx = sg.max()
+    if not mx > 1e-4:                     # digital silence (or near it) has no landmarks
+        return none
+    sg = np.log(np.maximum(sg, mx / 1e6))
+    sg -= sg.mean()
+    sg = signal.lfilter([1, -1], [1, -0.98], sg, axis=1)
+    loc = ndimage.maximum_filter(sg, size=(2 * PEAK_DF + 1, 2 * PEAK_DT + 1), mode="nearest")
+    f, t = np.nonzero((sg == loc) & (sg > 0))
+    if len(t) == 0:
+        return none
+    sec = t // int(round(1 / FRAME_S))
+    order = np.lexsort((-sg[f, t], sec))
+    ss = sec[order]
+    rank = np.arange(len(order)) - np.searchsorted(ss, ss, side="left")
+    keep = order[rank < per_s]
+    t, f = t[keep], f[keep]
+    o = np.lexsort((f, t))
+    return t[o].astype(np.int32), f[o].astype(np.int32)
+
+
+def hashes(t: np.ndarray, f: np.ndarray, fanout: int = FANOUT) -> tuple[np.ndarray, np.ndarray]:
+    """Landmark pairs of peaks (t, f): (hash uint32, anchor frame int32), unique, by frame."""
+    n = len(t)
+    used = np.zeros(n, np.int32)
+    hs, ts = [], []
+    for k in range(1, n):
+        i = np.arange(n - k)
+        dt = t[i + k] - t[i]
+        if dt.min() >= MAX_DT:
+            break
+        df = f[i + k] - f[i]
+        ok = (dt >= MIN_DT) & (dt < MAX_DT) & (np.abs(df) < MAX_DF) & (used[i] < fanout)
+        i = i[ok]
+        used[i] += 1
+        hs.append(((f[i].astype(np.uint32) & 255) << 12) | ((df[ok].astype(np.uint32) & 63) << 6)
+                  | (dt[ok].astype(np.uint32) & 63))
+        ts.append(t[i])
+    if not hs:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int32)
+    u = np.unique((np.concatenate(ts).astype(np.uint64) << np.uint64(32)) | np.concatenate(hs).astype(np.uint64))
+    return (u & np.uint64(0xFFFFFFFF)).astype(np.uint32), (u >> np.uint64(32)).astype(np.int32)
+
+
+def fingerprint(x16: np.ndarray, p: FingerprintParams = FingerprintParams()) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes and their frames (FRAME_S units from the audio's start) of float audio at 16 kHz."""
+    return hashes(*peaks(to_fp_rate(x16), p.peaks_per_s))
+
+
+def best_match(qh: np.ndarray, qt: np.ndarray, rh: np.ndarray, items: np.ndarray, rt: np.ndarray,
+               duration_frames: int, p: FingerprintParams = FingerprintParams()) -> Match | None:
+    """The item the query (hashes qh at frames qt) is, among index rows (hash rh, item, frame rt)
+    found for its hashes; None unless one item passes `min_aligned` and `min_coverage`."""
+    if len(qh) == 0 or len(rh) == 0:
+        return None
+    o = np.argsort(qh, kind="stable")
+    sh, st = qh[o], qt[o]
+    lo, hi = np.searchsorted(sh, rh, "left"), np.searchsorted(sh, rh, "right")
+    n = hi - lo
+    rows = np.repeat(np.arange(len(rh)), n)
+    qpos = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+    if len(rows) == 0:
+        return None
+    tq = st[qpos].astype(np.int64)
+    delta = rt[rows].astype(np.int64) - tq
+    item = items[rows].astype(np.int64)
+    base = int(delta.min()) - 1
+    span = int(delta.max()) - base + 2
+    key = item * span + (delta - base)
+    u, c = np.unique(key, return_counts=True)
+    sm = c.copy()
+    for d in (-1, 1):          # a peak one frame off still counts
+        j = np.clip(np.searchsorted(u, u + d), 0, len(u) - 1)
+        sm += np.where(u[j] == u + d, c[j], 0)
+    its = u // span
+    b = int(np.argmax(sm))
+    best_item, best_key = int(its[b]), int(u[b])
+    other = sm[its != best_item]
+    near = (item == best_item) & (np.abs(key - best_key) <= 1)
+    times = tq[near]
+    cover = (times.max() - times.min()) / max(1, duration_frames) if len(times) else 0.0
+    m = Match(best_item, int(sm[b]), float((best_key % span + base) * FRAME_S), round(float(cover), 3),
+              int(other.max()) if len(other) else 0)
+    return m if m.aligned >= p.min_aligned and m.coverage >= p.min_coverage else None

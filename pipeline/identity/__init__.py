@@ -1,0 +1,1 @@
+"""The local fingerprint index: store, lookups and learning, a channel's checks, administration."""

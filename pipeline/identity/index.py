@@ -1,0 +1,307 @@
+"""The local fingerprint index as the recognizer and the engine use it.
+
+The recognizer asks it before paying (`answer`): a clip that matches a recording the provider
+already named is answered locally (`local_match`); one that matches an item the provider did not
+know, within `unknown_window_days` of that answer, is `known_unidentified`; anything else is paid,
+and the clip and the answer go into the index (`learn`). The engine adds each play's own audio as
+it airs (`add_play`, pipeline.identity.live), so a later play matches at any offset.
+
+Any failure of the store (a corrupt file, an unreachable database) is logged with what was being
+done, counted in `onair_identity_index_errors_total`, and treated as "not in the index": the
+request is paid as without an index, never answered with a guess.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from operators.audio.constants import SAMPLE_RATE
+from operators.fingerprint.landmarks import FRAME_S, MAX_DT, FingerprintParams, Match, best_match, fingerprint
+from operators.utc import iso, parse_iso
+from pipeline.identity.store import IndexError_, PostgresStore, SqliteStore
+from pipeline.metrics import Metrics
+from pipeline.secrets import read_secret
+
+log = logging.getLogger("onair.identity")
+PAIR_S = MAX_DT * FRAME_S      # a landmark's pair reaches this far after its anchor
+ANSWER_FIELDS = ("title", "artist", "album", "isrc", "provider", "score")
+
+
+@dataclass(frozen=True)
+class IdentityParams:
+    enabled: bool = True
+    backend: str = "sqlite"
+    path: str = "fingerprints.sqlite"
+    unknown_window_days: float = 7.0
+    min_aligned: int = 25
+    min_coverage: float = 0.5
+    peaks_per_s: int = 22
+    min_clip_s: float = 3.0
+    check_every_s: float = 2.0
+    check_window_s: float = 6.0
+    misses_to_change: int = 3
+
+    @classmethod
+    def from_config(cls, section: dict) -> "IdentityParams":
+        return cls(**{k: v for k, v in section.items() if k in cls.__dataclass_fields__})
+
+    @property
+    def fp(self) -> FingerprintParams:
+        return FingerprintParams(self.peaks_per_s, self.min_aligned, self.min_coverage)
+
+
+@dataclass(frozen=True)
+class LocalAnswer:
+    outcome: str            # local_match | known_unidentified
+    item: dict              # the canonical item, with its label
+    match: Match
+    position_s: float | None   # position in the recording at the query's end, when known
+
+
+def recording_ref(answer: dict) -> str:
+    """What makes two answers one recording: the provider's id, else the ISRC, else title + artist."""
+    extra = answer.get("extra") or {}
+    for key in ("acrid",):
+        if extra.get(key):
+            return f"{key}:{extra[key]}"
+    if answer.get("isrc"):
+        return f"isrc:{answer['isrc']}"
+    return f"name:{(answer.get('title') or '').strip().lower()}|{(answer.get('artist') or '').strip().lower()}"
+
+
+class AudioIndex:
+    def __init__(self, store, params: IdentityParams = IdentityParams(), metrics: Metrics | None = None,
+                 clock=time.time):
+        self.store = store
+        self.p = params
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self._last_error_log = -1e9
+
+    # -- failures
+    def _failed(self, op: str, e: Exception, channel: str | None = None) -> None:
+        self.metrics.identity_errors.labels(op).inc()
+        now = time.monotonic()
+        if now - self._last_error_log > 60:      # one line a minute, not one per request
+            self._last_error_log = now
+            log.error("%sfingerprint index %s failed, paying the provider instead: %s",
+                      f"channel {channel}: " if channel else "", op, e)
+
+    def create(self) -> bool:
+        try:
+            self.store.create()
+            return True
+        except IndexError_ as e:
+            self._failed("open", e)
+            return False
+
+    # -- lookups
+    def lookup(self, pcm: np.ndarray, by: str = "recognizer", channel: str | None = None
+               ) -> tuple[Match, dict] | None:
+        """The canonical item `pcm` (float, 16 kHz) is, or None (no match, or the index failed)."""
+        if len(pcm) < self.p.min_clip_s * SAMPLE_RATE:
+            return None
+        t0 = time.perf_counter()
+        h, t = fingerprint(pcm, self.p.fp)
+        return self.lookup_hashes(h, t, len(pcm) / SAMPLE_RATE, by, channel, t0)
+
+    def lookup_hashes(self, h: np.ndarray, t: np.ndarray, seconds: float, by: str, channel: str | None = None,
+                      t0: float | None = None) -> tuple[Match, dict] | None:
+        t0 = time.perf_counter() if t0 is None else t0
+        try:
+            rh, items, rt = self.store.rows_for(h)
+            m = best_match(h, t, rh, items, rt, int(seconds / FRAME_S), self.p.fp)
+            item = self.store.canonical(m.item) if m is not None else None
+        except IndexError_ as e:
+            self._failed("lookup", e, channel)
+            return None
+        finally:
+            self.metrics.identity_lookups.labels(by).observe(time.perf_counter() - t0)
+        return (m, item) if item is not None else None
+
+    def answer(self, pcm: np.ndarray, channel: str, play_id: str | None = None,
+               clip_in_play_s: float | None = None) -> LocalAnswer | None:
+        """A local answer for a clip about to be paid for, or None (pay). `clip_in_play_s`: where the
+        clip ends, in seconds from its song's start (places the recording in the play)."""
+        found = self.lookup(pcm, "recognizer", channel)
+        if found is None:
+            return None
+        m, item = found
+        if item["kind"] == "recording":
+            outcome = "local_match"
+        elif item["kind"] == "unknown":
+            # the provider's "unknown" is trusted for the window; then asked again (stale_unknown: the
+            # answer relabels this item, and a recording found so names its earlier plays)
+            outcome = "known_unidentified" if self._unknown_fresh(item) else "stale_unknown"
+        else:
+            return None        # pending: indexed, its answer not in yet
+        pos = None
+        try:
+            row = item if m.item == item["id"] else self.store.item(m.item)
+        except IndexError_:
+            row = None
+        if row is not None and row.get("rec_offset_s") is not None:
+            pos = row["rec_offset_s"] + m.offset_s + len(pcm) / SAMPLE_RATE
+        if outcome == "stale_unknown":
+            return LocalAnswer(outcome, item, m, pos)
+        try:
+            self.store.touch(item["id"], iso(self.clock()))
+            if play_id:
+                self.store.set_play(play_id, item["id"], _minus(clip_in_play_s, pos))
+        except IndexError_ as e:
+            self._failed("write", e, channel)
+        return LocalAnswer(outcome, item, m, None if pos is None else round(pos, 2))
+
+    def _unknown_fresh(self, item: dict) -> bool:
+        try:
+            since = parse_iso(item["first_seen"])
+        except (TypeError, ValueError):
+            return False
+        return self.clock() - since <= self.p.unknown_window_days * 86400
+
+    # -- learning
+    def learn(self, channel: str, pcm: np.ndarray, answer: dict | None, play_id: str | None,
+              stale: dict | None = None, clip_in_play_s: float | None = None) -> int | None:
+        """A paid clip and what the provider said of it (None: not known) go into the index. `stale`:
+        the unknown item the clip matched, asked again after the window: relabelled, not duplicated."""
+        h, t = fingerprint(pcm, self.p.fp)
+        now = iso(self.clock())
+        seconds = len(pcm) / SAMPLE_RATE
+        try:
+            if stale is not None:
+                return self._relabel(stale, answer, now, play_id)
+            end_pos = None
+            if answer is None:
+                item = self.store.new_item("unknown", now, play_id=play_id, channel=channel)
+            else:
+                extra = answer.get("extra") or {}
+                h, t, seconds, shift = _matched_part(h, t, seconds, extra)
+                ref = recording_ref(answer)
+                duration = _seconds(extra.get("duration_ms"))
+                end_pos = _seconds(extra.get("play_offset_ms"))
+                # recording position of item time 0 (the clip's start; the matched part's, trimmed)
+                rec_offset = None if end_pos is None else round(end_pos - (len(pcm) / SAMPLE_RATE) + shift, 3)
+                canon = self.store.by_ref(ref)
+                label = {k: answer.get(k) for k in ANSWER_FIELDS}
+                if canon is None:
+                    item = self.store.new_item("recording", now, play_id=play_id, channel=channel, ref=ref,
+                                               answer=label, duration_s=duration, rec_offset_s=rec_offset)
+                else:
+                    # another stretch of a recording already known: its own time base, same label
+                    item = self.store.new_item("indexed", now, play_id=play_id, channel=channel, ref=ref,
+                                               duration_s=duration, rec_offset_s=rec_offset, same_as=canon)
+            self.store.add_hashes(item, h, t, seconds, seconds)
+            target = self.store.canonical(item)["id"]
+            self.store.touch(target, now, paid=1)
+            if play_id:
+                self.store.set_play(play_id, target, _minus(clip_in_play_s, end_pos))
+            return target
+        except IndexError_ as e:
+            self._failed("write", e, channel)
+            return None
+
+    def _relabel(self, item: dict, answer: dict | None, now: str, play_id: str | None) -> int:
+        if answer is None:
+            self.store.execute("UPDATE items SET first_seen = ? WHERE id = ?", (now, item["id"]))
+        else:
+            extra = answer.get("extra") or {}
+            ref = recording_ref(answer)
+            canon = self.store.by_ref(ref)
+            self.store.label(item["id"], "recording" if canon is None else "indexed", ref=ref,
+                             answer={k: answer.get(k) for k in ANSWER_FIELDS},
+                             duration_s=_seconds(extra.get("duration_ms")), same_as=canon)
+        self.store.touch(item["id"], now, paid=1)
+        target = self.store.canonical(item["id"])["id"]
+        if play_id:
+            self.store.set_play(play_id, target)
+        return target
+
+    def earlier_plays(self, item: int) -> list[str]:
+        """Plays answered by `item` or by items found to be it: a cluster of repeats."""
+        rows = self.store.execute("SELECT play_id FROM plays WHERE item = ? OR item IN "
+                                  "(SELECT id FROM items WHERE same_as = ?) ORDER BY play_id", (item, item),
+                                  fetch=True)
+        return [r[0] for r in rows]
+
+    def add_play(self, channel: str, play_id: str, h: np.ndarray, t: np.ndarray, seconds: float,
+                 known: dict | None = None) -> int | None:
+        """The engine's fingerprints of one whole play as it aired (frames from the song's start).
+        Only the part the answer places in the recording is kept (its start from the provider's
+        offset or the index's, its length from the provider's duration): a song whose boundary was
+        missed must not carry the next one into the index under its name. Plays not answered yet,
+        answered unknown, or without a duration add nothing; nor does a play the index already holds."""
+        if len(h) == 0:
+            return None
+        try:
+            play = self.store.play(play_id)
+            if play is None or play[1] is None:
+                return None
+            target = self.store.canonical(play[0])
+            if target is None or target["kind"] != "recording" or not target.get("duration_s"):
+                return None
+            rec_start, duration = float(play[1]), float(target["duration_s"])
+            lo, hi = max(0.0, rec_start + 1.0), min(seconds, rec_start + duration - 1.0)   # 1 s: crossfades
+            span = hi - lo
+            if span < 10.0 or self._covers(target, min(duration, span)):
+                return None
+            keep = (t * FRAME_S >= lo) & (t * FRAME_S < hi)
+            item = self.store.new_item("indexed", iso(self.clock()), play_id=play_id, channel=channel,
+                                       same_as=target["id"], rec_offset_s=round(-rec_start, 3))
+            self.store.add_hashes(item, h[keep], t[keep], span, hi)
+            self.metrics.identity_indexed.labels(channel).inc(span)
+            return item
+        except IndexError_ as e:
+            self._failed("write", e, channel)
+            return None
+
+    def _covers(self, item: dict, seconds: float) -> bool:
+        rows = self.store.execute("SELECT MAX(indexed_s) FROM items WHERE id = ? OR same_as = ?",
+                                  (item["id"], item["id"]), fetch=True)
+        longest = rows[0][0] if rows and rows[0][0] is not None else 0.0
+        return longest >= seconds - 10.0
+
+
+def _matched_part(h: np.ndarray, t: np.ndarray, seconds: float, extra: dict):
+    """The part of a clip the provider says matched (ACRCloud's sample_begin/end offsets): a clip
+    that began on a jingle and ran into the song must not teach the index that the jingle is the
+    song. Returns the hashes of that part, its length and where it begins in the clip; hash frames
+    are counted from the part's start, so item time 0 is where the match begins."""
+    b, e = _seconds(extra.get("sample_begin_ms")), _seconds(extra.get("sample_end_ms"))
+    if b is None or e is None or e <= b:
+        return h, t, seconds, 0.0
+    keep = (t * FRAME_S >= b) & (t * FRAME_S < e - PAIR_S)
+    shift_frames = int(round(b / FRAME_S))
+    return h[keep], (t[keep] - shift_frames).astype(np.int32), min(seconds, e) - b, shift_frames * FRAME_S
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 3)
+
+
+def _seconds(ms) -> float | None:
+    try:
+        return None if ms is None else float(ms) / 1000.0
+    except (TypeError, ValueError):
+        return None
+
+
+def open_index(cfg: dict, out_dir: Path | None, metrics: Metrics | None = None, clock=time.time
+               ) -> AudioIndex | None:
+    """The configured index (None when `identity.enabled` is false). A store that cannot be opened
+    is logged and the index is still returned: every lookup then fails the same way (paying)."""
+    p = IdentityParams.from_config(cfg["identity"])
+    if not p.enabled:
+        return None
+    if p.backend == "postgres":
+        store = PostgresStore(read_secret(cfg, "identity", "postgres_dsn"))
+    else:
+        path = Path(p.path)
+        store = SqliteStore(path if path.is_absolute() or out_dir is None else out_dir / path)
+    idx = AudioIndex(store, p, metrics, clock)
+    if idx.create():
+        log.info("fingerprint index: %s", store.describe())
+    return idx

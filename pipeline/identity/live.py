@@ -1,0 +1,207 @@
+"""The fingerprint index on a channel's own audio, while music plays.
+
+Every `check_every_s` of an open song the newest `check_window_s` of the channel's audio is
+fingerprinted and looked up. What it finds moves the debouncer (operators.decisions.debounce):
+
+- a recording the provider named: the song is asked about at once (the recognizer answers it
+  from the index, free), so a repeat is titled seconds after it starts;
+- another recording than the one identified in this song: the recording changed without a level
+  dip (a crossfade, a segue): a new song starts where the old one last matched;
+- no match any more, where the index holds the identified recording's audio, `misses_to_change`
+  checks in a row: the recording ended: a new song starts;
+- the predicted end (the provider's duration and offset, or the index's) has passed and music
+  goes on: a new song starts there, asked at once;
+- an item the provider did not know (an advert bed, a jingle, an unknown song): no early request;
+  the song is asked only after the debouncer's confirmed `min_music_s`, and the recognizer answers
+  `known_unidentified`.
+
+The same fingerprints, collected over the song, are the play's entry in the index when the song
+ends (AudioIndex.add_play): a later play matches at any offset.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from operators.audio.constants import SAMPLE_RATE
+from operators.decisions.debounce import Debouncer, RequestIntent
+from operators.fingerprint.landmarks import FRAME_S, MAX_DT, fingerprint
+from pipeline.identity.index import AudioIndex
+from pipeline.recognition.providers import TAIL_MIN_DURATION_S
+
+log = logging.getLogger("onair.identity")
+PAIR_SPAN_S = MAX_DT * FRAME_S      # an anchor this close to a window's end is missing pairs
+MIN_PLAY_S = 20.0                   # shorter songs are not worth an entry of their own
+LAST_SECONDS_S = 20.0               # a recording with less than this left is not identified anew
+EARLY_START_S = 20.0                # a recording found to have begun this long before the music did is mid-way
+
+
+class LiveIdentity:
+    def __init__(self, channel: str, index: AudioIndex, audio, play_id, metrics):
+        self.channel = channel
+        self.index = index
+        self.p = index.p
+        self.audio = audio            # callable(start, end) -> (start, float audio) held for the channel
+        self.play_id = play_id        # callable(song_start) -> the play's id (channel:song_start_utc)
+        self.metrics = metrics
+        self.song = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.current = None           # the canonical recording identified in this song
+        self.matched = None           # (item row matched, its t_end_s, item time at the check's end, check end)
+        self.misses = 0
+        self.predicted_end = None
+        self.last_check = -1e12
+        self._h: list[np.ndarray] = []
+        self._t: list[np.ndarray] = []
+        self._until = None            # stream time up to which anchors are collected
+        self._requested = False
+        self._collect_until = float("inf")   # no anchors after the song's first gap
+        self._decided = -1e12                 # decided stream time: anchors are collected up to it
+        self._last_seen = None        # (item, where it began) of the last check that found a recording
+
+    def step(self, deb: Debouncer, newest_time: float, music: bool, decided_time: float) -> list[RequestIntent]:
+        """After each decided frame (music or not, decided up to `decided_time`): what the index
+        says of the newest audio of the open song."""
+        if deb.song_start != self.song:
+            carried = self._carry(deb.song_start)
+            self.close(deb)
+            self.song = deb.song_start
+            if carried is not None:
+                self.current, self.matched, self.predicted_end = carried
+        if self.song is None:
+            return []
+        if not music:
+            # the play's entry ends at its first gap: what follows one (a jingle, the next song
+            # after talk) may still be this song to the debouncer, but is not known to be
+            self._collect_until = min(self._collect_until, decided_time)
+            return []
+        self._decided = decided_time
+        self._requested = self._requested or deb.requested
+        if newest_time - self.last_check < self.p.check_every_s:
+            return []
+        out: list[RequestIntent] = []
+        if self.predicted_end is not None and newest_time >= self.predicted_end + 2.0:
+            out += self._change(deb, self.predicted_end, newest_time, "predicted_end")
+            if self.song is None:
+                return out
+        a, pcm = self.audio(max(self.song, newest_time - self.p.check_window_s), newest_time)
+        b = a + len(pcm) / SAMPLE_RATE
+        if b - a < self.p.min_clip_s:
+            return out
+        self.last_check = newest_time
+        h, t = fingerprint(pcm, self.p.fp)
+        self._collect(h, t, a, b)
+        found = self.index.lookup_hashes(h, t, b - a, "engine", self.channel)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("channel %s: check %.2f-%.2f (song %.2f): %s", self.channel, a, b, self.song,
+                      None if found is None else (found[1]["id"], found[1]["kind"], found[0]))
+        return out + self._decide(deb, found, a, b, newest_time)
+
+    def _decide(self, deb: Debouncer, found, a: float, b: float, newest_time: float) -> list[RequestIntent]:
+        out: list[RequestIntent] = []
+        if found is None or found[1]["kind"] != "recording":
+            self._last_seen = None
+        if found is None:
+            if self.current is not None and self._should_match(b):
+                self.misses += 1
+                if self.misses >= self.p.misses_to_change:
+                    out += self._change(deb, self.matched[3], newest_time, "index_change")
+            return out
+        m, item = found
+        if item["kind"] == "unknown":
+            deb.hold = not deb.requested
+            if self.current is not None:
+                out += self._change(deb, max(a, self.matched[3] - self.p.check_window_s / 2), newest_time,
+                                    "index_change")
+                deb.hold = not deb.requested
+            return out
+        if item["kind"] != "recording":
+            return out
+        row = item if m.item == item["id"] else self.index.store.item(m.item)
+        at_end = m.offset_s + (b - a)
+        # where this recording began on air, as far as the index says (its position here)
+        pos = at_end + row["rec_offset_s"] if row.get("rec_offset_s") is not None else None
+        began = None if pos is None else b - pos
+        if (self.current is None and pos is not None and (item.get("duration_s") or 0) > TAIL_MIN_DURATION_S
+                and item["duration_s"] - pos < LAST_SECONDS_S):
+            # the last seconds of a recording, at a song's start: a sting or jingle cut from its
+            # end, or its fade; not a song to title
+            return out
+        seen = (item["id"], b - at_end if began is None else began)
+        last, self._last_seen = self._last_seen, seen
+        if (self.current is None or item["id"] != self.current["id"]) and not (
+                began is not None and began >= self.song - EARLY_START_S):
+            # a recording found mid-way at a song's start needs two checks in a row that agree on it
+            # and on where it began: one window can be a jingle or a bed that sounds like part of a
+            # song; one that began with the music (or after it: a crossfade) is taken at once
+            if last is None or last[0] != seen[0] or abs(last[1] - seen[1]) > 1.5:
+                return out
+        if self.current is not None and item["id"] != self.current["id"]:
+            # another recording than the one identified: the recording changed without a dip
+            t = began if began is not None and began > self.song else max(a, self.matched[3] - self.p.check_window_s / 2)
+            out += self._change(deb, t, newest_time, "index_change")
+        elif self.current is None and deb.requested and began is not None and began > self.song + 10.0:
+            # the first recording identified in this song began well after the song did, which was
+            # already asked about: the song ran on from something else (a crossfade, a segue)
+            out += self._change(deb, began, newest_time, "index_change")
+        if self.song is None:
+            return out
+        self.current, self.misses = item, 0
+        deb.identified = True
+        self.matched = (m.item, float(row.get("t_end_s") or 0.0), at_end, b)
+        if item.get("duration_s") and pos is not None:
+            self.predicted_end = b + item["duration_s"] - pos
+        if not deb.requested:
+            out += deb.request_now(a, b, newest_time, "index_match")
+        return out
+
+    def _carry(self, new_start: float | None):
+        """A boundary the debouncer found inside a recording the index says plays on (its predicted
+        end well after it): the identification carries over, so that its end still starts a song."""
+        if (new_start is None or self.song is None or self.current is None or self.predicted_end is None
+                or self.predicted_end < new_start + 5.0):
+            return None
+        return self.current, self.matched, self.predicted_end
+
+    def _should_match(self, b: float) -> bool:
+        """Is the identified recording's audio at this point in the index (so no match means it ended)?"""
+        _, t_end_s, at_end, when = self.matched
+        return at_end + (b - when) + 1.0 < t_end_s
+
+    def _change(self, deb: Debouncer, t: float, newest_time: float, reason: str) -> list[RequestIntent]:
+        t = max(t, (self.song or t) + 1.0)
+        log.debug("channel %s: %s at %.2f", self.channel, reason, t)
+        self.metrics.identity_changes.labels(self.channel, reason).inc()
+        self.close(deb, end=t)
+        deb.new_song(t, newest_time, reason)
+        self.song = deb.song_start
+        return []
+
+    def _collect(self, h: np.ndarray, t: np.ndarray, a: float, b: float) -> None:
+        """Anchors of this window not yet collected, in frames from the song's start."""
+        abs_t = a + t * FRAME_S
+        lo = self._until if self._until is not None else a
+        # decided music only (the newest audio is not decided yet), and nothing after a gap
+        hi = min(b - PAIR_SPAN_S, self._decided, self._collect_until)
+        if hi <= lo:
+            return
+        keep = (abs_t >= lo) & (abs_t < hi)
+        self._h.append(h[keep])
+        self._t.append(np.round((abs_t[keep] - self.song) / FRAME_S).astype(np.int32))
+        self._until = hi
+
+    def close(self, deb: Debouncer | None = None, end: float | None = None) -> None:
+        """The song ended: its fingerprints become the play's entry in the index."""
+        if self.song is not None and self._h and (self._requested or (deb is not None and deb.requested)):
+            h, t = np.concatenate(self._h), np.concatenate(self._t)
+            seconds = ((end if end is not None else (self._until or self.song)) - self.song)
+            if end is not None:
+                keep = t < (end - self.song) / FRAME_S
+                h, t = h[keep], t[keep]
+            if seconds >= MIN_PLAY_S and len(h):
+                self.index.add_play(self.channel, self.play_id(self.song), h, t, seconds, known=self.current)
+        self.song = None
+        self._reset()

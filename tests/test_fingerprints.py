@@ -1,0 +1,338 @@
+"""Audio identity: landmark fingerprints, the index (SQLite and a real PostgreSQL), the recognizer
+answering repeats from it, the engine's checks on a channel's own audio, `onair fingerprints`."""
+import base64
+import json
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from operators.audio.clip import audio_field
+from operators.decisions.debounce import DebounceParams, Debouncer
+from operators.fingerprint.landmarks import FingerprintParams, best_match, fingerprint
+from pipeline import config
+from pipeline.identity.index import AudioIndex, IdentityParams
+from pipeline.identity.live import LiveIdentity
+from pipeline.identity.store import PostgresStore, SqliteStore
+from pipeline.metrics import Metrics
+from pipeline.recognition.stage import make_recognizer
+from tests.conftest import REPO, load_clip
+from tests.pg_server import PostgresServer, binaries
+from tests.provider_servers import ProviderServer
+
+SR = 16000
+SONGS = ("debian-widelands__music__ingame_02.opus", "debian-0ad__music__Land_Between_Rivers.opus",
+         "debian-supertuxkart__music__West.opus")
+
+
+class Clock:
+    def __init__(self, t=1_800_000_000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def songs(shared):
+    """Three recordings, 16 kHz float, and a copy of each as another channel airs it: 10 dB
+    quieter with hiss."""
+    rng = np.random.default_rng(7)
+    out = []
+    for name in SONGS:
+        x = load_clip(shared / "data" / "clips" / "music" / name, rate=SR, seconds=60.0)
+        aired = 0.33 * x + 0.003 * rng.standard_normal(len(x)).astype(np.float32)
+        out.append((x, aired.astype(np.float32)))
+    return out
+
+
+def value(metrics, name, **labels):
+    return metrics.registry.get_sample_value(name, labels) or 0
+
+
+def cut(x, a, b):
+    return x[int(a * SR):int(b * SR)]
+
+
+def request(rid, channel, audio, clip_start, song_start):
+    samples = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+    return {"request_id": f"{channel}:{rid}:0", "channel": channel, "clip_start": clip_start,
+            "clip_end": clip_start + len(audio) / SR, "emitted_at": clip_start + len(audio) / SR,
+            "song_start": song_start, "audio": audio_field(samples, "flac")}
+
+
+# -- landmarks and the match
+
+def test_a_copy_matches_at_its_offset_and_other_music_does_not(songs):
+    p = FingerprintParams()
+    index = [fingerprint(x, p) for x, _ in songs]
+    rh = np.concatenate([h for h, _ in index])
+    items = np.concatenate([np.full(len(h), i, np.int64) for i, (h, _) in enumerate(index)])
+    rt = np.concatenate([t for _, t in index])
+    for i, (_, aired) in enumerate(songs):
+        q = cut(aired, 21.3, 29.3)
+        m = best_match(*fingerprint(q, p), rh, items, rt, int(8 / 0.0232), p)
+        assert m is not None and m.item == i and m.offset_s == pytest.approx(21.3, abs=0.1)
+        assert m.aligned > 3 * max(m.runner_up, 10)
+    # music not in the index, and noise, match nothing
+    rng = np.random.default_rng(1)
+    other = songs[2][1][: 20 * SR]
+    h2 = np.concatenate([h for h, _ in index[:2]])
+    i2 = np.concatenate([np.full(len(h), i, np.int64) for i, (h, _) in enumerate(index[:2])])
+    t2 = np.concatenate([t for _, t in index[:2]])
+    assert best_match(*fingerprint(cut(other, 5, 13), p), h2, i2, t2, 345, p) is None
+    noise = (0.1 * rng.standard_normal(8 * SR)).astype(np.float32)
+    assert best_match(*fingerprint(noise, p), rh, items, rt, 345, p) is None
+    assert fingerprint(np.zeros(8 * SR, np.float32), p)[0].size == 0      # silence has no landmarks
+
+
+def test_a_clip_mostly_of_something_else_is_not_a_match(songs):
+    """2 s of a known recording in 8 s of unknown music: enough hashes, too little of the clip."""
+    p = FingerprintParams()
+    h, t = fingerprint(songs[0][0], p)
+    q = np.concatenate([cut(songs[0][1], 30, 32), cut(songs[2][1], 10, 16)])
+    qh, qt = fingerprint(q, p)
+    assert best_match(qh, qt, h, np.zeros(len(h), np.int64), t, 345, p) is None
+    loose = FingerprintParams(min_aligned=5, min_coverage=0.0)
+    assert best_match(qh, qt, h, np.zeros(len(h), np.int64), t, 345, loose) is not None
+
+
+# -- the recognizer with the index
+
+@pytest.fixture
+def acr(monkeypatch):
+    server = ProviderServer("acrcloud", "secret", "key")
+    monkeypatch.setenv("ACRCLOUD_ACCESS_KEY", "key")
+    monkeypatch.setenv("ACRCLOUD_ACCESS_SECRET", "secret")
+    yield server
+    server.close()
+
+
+def recognizer(acr, tmp_path, clock, metrics, *sets):
+    cfg = config.load(None, ["recognition.provider=acrcloud", f"recognition.acrcloud_url={acr.url}",
+                             "recognition.rate_per_s=1000", "recognition.backoff_s=0.01", *sets])
+    return make_recognizer(cfg, tmp_path / "ledger.jsonl", metrics, clock)
+
+
+def ledger(tmp_path):
+    return [json.loads(x) for x in (tmp_path / "ledger.jsonl").read_text().splitlines()]
+
+
+def test_repeats_are_answered_from_the_index_and_unknown_items_are_paid_once(songs, acr, tmp_path):
+    clock, metrics = Clock(), Metrics()
+    acr.script = ["match", "no_match"]              # song 0 is known to the provider, song 1 is not
+    rec = recognizer(acr, tmp_path, clock, metrics)
+    first = rec.handle(request("2026-12-06T10:00:00.000Z", "a", cut(songs[0][0], 1.5, 11.5), 1.5, 0.0))
+    assert first["title"] == "Song Title" and first["identified_by"] == "provider"
+    assert rec.handle(request("2026-12-06T10:05:00.000Z", "a", cut(songs[1][0], 2, 12), 302.0, 300.0)) is None
+    assert acr.paid_calls() == 2
+    # another channel airs both again, at other offsets, quieter and with hiss: nothing is paid
+    again = rec.handle(request("2026-12-06T11:00:00.000Z", "b", cut(songs[0][1], 4, 12), 4.0, 0.0))
+    assert again["title"] == "Song Title" and again["identified_by"] == "local_index"
+    assert rec.handle(request("2026-12-06T11:05:00.000Z", "b", cut(songs[1][1], 6, 14), 306.0, 300.0)) is None
+    assert acr.paid_calls() == 2
+    lines = ledger(tmp_path)
+    assert [e["outcome"] for e in lines] == ["matched", "no_match", "local_match", "known_unidentified"]
+    assert [e["paid"] for e in lines] == [True, True, False, False] and lines[2]["cost"] == lines[3]["cost"] == 0
+    assert lines[2]["match"]["aligned"] >= 25 and lines[2]["match"]["coverage"] >= 0.5
+    assert value(metrics, "onair_recognition_saved_usd_total", channel="b", provider="acrcloud") == \
+        pytest.approx(2 * 0.0025)
+    assert value(metrics, "onair_recognition_requests_total", channel="b", provider="acrcloud",
+                         outcome="local_match") == 1
+    # past the window the provider's "unknown" is asked once more, and that answer kept
+    clock.t += 8 * 86400
+    acr.script = ["no_match"]
+    assert rec.handle(request("2026-12-14T11:05:00.000Z", "b", cut(songs[1][1], 3, 13), 303.0, 300.0)) is None
+    assert acr.paid_calls() == 3
+    assert rec.handle(request("2026-12-14T12:05:00.000Z", "a", cut(songs[1][1], 5, 13), 305.0, 300.0)) is None
+    assert acr.paid_calls() == 3 and ledger(tmp_path)[-1]["outcome"] == "known_unidentified"
+    # a restart reads the same index: still free
+    again = recognizer(acr, tmp_path, clock, Metrics())
+    assert again.handle(request("2026-12-14T13:00:00.000Z", "c", cut(songs[0][1], 3, 11), 3.0, 0.0))["title"] \
+        == "Song Title"
+    assert acr.paid_calls() == 3
+
+
+def test_an_unknown_item_identified_later_corrects_its_earlier_plays(songs, acr, tmp_path):
+    clock = Clock()
+    acr.script = ["no_match"]
+    rec = recognizer(acr, tmp_path, clock, Metrics())
+    rec.handle(request("2026-12-06T10:00:00.000Z", "a", cut(songs[1][0], 2, 12), 2.0, 0.0))
+    rec.handle(request("2026-12-06T12:00:00.000Z", "b", cut(songs[1][1], 4, 12), 4.0, 0.0))
+    assert acr.paid_calls() == 1 and rec.take_corrections() == []
+    clock.t += 8 * 86400                             # the window passed; the provider knows it now
+    acr.script = ["match"]
+    now = rec.handle(request("2026-12-14T10:00:00.000Z", "c", cut(songs[1][1], 3, 11), 3.0, 0.0))
+    assert now["title"] == "Song Title"
+    fixes = rec.take_corrections()
+    assert {(f["channel"], f["play_id"]) for f in fixes} == {("a", "a:2026-12-06T10:00:00.000Z"),
+                                                            ("b", "b:2026-12-06T12:00:00.000Z")}
+    assert all(f["title"] == "Song Title" and f["corrects"] == "unidentified" for f in fixes)
+
+
+def test_a_corrupt_index_is_named_and_onair_pays_instead(songs, acr, tmp_path, caplog):
+    (tmp_path / "fingerprints.sqlite").write_bytes(b"this is not a database" * 100)
+    metrics = Metrics()
+    rec = recognizer(acr, tmp_path, Clock(), metrics)
+    with caplog.at_level(logging.ERROR, logger="onair.identity"):
+        for i in range(3):
+            r = rec.handle(request(f"2026-12-06T10:0{i}:00.000Z", "a", cut(songs[0][0], 2, 12), 2.0, 0.0))
+            assert r["title"] == "Song Title" and r["identified_by"] == "provider"
+    assert acr.paid_calls() == 3
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "fingerprints.sqlite" in errors[0] and "paying the provider" in errors[0]
+    assert value(metrics, "onair_identity_index_errors_total", op="open") == 1
+    assert value(metrics, "onair_identity_index_errors_total", op="lookup") == 3
+
+
+def test_short_and_silent_clips_are_sent_as_they_are(songs, acr, tmp_path):
+    rec = recognizer(acr, tmp_path, Clock(), Metrics())
+    rec.handle(request("2026-12-06T10:00:00.000Z", "a", cut(songs[0][0], 2, 12), 2.0, 0.0))
+    rec.handle(request("2026-12-06T10:01:00.000Z", "a", cut(songs[0][1], 4, 6), 4.0, 0.0))       # 2 s
+    rec.handle(request("2026-12-06T10:02:00.000Z", "a", np.zeros(8 * SR, np.float32), 0.0, 0.0))
+    assert acr.paid_calls() == 3
+    assert [e["outcome"] for e in ledger(tmp_path)] == ["matched"] * 3
+
+
+def test_an_answer_for_a_recording_already_over_is_not_shown(songs, acr, tmp_path):
+    """The provider places the clip 2 s before the recording's end while the request was decided
+    8 s after the clip ended: the next song is on; the answer is kept, not shown."""
+    rec = recognizer(acr, tmp_path, Clock(), Metrics())
+    original = acr.answer
+
+    def timed(path, f, behaviour):
+        status, doc, headers = original(path, f, behaviour)
+        if doc.get("metadata"):
+            doc["metadata"]["music"][0].update(duration_ms=100000, play_offset_ms=98000)
+        return status, doc, headers
+    acr.answer = timed
+    req = request("2026-12-06T10:00:00.000Z", "a", cut(songs[0][0], 2, 12), 90.0, 60.0)
+    req["emitted_at"] = req["clip_end"] + 8.0
+    assert rec.handle(req) is None
+    e = ledger(tmp_path)[-1]
+    assert e["outcome"] == "matched" and e["paid"] and "not shown" in e["detail"]
+
+
+# -- the store
+
+def test_a_committed_entry_survives_kill_9(tmp_path):
+    code = f"""
+import os, numpy as np, sys
+sys.path.insert(0, {str(REPO)!r})
+from pipeline.identity.store import SqliteStore
+s = SqliteStore({str(tmp_path / 'i.sqlite')!r}); s.create()
+i = s.new_item("recording", "2026-12-06T10:00:00.000Z", ref="isrc:X", answer={{"title": "T"}})
+s.add_hashes(i, np.arange(100, dtype=np.uint32), np.arange(100, dtype=np.int32), 10.0, 10.0)
+print(i, flush=True)
+os.kill(os.getpid(), 9)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == -9 and r.stdout.strip() == "1"
+    s = SqliteStore(tmp_path / "i.sqlite")
+    s.create()
+    assert s.item(1)["answer"] == {"title": "T"} and s.stats()["recording"]["hashes"] == 100
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    if binaries() is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql; deploy/install.sh --test)")
+    pytest.importorskip("psycopg")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+def test_postgres_index_shared_by_two_recognizers(songs, postgres):
+    """Two recognizer processes' indexes on one PostgreSQL: what one learns, the other answers."""
+    one = AudioIndex(PostgresStore(postgres.dsn), IdentityParams(backend="postgres"), Metrics(), Clock())
+    two = AudioIndex(PostgresStore(postgres.dsn), IdentityParams(backend="postgres"), Metrics(), Clock())
+    assert one.create() and two.create()
+    one.learn("a", cut(songs[0][0], 1, 11), {"title": "T", "artist": "A", "extra": {"acrid": "r0"}}, "a:p1")
+    one.learn("a", cut(songs[1][0], 1, 11), None, "a:p2")
+    got = two.answer(cut(songs[0][1], 3, 11), "b", "b:p3")
+    assert got.outcome == "local_match" and got.item["answer"]["title"] == "T"
+    assert two.answer(cut(songs[1][1], 4, 11), "b", "b:p4").outcome == "known_unidentified"
+    assert two.answer(cut(songs[2][1], 4, 11), "b", "b:p5") is None
+    assert two.store.play("b:p3")[0] == got.item["id"]
+    assert "onair" not in PostgresStore(postgres.dsn).describe()       # no user or password in logs
+
+
+# -- the engine's checks on the channel's own audio
+
+def test_the_index_titles_a_repeat_at_once_and_finds_a_segue_at_the_predicted_end(songs, tmp_path):
+    """A channel airs song 0 (its first 40 s, as a radio edit of a 40 s recording) and then song 1
+    straight after, no gap and no dip. The index knows both from earlier plays: song 0 is asked
+    about at its first check, and song 1 starts a new song where song 0 was predicted to end."""
+    index = AudioIndex(SqliteStore(tmp_path / "i.sqlite"), IdentityParams(), Metrics(), Clock())
+    index.create()
+    for k, (x, _) in enumerate(songs[:2]):
+        index.learn("z", cut(x, 0, 10), {"title": f"song {k}", "extra": {"acrid": f"r{k}", "duration_ms": 40000,
+                                                                        "play_offset_ms": 10000}}, f"z:{k}", None)
+    stream = np.concatenate([cut(songs[0][1], 0, 40), cut(songs[1][1], 0, 30)])
+
+    def audio(a, b):
+        a = max(0.0, a)
+        return a, stream[int(a * SR):int(min(b, len(stream) / SR) * SR)]
+    metrics = Metrics()
+    deb = Debouncer("x", DebounceParams(first_request_s=0.0))
+    deb.song_start = 0.0
+    live = LiveIdentity("x", index, audio, lambda s: f"x:{s}", metrics)
+    intents = []
+    t = 0.0
+    while t < 66.0:
+        intents += live.step(deb, t + 5.0, True, t + 0.96)
+        t += 0.96
+    assert [i.reason for i in intents] == ["index_match", "index_match"]
+    assert intents[0].song_start == 0.0 and intents[1].song_start == pytest.approx(40.0, abs=1.5)
+    assert deb.song_reason == "predicted_end" and deb.song_start == pytest.approx(40.0, abs=1.5)
+    assert value(metrics, "onair_identity_song_changes_total", channel="x", reason="predicted_end") == 1
+
+
+def test_early_requests_need_clean_music_ahead_and_are_confirmed_unless_identified():
+    p = DebounceParams(first_request_s=8.0, min_music_s=12.0, cooldown_s=0.0)
+    e = np.ones(8, np.float32)
+
+    def run(deb, ahead, stop_s=40.0, identified_at=None):
+        out, t = [], 0.0
+        while t < stop_s:
+            if identified_at is not None and t >= identified_at:
+                deb.identified = True
+            out += deb.push(t, True, e, -20.0, -20.0, t + 5.8, ahead_is_music=ahead)
+            t += 0.96
+        return out
+    assert [i.reason for i in run(Debouncer("x", p), ahead=False)] == ["new_music"]    # the confirmed one only
+    early = run(Debouncer("x", p), ahead=True)
+    assert [i.reason for i in early] == ["new_music", "confirm"]
+    assert early[0].emitted_at - early[0].song_start < 9.0 and early[0].clip_end == early[0].emitted_at
+    assert [i.reason for i in run(Debouncer("x", p), ahead=True, identified_at=5.0)] == ["new_music"]
+
+
+# -- onair fingerprints
+
+def test_fingerprints_command_lists_exports_and_prunes(songs, tmp_path):
+    index = AudioIndex(SqliteStore(tmp_path / "fingerprints.sqlite"), IdentityParams(), Metrics(),
+                       Clock(1_700_000_000.0))
+    index.create()
+    index.learn("a", cut(songs[0][0], 1, 11), {"title": "Tïtle ✓", "artist": "A", "extra": {"acrid": "r"}}, "a:1")
+    index.learn("a", cut(songs[1][0], 1, 11), None, "a:2")
+
+    def onair(*args):
+        r = subprocess.run([sys.executable, "-m", "pipeline.cli", "fingerprints", *args, "--dir", str(tmp_path)],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(x) for x in r.stdout.splitlines()]
+    rows = onair("list")
+    assert [(r["kind"], r.get("title")) for r in rows] == [("recording", "Tïtle ✓"), ("unknown", None)]
+    exported = onair("export", "--hashes")
+    h = np.frombuffer(base64.b64decode(exported[0]["landmarks"]["hash_u32"]), np.uint32)
+    assert len(h) == exported[0]["hashes"] > 100
+    assert onair("prune")[0]["deleted_items"] == 1        # the unknown item, long past its window
+    assert [r["kind"] for r in onair("list")] == ["recording"]
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "fingerprints.sqlite").write_text("garbage" * 200)
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "fingerprints", "stats", "--dir",
+                        str(tmp_path / "broken")], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 2 and "fingerprints.sqlite" in r.stderr and "not a database" in r.stderr
