@@ -266,8 +266,9 @@ class Debouncer:
             # the early clip may have caught a jingle run into the song: once the song is confirmed,
             # ask with its own clip, unless the index has since identified it (free otherwise: the
             # index holds the early clip)
+            # the newest audio: what is on air as it is decided (the song may have ended since)
             self.early = False
-            reason, start = "confirm", self.song_start + p.lead_in_s
+            reason, start = "confirm", max(self.song_start, newest_time - p.clip_s)
         elif self.requested:
             if self.last_clip_start is None or conf - self.last_clip_start < p.requery_after_s:
                 return []
