@@ -266,9 +266,11 @@ class Debouncer:
             # the early clip may have caught a jingle run into the song: once the song is confirmed,
             # ask with its own clip, unless the index has since identified it (free otherwise: the
             # index holds the early clip)
-            # the newest audio: what is on air as it is decided (the song may have ended since)
+            # the newest confirmed audio: closer to what is on air as it is decided than the song's
+            # start (the song may have ended since), and overlapping the early clip, which the index
+            # holds, for a song that goes on
             self.early = False
-            reason, start = "confirm", max(self.song_start, newest_time - p.clip_s)
+            reason, start = "confirm", max(self.song_start, conf - p.clip_s)
         elif self.requested:
             if self.last_clip_start is None or conf - self.last_clip_start < p.requery_after_s:
                 return []
