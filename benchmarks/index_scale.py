@@ -11,6 +11,7 @@ distinct hashes, then the aligned-hash match).
     nice .venv/bin/python benchmarks/index_scale.py --recordings 1000 10000 --out /tmp/scale
 
 Prints one JSON line per size; the index files are left in --out (delete them after).
+`--query-existing INDEX` only looks up in an index it wrote, finished or not.
 """
 from __future__ import annotations
 
@@ -93,6 +94,38 @@ def run(n: int, out: Path, seconds: float, per_s: float, queries: int, seed: int
             "disk_mb": round(disk / 1e6, 1), "disk_kb_per_recording": round(disk / n / 1e3, 1)}
 
 
+def query_existing(path: Path, seconds: float, per_s: float, queries: int, seed: int = 20) -> dict:
+    """Lookups on an index this script is still writing (or left unfinished): the recordings in it
+    are made again from the same seed, in insert order (item ids from 1)."""
+    store = SqliteStore(path)
+    n = store.execute("SELECT COUNT(*) FROM items", fetch=True)[0][0]
+    rng = np.random.default_rng(seed)
+    kept = {}
+    for i in range(n):
+        h, t = recording(rng, seconds, per_s)
+        if i % max(1, n // queries) == 0 and len(kept) < queries:
+            kept[i + 1] = (h, t)
+    idx = AudioIndex(store, IdentityParams(), Metrics())
+    q = np.random.default_rng(seed + 1)
+    times, right, wrong, false = [], 0, 0, 0
+    for item, (h, t) in kept.items():
+        qh, qt = excerpt(q, h, t, float(q.uniform(0, seconds - 8)))
+        t1 = time.perf_counter()
+        found = idx.lookup_hashes(qh, qt, 8.0, "bench")
+        times.append(time.perf_counter() - t1)
+        right += found is not None and found[1]["id"] == item
+        wrong += found is not None and found[1]["id"] != item
+    for _ in range(len(kept)):
+        h, t = recording(q, seconds, per_s)
+        qh, qt = excerpt(q, h, t, 30.0)
+        t1 = time.perf_counter()
+        false += idx.lookup_hashes(qh, qt, 8.0, "bench") is not None
+        times.append(time.perf_counter() - t1)
+    return {"recordings": n, "queries": len(times), "found": right, "wrong": wrong, "false_matches": false,
+            "query_p50_ms": round(1000 * float(np.percentile(times, 50)), 1),
+            "query_p95_ms": round(1000 * float(np.percentile(times, 95)), 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recordings", type=int, nargs="+", default=[1000, 10000])
@@ -101,7 +134,12 @@ def main() -> None:
                     help="landmarks indexed per second of audio (onair's default parameters on aired music)")
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--out", default="/tmp/onair-index-scale")
+    ap.add_argument("--query-existing", type=Path, metavar="INDEX",
+                    help="only look up in an index file this script wrote (or is still writing)")
     args = ap.parse_args()
+    if args.query_existing:
+        print(json.dumps(query_existing(args.query_existing, args.seconds, args.hashes_per_s, args.queries)))
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for n in args.recordings:
