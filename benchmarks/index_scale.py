@@ -69,8 +69,18 @@ def run(n: int, out: Path, seconds: float, per_s: float, queries: int, seed: int
     store.close()
     disk = sum(os.path.getsize(str(path) + s) for s in ("", "-wal") if os.path.exists(str(path) + s))
     store = SqliteStore(path)
+    rows = n * int(seconds * per_s)
+    return {"recordings": n, "rows": rows, "insert_s": round(insert_s, 1),
+            "insert_recordings_per_s": round(n / insert_s, 1), "insert_rows_per_s": round(rows / insert_s),
+            **lookups(store, kept, rng, seconds, per_s),
+            "disk_mb": round(disk / 1e6, 1), "disk_kb_per_recording": round(disk / n / 1e3, 1)}
+
+
+def lookups(store, kept: dict, rng, seconds: float, per_s: float) -> dict:
+    """A query from each kept recording (item -> its landmarks), then as many from recordings not in
+    the index, through the product's lookup: times and verdicts."""
     idx = AudioIndex(store, IdentityParams(), Metrics())
-    times, right, wrong = [], 0, 0
+    times, right, wrong, false = [], 0, 0, 0
     for item, (h, t) in kept.items():
         qh, qt = excerpt(rng, h, t, float(rng.uniform(0, seconds - 8)))
         t1 = time.perf_counter()
@@ -78,20 +88,15 @@ def run(n: int, out: Path, seconds: float, per_s: float, queries: int, seed: int
         times.append(time.perf_counter() - t1)
         right += found is not None and found[1]["id"] == item
         wrong += found is not None and found[1]["id"] != item
-    false = 0
     for _ in range(len(kept)):
         h, t = recording(rng, seconds, per_s)            # not in the index
         qh, qt = excerpt(rng, h, t, 30.0)
         t1 = time.perf_counter()
         false += idx.lookup_hashes(qh, qt, 8.0, "bench") is not None
         times.append(time.perf_counter() - t1)
-    rows = n * int(seconds * per_s)
-    return {"recordings": n, "rows": rows, "insert_s": round(insert_s, 1),
-            "insert_recordings_per_s": round(n / insert_s, 1), "insert_rows_per_s": round(rows / insert_s),
-            "query_p50_ms": round(1000 * float(np.percentile(times, 50)), 1),
+    return {"query_p50_ms": round(1000 * float(np.percentile(times, 50)), 1),
             "query_p95_ms": round(1000 * float(np.percentile(times, 95)), 1),
-            "queries": len(times), "found": right, "wrong": wrong, "false_matches": false,
-            "disk_mb": round(disk / 1e6, 1), "disk_kb_per_recording": round(disk / n / 1e3, 1)}
+            "queries": len(times), "found": right, "wrong": wrong, "false_matches": false}
 
 
 def query_existing(path: Path, seconds: float, per_s: float, queries: int, seed: int = 20) -> dict:
@@ -105,25 +110,7 @@ def query_existing(path: Path, seconds: float, per_s: float, queries: int, seed:
         h, t = recording(rng, seconds, per_s)
         if i % max(1, n // queries) == 0 and len(kept) < queries:
             kept[i + 1] = (h, t)
-    idx = AudioIndex(store, IdentityParams(), Metrics())
-    q = np.random.default_rng(seed + 1)
-    times, right, wrong, false = [], 0, 0, 0
-    for item, (h, t) in kept.items():
-        qh, qt = excerpt(q, h, t, float(q.uniform(0, seconds - 8)))
-        t1 = time.perf_counter()
-        found = idx.lookup_hashes(qh, qt, 8.0, "bench")
-        times.append(time.perf_counter() - t1)
-        right += found is not None and found[1]["id"] == item
-        wrong += found is not None and found[1]["id"] != item
-    for _ in range(len(kept)):
-        h, t = recording(q, seconds, per_s)
-        qh, qt = excerpt(q, h, t, 30.0)
-        t1 = time.perf_counter()
-        false += idx.lookup_hashes(qh, qt, 8.0, "bench") is not None
-        times.append(time.perf_counter() - t1)
-    return {"recordings": n, "queries": len(times), "found": right, "wrong": wrong, "false_matches": false,
-            "query_p50_ms": round(1000 * float(np.percentile(times, 50)), 1),
-            "query_p95_ms": round(1000 * float(np.percentile(times, 95)), 1)}
+    return {"recordings": n, **lookups(store, kept, np.random.default_rng(seed + 1), seconds, per_s)}
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import av
 import numpy as np
 
 from operators.audio.constants import SAMPLE_RATE as RATE
+from operators.audio.decode import decode_whole
 
 
 class AudioHistory:
@@ -93,10 +94,4 @@ def decode_clip(data: bytes) -> np.ndarray:
                 raise ValueError("clip is not 16-bit WAV at 16 kHz")
             x = np.frombuffer(w.readframes(w.getnframes()), np.int16).reshape(-1, w.getnchannels()).mean(axis=1)
         return (x / 32768.0).astype(np.float32)
-    out = []
-    with av.open(io.BytesIO(data)) as c:
-        rs = av.AudioResampler(format="flt", layout="mono", rate=RATE)
-        for frame in c.decode(audio=0):
-            out += [g.to_ndarray().reshape(-1) for g in rs.resample(frame)]
-        out += [g.to_ndarray().reshape(-1) for g in rs.resample(None)]
-    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+    return decode_whole(io.BytesIO(data), "clip")

@@ -340,3 +340,20 @@ class ChunkDecoder:
         n._key = None
         n._out_anchor, n._out_count = n._in_next, 0
         self.decoder = PacketDecoder(codec=d["codec"]) if d.get("codec") else None
+
+
+def decode_whole(source, name: str) -> np.ndarray:
+    """Everything in the first audio track of `source` (a path, or a file-like object PyAV opens)
+    -> float32 mono at 16 kHz, through the decoder and normalizer live input uses. `name` is what
+    an error says: a file with no audio raises ValueError naming it."""
+    parts = []
+    with av.open(source) as c:
+        if not c.streams.audio:
+            raise ValueError(f"{name}: no audio track")
+        stream = c.streams.audio[0]
+        dec, norm = PacketDecoder(stream), AudioNormalizer(max_gap_s=0.0)
+        for packet in c.demux(stream):
+            for frame in dec.decode(packet):
+                parts.extend(ch.samples for ch in norm.push(frame))
+        parts.extend(ch.samples for ch in norm.flush())
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)

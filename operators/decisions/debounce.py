@@ -112,14 +112,7 @@ class Debouncer:
         self.same_recording_vetoes = 0
 
     def reset_run(self) -> None:
-        self.song_start = None
-        self.hold = False                    # the index knows this as something the provider did not: no early ask
-        self.early = False                   # asked early (before min_music_s): ask again then unless known
-        self.identified = False              # the index has identified this song (pipeline.identity.live)
-        self.song_reason = "new_music"
-        self.requested = False
-        self.song_requests = 0
-        self.last_clip_start = None
+        self._start_song(None, "new_music")
         self._frames: deque = deque()        # (time, unit embedding, level_min_db, level_med_db)
         self._candidate = None               # (score, time, index-from-now)
         self._protos: list[np.ndarray] = []  # window means of this run of music, before the windows
@@ -211,9 +204,7 @@ class Debouncer:
                 self._frames.popleft()
             self._protos, self._block = [], []
             if t - self.song_start >= FRAME_HOP_S * self.p.window_frames:
-                self.song_start, self.song_reason = t, "song_change"
-                self.requested, self.song_requests, self.last_clip_start, self.hold = False, 0, None, False
-                self.early = self.identified = False
+                self._start_song(t, "song_change")
 
     def _same_recording(self, t: float, newest_time: float) -> bool:
         p = self.p
@@ -264,11 +255,9 @@ class Debouncer:
             conf = min(conf, self._candidate[1])
         if self.requested and self.early and not self.identified and conf - self.song_start >= p.min_music_s:
             # the early clip may have caught a jingle run into the song: once the song is confirmed,
-            # ask with its own clip, unless the index has since identified it (free otherwise: the
-            # index holds the early clip)
-            # the newest confirmed audio: closer to what is on air as it is decided than the song's
-            # start (the song may have ended since), and overlapping the early clip, which the index
-            # holds, for a song that goes on
+            # ask again, unless the index has since identified it. The clip is the newest confirmed
+            # audio: closer to what is on air as it is decided than the song's start (the song may
+            # have ended since), and overlapping the early clip, which the index holds (free then)
             self.early = False
             reason, start = "confirm", max(self.song_start, conf - p.clip_s)
         elif self.requested:
@@ -322,9 +311,15 @@ class Debouncer:
         while self._frames and self._frames[0][0] < t:
             self._frames.popleft()
         self._protos, self._block, self._candidate = [], [], None
+        self._start_song(t, reason)
+
+    def _start_song(self, t: float | None, reason: str) -> None:
+        """A new song at t (None: none open yet): nothing asked about it."""
         self.song_start, self.song_reason = t, reason
-        self.requested, self.song_requests, self.last_clip_start, self.hold = False, 0, None, False
-        self.early = self.identified = False
+        self.requested, self.song_requests, self.last_clip_start = False, 0, None
+        self.hold = False         # the index knows it as something the provider did not: no early ask
+        self.early = False        # asked early (before min_music_s): asked again then, unless identified
+        self.identified = False   # the index has identified it (pipeline.identity.live)
 
     def snapshot(self) -> dict:
         return {"params": asdict(self.p), "song_start": self.song_start, "song_reason": self.song_reason,

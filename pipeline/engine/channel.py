@@ -47,9 +47,14 @@ def segment_id(seg: dict) -> str:
     return f"{seg['channel']}/{seg['start_utc']}"
 
 
+def play_id(channel: str, song_start_utc: str) -> str:
+    """The song that started at `song_start_utc` on `channel`: its requests' ids begin with it."""
+    return f"{channel}:{song_start_utc}"
+
+
 def request_id(channel: str, song_start_utc: str, n: int) -> str:
     """The n-th request of the song that started at `song_start_utc` on `channel`."""
-    return f"{channel}:{song_start_utc}:{n}"
+    return f"{play_id(channel, song_start_utc)}:{n}"
 
 
 class ChannelDetector:
@@ -78,7 +83,7 @@ class ChannelDetector:
         self.genre = None if models.genre is None else GenreTagger(channel, models.genre, params.genre)
         # the fingerprint index on this channel's audio (pipeline.identity.live), when one is open
         self.identity = None if index is None else LiveIdentity(
-            channel, index, self._held_audio, lambda song_start: f"{channel}:{self.clock.iso(song_start)}", metrics)
+            channel, index, self._held_audio, lambda song_start: play_id(channel, self.clock.iso(song_start)), metrics)
         # per frame inside the HMM window: (embedding, levels, class scores, speech-over-music
         # probability, genre input or None)
         self._pending: deque = deque()
@@ -232,7 +237,7 @@ class ChannelDetector:
         return start, samples.astype(np.float32) / 32768.0
 
     def _recent_audio(self, start: float, end: float) -> np.ndarray:
-        return self.history.clip(start, end)[1].astype(np.float32) / 32768.0
+        return self._held_audio(start, end)[1]
 
     def request_record(self, intent) -> dict:
         start, samples = self.history.clip(intent.clip_start, intent.clip_end)

@@ -15,19 +15,12 @@ import time
 from pathlib import Path
 
 from operators.utc import iso, parse_iso
-from pipeline.identity.index import IdentityParams
-from pipeline.identity.store import PostgresStore, SqliteStore
-from pipeline.secrets import read_secret
+from pipeline.identity.index import make_store
 
 
 def open_store(cfg: dict, out_dir: Path | None):
     """The configured store, created if new; IndexError_ when it cannot be read."""
-    p = IdentityParams.from_config(cfg["identity"])
-    if p.backend == "postgres":
-        store = PostgresStore(read_secret(cfg, "identity", "postgres_dsn"))
-    else:
-        path = Path(p.path)
-        store = SqliteStore(path if path.is_absolute() or out_dir is None else out_dir / path)
+    store = make_store(cfg, out_dir)
     store.create()
     return store
 

@@ -24,6 +24,7 @@ from operators.fingerprint.landmarks import FRAME_S, MAX_DT, FingerprintParams, 
 from operators.utc import iso, parse_iso
 from pipeline.identity.store import IndexError_, PostgresStore, SqliteStore
 from pipeline.metrics import Metrics
+from pipeline.recognition.providers import ms_to_s
 from pipeline.secrets import read_secret
 
 log = logging.getLogger("onair.identity")
@@ -180,13 +181,10 @@ class AudioIndex:
             else:
                 extra = answer.get("extra") or {}
                 h, t, seconds, shift = _matched_part(h, t, seconds, extra)
-                ref = recording_ref(answer)
-                duration = _seconds(extra.get("duration_ms"))
-                end_pos = _seconds(extra.get("play_offset_ms"))
+                ref, label, duration, canon = self._recording(answer)
+                end_pos = ms_to_s(extra.get("play_offset_ms"))
                 # recording position of item time 0 (the clip's start; the matched part's, trimmed)
                 rec_offset = None if end_pos is None else round(end_pos - (len(pcm) / SAMPLE_RATE) + shift, 3)
-                canon = self.store.by_ref(ref)
-                label = {k: answer.get(k) for k in ANSWER_FIELDS}
                 if canon is None:
                     item = self.store.new_item("recording", now, play_id=play_id, channel=channel, ref=ref,
                                                answer=label, duration_s=duration, rec_offset_s=rec_offset)
@@ -204,16 +202,20 @@ class AudioIndex:
             self._failed("write", e, channel)
             return None
 
+    def _recording(self, answer: dict) -> tuple[str, dict, float | None, int | None]:
+        """What a provider's answer says of its recording: (ref, label, duration, the item already
+        holding that recording, or None)."""
+        ref = recording_ref(answer)
+        duration = ms_to_s((answer.get("extra") or {}).get("duration_ms"))
+        return ref, {k: answer.get(k) for k in ANSWER_FIELDS}, duration, self.store.by_ref(ref)
+
     def _relabel(self, item: dict, answer: dict | None, now: str, play_id: str | None) -> int:
         if answer is None:
-            self.store.execute("UPDATE items SET first_seen = ? WHERE id = ?", (now, item["id"]))
+            self.store.restart_window(item["id"], now)
         else:
-            extra = answer.get("extra") or {}
-            ref = recording_ref(answer)
-            canon = self.store.by_ref(ref)
-            self.store.label(item["id"], "recording" if canon is None else "indexed", ref=ref,
-                             answer={k: answer.get(k) for k in ANSWER_FIELDS},
-                             duration_s=_seconds(extra.get("duration_ms")), same_as=canon)
+            ref, label, duration, canon = self._recording(answer)
+            self.store.label(item["id"], "recording" if canon is None else "indexed", ref=ref, answer=label,
+                             duration_s=duration, same_as=canon)
         self.store.touch(item["id"], now, paid=1)
         target = self.store.canonical(item["id"])["id"]
         if play_id:
@@ -222,10 +224,7 @@ class AudioIndex:
 
     def earlier_plays(self, item: int) -> list[str]:
         """Plays answered by `item` or by items found to be it: a cluster of repeats."""
-        rows = self.store.execute("SELECT play_id FROM plays WHERE item = ? OR item IN "
-                                  "(SELECT id FROM items WHERE same_as = ?) ORDER BY play_id", (item, item),
-                                  fetch=True)
-        return [r[0] for r in rows]
+        return self.store.plays_of(item)
 
     def add_play(self, channel: str, play_id: str, h: np.ndarray, t: np.ndarray, seconds: float,
                  known: dict | None = None) -> int | None:
@@ -259,10 +258,7 @@ class AudioIndex:
             return None
 
     def _covers(self, item: dict, seconds: float) -> bool:
-        rows = self.store.execute("SELECT MAX(indexed_s) FROM items WHERE id = ? OR same_as = ?",
-                                  (item["id"], item["id"]), fetch=True)
-        longest = rows[0][0] if rows and rows[0][0] is not None else 0.0
-        return longest >= seconds - 10.0
+        return self.store.longest_indexed(item["id"]) >= seconds - 10.0
 
 
 def _matched_part(h: np.ndarray, t: np.ndarray, seconds: float, extra: dict):
@@ -270,7 +266,7 @@ def _matched_part(h: np.ndarray, t: np.ndarray, seconds: float, extra: dict):
     that began on a jingle and ran into the song must not teach the index that the jingle is the
     song. Returns the hashes of that part, its length and where it begins in the clip; hash frames
     are counted from the part's start, so item time 0 is where the match begins."""
-    b, e = _seconds(extra.get("sample_begin_ms")), _seconds(extra.get("sample_end_ms"))
+    b, e = ms_to_s(extra.get("sample_begin_ms")), ms_to_s(extra.get("sample_end_ms"))
     if b is None or e is None or e <= b:
         return h, t, seconds, 0.0
     keep = (t * FRAME_S >= b) & (t * FRAME_S < e - PAIR_S)
@@ -282,13 +278,6 @@ def _minus(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(a - b, 3)
 
 
-def _seconds(ms) -> float | None:
-    try:
-        return None if ms is None else float(ms) / 1000.0
-    except (TypeError, ValueError):
-        return None
-
-
 def open_index(cfg: dict, out_dir: Path | None, metrics: Metrics | None = None, clock=time.time
                ) -> AudioIndex | None:
     """The configured index (None when `identity.enabled` is false). A store that cannot be opened
@@ -296,12 +285,17 @@ def open_index(cfg: dict, out_dir: Path | None, metrics: Metrics | None = None, 
     p = IdentityParams.from_config(cfg["identity"])
     if not p.enabled:
         return None
-    if p.backend == "postgres":
-        store = PostgresStore(read_secret(cfg, "identity", "postgres_dsn"))
-    else:
-        path = Path(p.path)
-        store = SqliteStore(path if path.is_absolute() or out_dir is None else out_dir / path)
+    store = make_store(cfg, out_dir)
     idx = AudioIndex(store, p, metrics, clock)
     if idx.create():
         log.info("fingerprint index: %s", store.describe())
     return idx
+
+
+def make_store(cfg: dict, out_dir: Path | None):
+    """The configured store, not opened yet: PostgreSQL, or the SQLite file (`identity.path`
+    relative to `out_dir`, else the working directory)."""
+    if cfg["identity"]["backend"] == "postgres":
+        return PostgresStore(read_secret(cfg, "identity", "postgres_dsn"))
+    path = Path(cfg["identity"]["path"])
+    return SqliteStore(path if path.is_absolute() or out_dir is None else out_dir / path)

@@ -28,12 +28,11 @@ from operators.audio.constants import SAMPLE_RATE
 from operators.decisions.debounce import Debouncer, RequestIntent
 from operators.fingerprint.landmarks import FRAME_S, MAX_DT, fingerprint
 from pipeline.identity.index import AudioIndex
-from pipeline.recognition.providers import TAIL_MIN_DURATION_S
+from pipeline.recognition.providers import TAIL_MIN_DURATION_S, TAIL_S
 
 log = logging.getLogger("onair.identity")
 PAIR_SPAN_S = MAX_DT * FRAME_S      # an anchor this close to a window's end is missing pairs
 MIN_PLAY_S = 20.0                   # shorter songs are not worth an entry of their own
-LAST_SECONDS_S = 20.0               # a recording with less than this left is not identified anew
 EARLY_START_S = 20.0                # a recording found to have begun this long before the music did is mid-way
 
 
@@ -126,7 +125,7 @@ class LiveIdentity:
         pos = at_end + row["rec_offset_s"] if row.get("rec_offset_s") is not None else None
         began = None if pos is None else b - pos
         if (self.current is None and pos is not None and (item.get("duration_s") or 0) > TAIL_MIN_DURATION_S
-                and item["duration_s"] - pos < LAST_SECONDS_S):
+                and item["duration_s"] - pos < TAIL_S):
             # the last seconds of a recording, at a song's start: a sting or jingle cut from its
             # end, or its fade; not a song to title
             return out

@@ -148,11 +148,7 @@ class SqlStore:
 
     def item(self, item: int) -> dict | None:
         rows = self.execute(f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE id = ?", (item,), fetch=True)
-        if not rows:
-            return None
-        d = dict(zip(ITEM_FIELDS, rows[0]))
-        d["answer"] = json.loads(d["answer"]) if d["answer"] else None
-        return d
+        return _item_of(rows[0]) if rows else None
 
     def canonical(self, item: int) -> dict | None:
         """The item `item` was found to be (following same_as), with its label."""
@@ -173,6 +169,21 @@ class SqlStore:
         self.execute("UPDATE items SET kind = ?, ref = ?, answer = ?, duration_s = ?, rec_offset_s = ?, same_as = ? "
                      "WHERE id = ?", (kind, ref, None if answer is None else json.dumps(answer), duration_s,
                                       rec_offset_s, same_as, item))
+
+    def restart_window(self, item: int, now: str) -> None:
+        """An unknown item asked about again and still unknown: its window starts anew."""
+        self.execute("UPDATE items SET first_seen = ? WHERE id = ?", (now, item))
+
+    def longest_indexed(self, item: int) -> float:
+        """Seconds of audio held by the longest entry of canonical item `item` (itself or found to be it)."""
+        rows = self.execute("SELECT MAX(indexed_s) FROM items WHERE id = ? OR same_as = ?", (item, item), fetch=True)
+        return float(rows[0][0]) if rows and rows[0][0] is not None else 0.0
+
+    def plays_of(self, item: int) -> list[str]:
+        """Plays answered by `item` or by items found to be it."""
+        rows = self.execute("SELECT play_id FROM plays WHERE item = ? OR item IN "
+                            "(SELECT id FROM items WHERE same_as = ?) ORDER BY play_id", (item, item), fetch=True)
+        return [r[0] for r in rows]
 
     def touch(self, item: int, now: str, paid: int = 0) -> None:
         self.execute("UPDATE items SET last_seen = ?, plays = plays + 1, paid = paid + ? WHERE id = ?",
@@ -198,12 +209,7 @@ class SqlStore:
         q += " ORDER BY id"
         if limit:
             q += f" LIMIT {int(limit)}"
-        out = []
-        for r in self.execute(q, args, fetch=True):
-            d = dict(zip(ITEM_FIELDS, r))
-            d["answer"] = json.loads(d["answer"]) if d["answer"] else None
-            out.append(d)
-        return out
+        return [_item_of(r) for r in self.execute(q, args, fetch=True)]
 
     def hashes_of(self, item: int) -> tuple[np.ndarray, np.ndarray]:
         rows = self.execute("SELECT hash, t FROM hashes WHERE item = ? ORDER BY t", (item,), fetch=True)
@@ -229,6 +235,12 @@ class SqlStore:
         if c is not None:
             c.close()
             self._local.conn = None
+
+
+def _item_of(row) -> dict:
+    d = dict(zip(ITEM_FIELDS, row))
+    d["answer"] = json.loads(d["answer"]) if d["answer"] else None
+    return d
 
 
 class SqliteStore(SqlStore):

@@ -28,6 +28,7 @@ log = logging.getLogger("onair.recognize")
 ENDING_S = 5.0       # an answer for a recording ending this soon after its request was decided is not shown
 TAIL_S = 20.0        # nor one for a recording's last seconds found at a song's start
 TAIL_MIN_DURATION_S = 90.0   # ... of a recording longer than this
+NOT_SHOWN = "the recording ends within seconds of the request, or it is the tail of one at a song's start: not shown"
 
 
 @dataclass
@@ -177,7 +178,8 @@ def _clip_in_play(req: dict) -> float | None:
         return None
 
 
-def _pos_s(ms) -> float | None:
+def ms_to_s(ms) -> float | None:
+    """A provider's milliseconds in seconds; None when absent or not a number."""
     v = _num(ms)
     return None if v is None else v / 1000.0
 
@@ -275,10 +277,10 @@ class Recognizer:
             "title": answer.title, "artist": answer.artist, "album": answer.album, "isrc": answer.isrc,
             "provider": self.provider.name, "score": answer.score}
         nowplaying = None if label is None else self._nowplaying(
-            req, label, "provider", _pos_s(answer.extra.get("play_offset_ms")), _pos_s(answer.extra.get("duration_ms")))
+            req, label, "provider", ms_to_s(answer.extra.get("play_offset_ms")), ms_to_s(answer.extra.get("duration_ms")))
         detail = ""
         if self._ended(req, nowplaying):
-            nowplaying, detail = None, "the recording ends within seconds of the request, or it is the tail of one at a song's start: not shown"
+            nowplaying, detail = None, NOT_SHOWN
         if self.index is not None and pcm is not None:
             stale = local.item if local is not None else None
             item = self.index.learn(channel, pcm, None if label is None else {**label, "extra": answer.extra},
@@ -305,13 +307,17 @@ class Recognizer:
         if known is None or float(req["clip_end"]) > known["ends_at"] - 2.0:
             return None
         nowplaying = {**known, "request_id": req["request_id"], "identified_by": "same_play"}
-        rid, channel = req["request_id"], req["channel"]
+        return self._free(req, "local_match", nowplaying, sha1,
+                          f"the recording identified for this play runs until stream time {known['ends_at']}")
+
+    def _free(self, req: dict, outcome: str, nowplaying: dict | None, sha1: str, detail: str = "",
+              match: dict | None = None) -> dict | None:
+        """An answer that cost nothing: cached, counted, its price counted as saved, ledgered unpaid."""
         with self._lock:
-            self.cache[rid] = {"outcome": "local_match", "nowplaying": nowplaying, "clip_sha1": sha1}
-        self._count(channel, "local_match")
-        self.metrics.recognition_saved.labels(channel, self.provider.name).inc(self.provider.price)
-        self._ledger(req, "local_match", paid=False, nowplaying=nowplaying, clip_sha1=sha1,
-                     detail=f"the recording identified for this play runs until stream time {known['ends_at']}")
+            self.cache[req["request_id"]] = {"outcome": outcome, "nowplaying": nowplaying, "clip_sha1": sha1}
+        self._count(req["channel"], outcome)
+        self.metrics.recognition_saved.labels(req["channel"], self.provider.name).inc(self.provider.price)
+        self._ledger(req, outcome, paid=False, nowplaying=nowplaying, clip_sha1=sha1, detail=detail, match=match)
         return nowplaying
 
     def _remember_play(self, req: dict, nowplaying: dict | None) -> None:
@@ -333,7 +339,6 @@ class Recognizer:
         return pcm, self.index.answer(pcm, req["channel"], play_of(req["request_id"]), _clip_in_play(req))
 
     def _answered_locally(self, req: dict, local, sha1: str) -> dict | None:
-        channel, rid = req["channel"], req["request_id"]
         m = local.match
         nowplaying = None
         if local.outcome == "local_match":
@@ -341,16 +346,11 @@ class Recognizer:
             nowplaying = self._nowplaying(req, label, "local_index", local.position_s, local.item.get("duration_s"))
         detail = ""
         if self._ended(req, nowplaying):
-            nowplaying, detail = None, "the recording ends within seconds of the request, or it is the tail of one at a song's start: not shown"
-        with self._lock:
-            self.cache[rid] = {"outcome": local.outcome, "nowplaying": nowplaying, "clip_sha1": sha1}
-        self._count(channel, local.outcome)
-        self.metrics.recognition_saved.labels(channel, self.provider.name).inc(self.provider.price)
+            nowplaying, detail = None, NOT_SHOWN
         self._remember_play(req, nowplaying)
-        self._ledger(req, local.outcome, paid=False, nowplaying=nowplaying, clip_sha1=sha1, detail=detail,
-                     match={"item": local.item["id"], "aligned": m.aligned, "coverage": m.coverage,
-                            "item_offset_s": round(m.offset_s, 2), "position_s": local.position_s})
-        return nowplaying
+        return self._free(req, local.outcome, nowplaying, sha1, detail,
+                          {"item": local.item["id"], "aligned": m.aligned, "coverage": m.coverage,
+                           "item_offset_s": round(m.offset_s, 2), "position_s": local.position_s})
 
     def _nowplaying(self, req: dict, label: dict, by: str, position_s=None, duration_s=None) -> dict:
         rec = {"channel": req["channel"], "request_id": req["request_id"], "title": label.get("title"),

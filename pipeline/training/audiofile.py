@@ -2,25 +2,14 @@
 -> 16 kHz mono float32, through the same decode operators as live input."""
 from __future__ import annotations
 
-import av
 import numpy as np
 
-from operators.audio.decode import AudioNormalizer, PacketDecoder
+from operators.audio.decode import decode_whole
 from operators.audio.framing import FRAME_SAMPLES, HOP_SAMPLES
 
 
 def read_audio(path: str) -> np.ndarray:
-    parts = []
-    with av.open(str(path)) as c:
-        if not c.streams.audio:
-            raise ValueError(f"{path}: no audio track")
-        stream = c.streams.audio[0]
-        dec, norm = PacketDecoder(stream), AudioNormalizer(max_gap_s=0.0)
-        for packet in c.demux(stream):
-            for frame in dec.decode(packet):
-                parts.extend(ch.samples for ch in norm.push(frame))
-        parts.extend(ch.samples for ch in norm.flush())
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return decode_whole(str(path), str(path))
 
 
 def frames_of(audio: np.ndarray, max_frames: int | None = None) -> np.ndarray:
