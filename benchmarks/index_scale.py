@@ -6,7 +6,9 @@ indexes (`--hashes-per-s`, measured on aired music: docs/identity.md), uniformly
 hashes at increasing frames. Queries are 8 s excerpts of indexed recordings with 30 % of their
 hashes dropped and as many random ones added (a codec's losses), plus excerpts of recordings not
 in the index; each query runs the product's path: AudioIndex.lookup_hashes (SQL rows for the
-distinct hashes, then the aligned-hash match).
+distinct hashes, then the aligned-hash match). Inserts go through the product's path too
+(`add_hashes`, one batch per recording), with its background compaction into posting-list
+segments; the insert time runs until the compaction is idle.
 
     nice .venv/bin/python benchmarks/index_scale.py --recordings 1000 10000 --out /tmp/scale
 
@@ -65,7 +67,9 @@ def run(n: int, out: Path, seconds: float, per_s: float, queries: int, seed: int
         store.add_hashes(item, h, t, seconds, seconds)
         if i % max(1, n // queries) == 0 and len(kept) < queries:
             kept[item] = (h, t)
+    store.segments.wait_idle()
     insert_s = time.perf_counter() - t0
+    storage = store.storage()
     store.close()
     disk = sum(os.path.getsize(str(path) + s) for s in ("", "-wal") if os.path.exists(str(path) + s))
     store = SqliteStore(path)
@@ -73,7 +77,8 @@ def run(n: int, out: Path, seconds: float, per_s: float, queries: int, seed: int
     return {"recordings": n, "rows": rows, "insert_s": round(insert_s, 1),
             "insert_recordings_per_s": round(n / insert_s, 1), "insert_rows_per_s": round(rows / insert_s),
             **lookups(store, kept, rng, seconds, per_s),
-            "disk_mb": round(disk / 1e6, 1), "disk_kb_per_recording": round(disk / n / 1e3, 1)}
+            "disk_mb": round(disk / 1e6, 1), "disk_kb_per_recording": round(disk / n / 1e3, 1),
+            "storage": storage}
 
 
 def lookups(store, kept: dict, rng, seconds: float, per_s: float) -> dict:
@@ -110,7 +115,8 @@ def query_existing(path: Path, seconds: float, per_s: float, queries: int, seed:
         h, t = recording(rng, seconds, per_s)
         if i % max(1, n // queries) == 0 and len(kept) < queries:
             kept[i + 1] = (h, t)
-    return {"recordings": n, **lookups(store, kept, np.random.default_rng(seed + 1), seconds, per_s)}
+    return {"recordings": n, **lookups(store, kept, np.random.default_rng(seed + 1), seconds, per_s),
+            "storage": store.storage()}
 
 
 def main() -> None:

@@ -157,10 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--keep-clips-days", type=int, default=7, metavar="N",
                     help="keep the clips of the last N UTC days (default: %(default)s, at least 2)")
 
-    fp = _command(sub, "fingerprints", "list, export or prune the local fingerprint index (identity.*)")
-    fp.add_argument("action", choices=["stats", "list", "export", "prune"],
-                    help="stats: counts per kind; list: one JSON line per recording or unknown item; export: "
-                         "every item as JSON lines; prune: drop stale unknown items (and unused recordings)")
+    fp = _command(sub, "fingerprints", "list, export, prune or compact the local fingerprint index (identity.*)")
+    fp.add_argument("action", choices=["stats", "list", "export", "prune", "compact"],
+                    help="stats: counts per kind and storage; list: one JSON line per recording or unknown item; "
+                         "export: every item as JSON lines; prune: drop stale unknown items (and unused "
+                         "recordings); compact: merge the SQLite index into one segment, dropping what was pruned")
     fp.add_argument("--dir", default=None,
                     help="the output dir of onair run: a relative identity.path is inside it (default: the "
                          "working directory)")
@@ -359,7 +360,12 @@ def cmd_fingerprints(args, cfg) -> int:
     try:
         store = admin.open_store(cfg, Path(args.dir) if args.dir else None)
         if args.action == "stats":
-            print(json.dumps(store.stats()))
+            print(json.dumps({**store.stats(), "storage": store.storage()}))
+        elif args.action == "compact":
+            if not hasattr(store, "compact"):
+                log.error("compact: only the SQLite index is compacted (PostgreSQL keeps one row per landmark)")
+                return 2
+            print(json.dumps(store.compact(full=True)))
         elif args.action == "list":
             for row in admin.listing(store):
                 print(json.dumps(row, ensure_ascii=False))

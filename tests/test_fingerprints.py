@@ -215,6 +215,26 @@ def test_an_answer_for_a_recording_already_over_is_not_shown(songs, acr, tmp_pat
     assert e["outcome"] == "matched" and e["paid"] and "not shown" in e["detail"]
 
 
+def test_an_unknown_play_is_indexed_from_its_start_to_its_clip_never_past_it(songs, tmp_path):
+    """The provider did not know a clip 12-20 s into a play: that play's audio from its start to
+    the clip's end is filed unknown, so a later play asked about at 2-9 s is known_unidentified;
+    nothing after the clip is (the next song may follow it)."""
+    index = AudioIndex(SqliteStore(tmp_path / "i.sqlite"), IdentityParams(), Metrics(), Clock())
+    index.create()
+    x = songs[2][0]
+    assert index.learn("a", cut(x, 12, 20), None, "a:p1", clip_in_play_s=20.0) is not None
+    assert index.answer(cut(songs[2][1], 2, 9), "b", "b:p2", 9.0) is None           # not known yet
+    h, t = fingerprint(cut(x, 0, 40), IdentityParams().fp)
+    assert index.add_play("a", "a:p1", h, t, 40.0) is not None
+    got = index.answer(cut(songs[2][1], 2, 9), "b", "b:p3", 9.0)
+    assert got is not None and got.outcome == "known_unidentified"
+    assert index.answer(cut(songs[2][1], 26, 34), "b", "b:p4", 34.0) is None
+    # an unknown clip 40 s into its song: its start is too far back to be the same item for sure
+    assert index.learn("a", cut(songs[0][0], 40, 48), None, "a:p5", clip_in_play_s=48.0) is not None
+    h, t = fingerprint(cut(songs[0][0], 0, 50), IdentityParams().fp)
+    assert index.add_play("a", "a:p5", h, t, 50.0) is None
+
+
 # -- the store
 
 def test_a_committed_entry_survives_kill_9(tmp_path):
@@ -233,6 +253,125 @@ os.kill(os.getpid(), 9)
     s = SqliteStore(tmp_path / "i.sqlite")
     s.create()
     assert s.item(1)["answer"] == {"title": "T"} and s.stats()["recording"]["hashes"] == 100
+
+
+def landmarks(rng, seconds=60.0, per_s=60.0):
+    """Synthetic landmarks of one recording: random 20-bit hashes at increasing frames."""
+    n = int(seconds * per_s)
+    return rng.integers(0, 1 << 20, n).astype(np.uint32), np.sort(rng.integers(0, int(seconds / 0.0232), n)).astype(np.int32)
+
+
+def excerpt(h, t, a, b=8.0 / 0.0232):
+    keep = (t >= a) & (t < a + b)
+    return h[keep], t[keep] - a
+
+
+def test_segments_answer_alike_through_flushes_merges_prune_and_compaction(tmp_path):
+    """Landmarks move from batches into level-0 segments, then merged levels: every recording is
+    still found at any offset; a pruned one is never answered, and leaves the disk at `compact`."""
+    rng = np.random.default_rng(3)
+    store = SqliteStore(tmp_path / "i.sqlite", flush_landmarks=10_000, merge_factor=2, background=False)
+    index = AudioIndex(store, IdentityParams(), Metrics(), Clock())
+    index.create()
+    recs = {}
+    for k in range(12):
+        h, t = landmarks(rng)
+        item = store.new_item("recording", "2026-12-06T10:00:00.000Z", ref=f"r{k}", answer={"title": f"r{k}"})
+        store.add_hashes(item, h, t, 60.0, 60.0)
+        recs[item] = (h, t)
+    layout = store.storage()
+    assert layout["batches"] < 3 and max(int(lv) for lv in layout["segments"]) >= 2
+    for item, (h, t) in recs.items():
+        qh, qt = excerpt(h, t, int(rng.integers(0, 2000)))
+        assert index.lookup_hashes(qh, qt, 8.0, "test")[1]["id"] == item
+    gone = 3
+    store.delete_items([gone])
+    assert index.lookup_hashes(*excerpt(*recs[gone], 500), 8.0, "test") is None
+    assert index.lookup_hashes(*excerpt(*recs[4], 500), 8.0, "test")[1]["id"] == 4
+    before = sum(v["landmarks"] for v in store.storage()["segments"].values())
+    assert store.compact(full=True)["merged"] >= 1
+    after = store.storage()
+    assert after["batches"] == 0 and sum(v["segments"] for v in after["segments"].values()) == 1
+    assert sum(v["landmarks"] for v in after["segments"].values()) == before + layout["batch_landmarks"] \
+        - len(recs[gone][0])
+    h, t = store.hashes_of(7)
+    o = np.lexsort((recs[7][0], recs[7][1]))
+    assert np.array_equal(h, recs[7][0][o]) and np.array_equal(t, recs[7][1][o])
+    # batches piled up behind a long merge are flushed a few million landmarks at a time
+    for k in range(5):
+        store.segments.flush_landmarks = 10 ** 9
+        store.add_hashes(store.new_item("recording", "2026-12-06T10:00:00.000Z"), *landmarks(rng), 60.0, 60.0)
+    store.segments.flush_landmarks = 2000
+    assert store.compact()["flushed"] == 2 and store.storage()["batches"] == 0
+
+
+def test_a_compaction_killed_midway_loses_nothing(tmp_path):
+    """kill -9 while a segment is half written: the batches still answer, the next compaction
+    clears the half-written rows and finishes."""
+    code = f"""
+import os, sys, numpy as np
+sys.path.insert(0, {str(REPO)!r})
+from pipeline.identity import segments
+from pipeline.identity.store import SqliteStore
+segments.WRITE_ROWS = 1000
+s = SqliteStore({str(tmp_path / 'i.sqlite')!r}, flush_landmarks=10**9, background=False); s.create()
+rng = np.random.default_rng(5)
+for k in range(4):
+    i = s.new_item("recording", "2026-12-06T10:00:00.000Z", ref=f"r{{k}}", answer={{"title": "T"}})
+    s.add_hashes(i, rng.integers(0, 1 << 20, 3600).astype(np.uint32), np.sort(rng.integers(0, 2580, 3600)).astype(np.int32), 60.0, 60.0)
+calls = []
+write = s.execute
+def dying(q, *a, **k):
+    if q.startswith("INSERT INTO postings"):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), 9)
+    return write(q, *a, **k)
+s.execute = dying
+s.compact(full=True)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == -9, r.stderr
+    store = SqliteStore(tmp_path / "i.sqlite", background=False)
+    index = AudioIndex(store, IdentityParams(), Metrics(), Clock())
+    index.create()
+    assert store.storage()["batches"] == 4 and store.storage()["segments"] == {}
+    assert store.execute("SELECT COUNT(*) FROM postings", fetch=True)[0][0] == 2000      # the half segment
+    rng = np.random.default_rng(5)
+    recs = [landmarks(rng, 60.0) for _ in range(4)]
+    assert index.lookup_hashes(*excerpt(*recs[2], 800), 8.0, "test")[1]["id"] == 3
+    done = store.compact(full=True)
+    assert done["removed"] >= 1 and done["flushed"] == 1
+    assert store.storage()["batches"] == 0 and store.storage()["segments"]["1"]["landmarks"] == 4 * 3600
+    assert store.execute("SELECT SUM(LENGTH(data)) FROM postings", fetch=True)[0][0] == 4 * 3600 * 8   # no leftovers
+    assert index.lookup_hashes(*excerpt(*recs[2], 800), 8.0, "test")[1]["id"] == 3
+
+
+def test_background_compaction_and_an_index_of_schema_1(tmp_path):
+    """An index written by the previous release (one row per landmark) is moved to batches when
+    opened; a compaction thread then builds its segments while lookups go on."""
+    import sqlite3
+    rng = np.random.default_rng(9)
+    recs = [landmarks(rng) for _ in range(3)]
+    c = sqlite3.connect(tmp_path / "i.sqlite")
+    c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    c.execute("INSERT INTO meta VALUES ('schema', '1')")
+    c.execute("CREATE TABLE hashes (hash INTEGER NOT NULL, item INTEGER NOT NULL, t INTEGER NOT NULL, "
+              "PRIMARY KEY (hash, item, t)) WITHOUT ROWID")
+    for k, (h, t) in enumerate(recs):
+        c.executemany("INSERT OR IGNORE INTO hashes VALUES (?, ?, ?)", [(int(a), k + 1, int(b)) for a, b in zip(h, t)])
+    c.commit()
+    c.close()
+    store = SqliteStore(tmp_path / "i.sqlite", flush_landmarks=5_000)
+    index = AudioIndex(store, IdentityParams(), Metrics(), Clock())
+    assert index.create()
+    for k in range(3):
+        store.new_item("recording", "2026-12-06T10:00:00.000Z", ref=f"r{k}", answer={"title": f"r{k}"})
+    assert store.segments.wait_idle(timeout=60)
+    assert store.storage()["segments"] and store.storage()["batches"] == 0
+    assert store.execute("SELECT value FROM meta WHERE key = 'schema'", fetch=True)[0][0] == "2"
+    for k, (h, t) in enumerate(recs):
+        assert index.lookup_hashes(*excerpt(h, t, 1000), 8.0, "test")[1]["id"] == k + 1
 
 
 @pytest.fixture(scope="module")
@@ -331,6 +470,9 @@ def test_fingerprints_command_lists_exports_and_prunes(songs, tmp_path):
     assert len(h) == exported[0]["hashes"] > 100
     assert onair("prune")[0]["deleted_items"] == 1        # the unknown item, long past its window
     assert [r["kind"] for r in onair("list")] == ["recording"]
+    assert onair("compact")[0]["flushed"] == 1
+    stats = onair("stats")[0]
+    assert stats["storage"]["batches"] == 0 and stats["storage"]["segments"]["1"]["landmarks"] == stats["recording"]["hashes"]
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "fingerprints.sqlite").write_text("garbage" * 200)
     r = subprocess.run([sys.executable, "-m", "pipeline.cli", "fingerprints", "stats", "--dir",

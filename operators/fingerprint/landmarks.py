@@ -42,7 +42,7 @@ class Match:
     aligned: int                  # hashes at the best offset (+-1 frame)
     offset_s: float               # item time at the query's start
     coverage: float               # share of the query spanned by the aligned hashes
-    runner_up: int                # the best count of any other item
+    runner_up: int                # the best count of any other item with min_aligned pairs in all, else 0
 
 
 def to_fp_rate(x16: np.ndarray) -> np.ndarray:
@@ -107,6 +107,9 @@ def fingerprint(x16: np.ndarray, p: FingerprintParams = FingerprintParams()) -> 
     return hashes(*peaks(to_fp_rate(x16), p.peaks_per_s))
 
 
+ITEM_BUCKETS = 1 << 16
+
+
 def best_match(qh: np.ndarray, qt: np.ndarray, rh: np.ndarray, items: np.ndarray, rt: np.ndarray,
                duration_frames: int, p: FingerprintParams = FingerprintParams()) -> Match | None:
     """The item the query (hashes qh at frames qt) is, among index rows (hash rh, item, frame rt)
@@ -121,9 +124,17 @@ def best_match(qh: np.ndarray, qt: np.ndarray, rh: np.ndarray, items: np.ndarray
     qpos = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
     if len(rows) == 0:
         return None
+    item = items[rows].astype(np.int64)
+    # An item with fewer pairs than min_aligned in all cannot pass: drop them before the sort. In
+    # a large index nearly every pair is such a chance hit. Counted per bucket of items (a
+    # bucket's count bounds each of its items'), so memory does not grow with item ids.
+    bucket = item % ITEM_BUCKETS
+    busy = np.bincount(bucket, minlength=ITEM_BUCKETS)[bucket] >= p.min_aligned
+    rows, qpos, item = rows[busy], qpos[busy], item[busy]
+    if len(rows) == 0:
+        return None
     tq = st[qpos].astype(np.int64)
     delta = rt[rows].astype(np.int64) - tq
-    item = items[rows].astype(np.int64)
     base = int(delta.min()) - 1
     span = int(delta.max()) - base + 2
     key = item * span + (delta - base)

@@ -6,6 +6,8 @@
   int32 frames), to move an index or to inspect one;
 - `prune`: drop unknown items older than the window (`identity.unknown_window_days`: they would be
   asked about again anyway) and recordings not heard for `--unused-days`, with their plays' items.
+  In SQLite their landmarks leave the disk when the segments holding them are next merged, or at
+  once with `compact`.
 """
 from __future__ import annotations
 
@@ -47,9 +49,12 @@ def listing(store) -> list[dict]:
 
 def export(store, out, with_hashes: bool = False) -> int:
     n = 0
-    for it in store.items():
+    items = store.items()
+    # one pass over the index for all items: a posting-list index is read by hash, not by item
+    marks = store.all_landmarks({it["id"] for it in items}) if with_hashes else {}
+    for it in items:
         if with_hashes:
-            h, t = store.hashes_of(it["id"])
+            h, t = marks[it["id"]]
             it["landmarks"] = {"hash_u32": base64.b64encode(h.tobytes()).decode(),
                                "frame_i32": base64.b64encode(t.tobytes()).decode()}
         out.write(json.dumps(it, ensure_ascii=False) + "\n")

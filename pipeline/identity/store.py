@@ -6,7 +6,9 @@ PostgreSQL (several recognizers and workers sharing one index). Both hold the sa
   known); the first item of a recording holds its label: `recording` (the provider's answer,
   duration and where item time 0 lies in the recording), `unknown` (the provider did not know
   it) or `pending` (a play indexed before its request was answered).
-- `hashes`: (hash, item, frame) landmarks; never audio.
+- landmarks (hash, item, frame), never audio: PostgreSQL holds one row per landmark (`hashes`);
+  SQLite holds posting lists in merged segments (pipeline.identity.segments), which keeps queries
+  and inserts fast at 100 000 recordings.
 - `plays`: which item answered each play (`channel:song_start_utc`), so that a play indexed by the
   engine and the answer the recognizer got for it meet, whichever comes first.
 
@@ -23,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.identity.segments import Segments
+
 log = logging.getLogger("onair.identity")
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "1"     # PostgreSQL; SQLite is at SqliteStore.schema
 ITEM_FIELDS = ("id", "kind", "same_as", "play_id", "channel", "ref", "answer", "duration_s", "rec_offset_s",
                "indexed_s", "t_end_s", "hashes", "first_seen", "last_seen", "plays", "paid")
 
@@ -36,6 +40,7 @@ class IndexError_(Exception):
 
 class SqlStore:
     """The SQL both backends share; subclasses give a connection and their dialect."""
+    schema = SCHEMA_VERSION
     param = "?"
     autoid = "INTEGER PRIMARY KEY"
     real = "REAL"
@@ -82,8 +87,33 @@ class SqlStore:
         except Exception:
             pass
 
+    def tx(self, fn):
+        """fn(connection) in one write transaction."""
+        return self._in_transaction(fn, "BEGIN IMMEDIATE")
+
+    def read(self, fn):
+        """fn(connection) on one consistent snapshot."""
+        return self._in_transaction(fn, "BEGIN")
+
+    def _in_transaction(self, fn, begin: str):
+        try:
+            c = self.conn()
+            c.execute(begin)
+            out = fn(c)
+            c.commit()
+            return out
+        except IndexError_:
+            self._rollback()
+            raise
+        except Exception as e:
+            self._rollback()
+            raise IndexError_(f"{self.describe()}: {type(e).__name__}: {e}") from None
+
     def describe(self) -> str:
         raise NotImplementedError
+
+    def landmark_tables(self) -> tuple[str, ...]:
+        return (self.hashes_table.format(bigint=self.bigint), "CREATE INDEX IF NOT EXISTS hashes_by_hash ON hashes (hash)")
 
     def create(self) -> None:
         b, r = self.bigint, self.real
@@ -94,17 +124,19 @@ class SqlStore:
                 f"last_seen TEXT NOT NULL, plays {b} NOT NULL DEFAULT 0, paid {b} NOT NULL DEFAULT 0)",
                 "CREATE INDEX IF NOT EXISTS items_by_ref ON items (ref)",
                 "CREATE INDEX IF NOT EXISTS items_by_play ON items (play_id)",
-                self.hashes_table.format(bigint=b),
-                "CREATE INDEX IF NOT EXISTS hashes_by_hash ON hashes (hash)",
+                *self.landmark_tables(),
                 # rec_start_s: where the recording's start lies in the play (seconds from the song's start)
                 f"CREATE TABLE IF NOT EXISTS plays (play_id TEXT PRIMARY KEY, item {b} NOT NULL, rec_start_s {r})",
                 "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"):
             self.execute(q)
         rows = self.execute("SELECT value FROM meta WHERE key = 'schema'", fetch=True)
         if not rows:
-            self.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        elif rows[0][0] != SCHEMA_VERSION:
-            raise IndexError_(f"{self.describe()}: schema {rows[0][0]}, this onair reads {SCHEMA_VERSION}")
+            self.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (self.schema,))
+        elif rows[0][0] != self.schema:
+            self.migrate(rows[0][0])
+
+    def migrate(self, found: str) -> None:
+        raise IndexError_(f"{self.describe()}: schema {found}, this onair reads {self.schema}")
 
     # -- items
     def new_item(self, kind: str, now: str, *, play_id=None, channel=None, ref=None, answer=None,
@@ -169,6 +201,8 @@ class SqlStore:
         self.execute("UPDATE items SET kind = ?, ref = ?, answer = ?, duration_s = ?, rec_offset_s = ?, same_as = ? "
                      "WHERE id = ?", (kind, ref, None if answer is None else json.dumps(answer), duration_s,
                                       rec_offset_s, same_as, item))
+        # its entries' offsets were in the old time base (an unknown item's), not the recording's
+        self.execute("UPDATE items SET rec_offset_s = NULL WHERE same_as = ?", (item,))
 
     def restart_window(self, item: int, now: str) -> None:
         """An unknown item asked about again and still unknown: its window starts anew."""
@@ -216,11 +250,20 @@ class SqlStore:
         a = np.asarray(rows, np.int64).reshape(-1, 2)
         return a[:, 0].astype(np.uint32), a[:, 1].astype(np.int32)
 
+    def all_landmarks(self, items: set[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        return {i: self.hashes_of(i) for i in items}
+
+    def storage(self) -> dict:
+        return {}
+
+    def _delete_landmarks(self, part: list[int]) -> None:
+        self.execute(f"DELETE FROM hashes WHERE item IN ({','.join('?' * len(part))})", part)
+
     def delete_items(self, ids: list[int]) -> None:
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
             marks = ",".join("?" * len(part))
-            self.execute(f"DELETE FROM hashes WHERE item IN ({marks})", part)
+            self._delete_landmarks(part)
             self.execute(f"DELETE FROM plays WHERE item IN ({marks})", part)
             self.execute(f"UPDATE items SET same_as = NULL WHERE same_as IN ({marks})", part)
             self.execute(f"DELETE FROM items WHERE id IN ({marks})", part)
@@ -244,14 +287,18 @@ def _item_of(row) -> dict:
 
 
 class SqliteStore(SqlStore):
-    # hashes clustered by hash: a query reads a few contiguous pages per hash
-    hashes_table = "CREATE TABLE IF NOT EXISTS hashes (hash INTEGER NOT NULL, item {bigint} NOT NULL, " \
-                   "t INTEGER NOT NULL, PRIMARY KEY (hash, item, t)) WITHOUT ROWID"
+    """One file per deployment; landmarks in merged posting-list segments (pipeline.identity.segments).
+    `flush_landmarks`, `merge_factor`: when batches become a segment and segments merge;
+    `background`: compact in a thread of this process (False: in the writing call)."""
+    schema = "2"
 
-    def __init__(self, path: Path, busy_timeout_s: float = 30.0):
+    def __init__(self, path: Path, busy_timeout_s: float = 30.0, flush_landmarks: int = 1_000_000,
+                 merge_factor: int = 4, background: bool = True):
         super().__init__()
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
+        self.segments = Segments(self, Path(str(self.path) + ".compact.lock"), flush_landmarks, merge_factor,
+                                 background)
 
     def describe(self) -> str:
         return f"fingerprint index {self.path}"
@@ -259,19 +306,64 @@ class SqliteStore(SqlStore):
     def _connect(self):
         try:
             c = sqlite3.connect(self.path, timeout=self.busy_timeout_s)
+            # a new file only: 16 KiB pages hold a large hash's posting list in its row
+            c.execute("PRAGMA page_size=16384")
             c.execute("PRAGMA journal_mode=WAL")
             c.execute("PRAGMA synchronous=NORMAL")   # WAL + NORMAL: a commit survives a crash of the process
-            c.execute("PRAGMA cache_size=-65536")    # 64 MiB of pages: the hash index's upper levels stay in memory
+            c.execute("PRAGMA cache_size=-65536")    # 64 MiB of pages: the upper levels of the B-trees stay in memory
+            c.execute("PRAGMA journal_size_limit=67108864")   # a merge's WAL is cut back to 64 MiB after it
             return c
         except sqlite3.Error as e:
             raise IndexError_(f"{self.describe()}: {type(e).__name__}: {e}") from None
 
-    # a duplicate (hash, item, t) from overlapping windows is one landmark
-    insert_hash = "INSERT OR IGNORE"
+    def landmark_tables(self) -> tuple[str, ...]:
+        return Segments.TABLES
 
     def create(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         super().create()
+
+    def migrate(self, found: str) -> None:
+        """Schema 1 (one row per landmark) to 2: each item's landmarks become one batch."""
+        if found != "1":
+            super().migrate(found)
+        rows = self.execute("SELECT item, hash, t FROM hashes ORDER BY item, t", fetch=True)
+        a = np.asarray(rows, np.int64).reshape(-1, 3)
+        for item in np.unique(a[:, 0]):
+            m = a[:, 0] == item
+            self.segments.add(int(item), a[m, 1].astype(np.uint32), a[m, 2].astype(np.int32))
+        self.execute("DROP TABLE hashes")
+        self.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (self.schema,))
+        log.info("%s: moved %d landmarks to schema %s", self.describe(), len(a), self.schema)
+
+    def add_hashes(self, item: int, h: np.ndarray, t: np.ndarray, seconds: float, t_end_s: float) -> None:
+        self.segments.add(item, h, t)
+        self.execute("UPDATE items SET indexed_s = indexed_s + ?, hashes = hashes + ?, "
+                     "t_end_s = CASE WHEN t_end_s > ? THEN t_end_s ELSE ? END WHERE id = ?",
+                     (float(seconds), len(h), float(t_end_s), float(t_end_s), item))
+
+    def rows_for(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        u = np.unique(h).astype(np.int64).tolist()
+        if not u:
+            return (np.zeros(0, np.uint32),) + (np.zeros(0, np.int64),) * 2
+        return self.segments.rows_for(u)
+
+    def hashes_of(self, item: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.segments.landmarks_of({item})[item]
+
+    def all_landmarks(self, items: set[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        return self.segments.landmarks_of(items)
+
+    def _delete_landmarks(self, part: list[int]) -> None:
+        self.segments.delete_items(part)
+
+    def storage(self) -> dict:
+        pages = {k: self.execute(f"PRAGMA {k}", fetch=True)[0][0] for k in ("page_count", "freelist_count", "page_size")}
+        return {**self.segments.storage(), "file_bytes": pages["page_count"] * pages["page_size"],
+                "free_bytes": pages["freelist_count"] * pages["page_size"]}
+
+    def compact(self, full: bool = False) -> dict:
+        return self.segments.compact(full)
 
 
 class PostgresStore(SqlStore):
