@@ -215,26 +215,6 @@ def test_an_answer_for_a_recording_already_over_is_not_shown(songs, acr, tmp_pat
     assert e["outcome"] == "matched" and e["paid"] and "not shown" in e["detail"]
 
 
-def test_an_unknown_play_is_indexed_from_its_start_to_its_clip_never_past_it(songs, tmp_path):
-    """The provider did not know a clip 12-20 s into a play: that play's audio from its start to
-    the clip's end is filed unknown, so a later play asked about at 2-9 s is known_unidentified;
-    nothing after the clip is (the next song may follow it)."""
-    index = AudioIndex(SqliteStore(tmp_path / "i.sqlite"), IdentityParams(), Metrics(), Clock())
-    index.create()
-    x = songs[2][0]
-    assert index.learn("a", cut(x, 12, 20), None, "a:p1", clip_in_play_s=20.0) is not None
-    assert index.answer(cut(songs[2][1], 2, 9), "b", "b:p2", 9.0) is None           # not known yet
-    h, t = fingerprint(cut(x, 0, 40), IdentityParams().fp)
-    assert index.add_play("a", "a:p1", h, t, 40.0) is not None
-    got = index.answer(cut(songs[2][1], 2, 9), "b", "b:p3", 9.0)
-    assert got is not None and got.outcome == "known_unidentified"
-    assert index.answer(cut(songs[2][1], 26, 34), "b", "b:p4", 34.0) is None
-    # an unknown clip 40 s into its song: its start is too far back to be the same item for sure
-    assert index.learn("a", cut(songs[0][0], 40, 48), None, "a:p5", clip_in_play_s=48.0) is not None
-    h, t = fingerprint(cut(songs[0][0], 0, 50), IdentityParams().fp)
-    assert index.add_play("a", "a:p5", h, t, 50.0) is None
-
-
 # -- the store
 
 def test_a_committed_entry_survives_kill_9(tmp_path):
@@ -428,6 +408,28 @@ def test_the_index_titles_a_repeat_at_once_and_finds_a_segue_at_the_predicted_en
     assert intents[0].song_start == 0.0 and intents[1].song_start == pytest.approx(40.0, abs=1.5)
     assert deb.song_reason == "predicted_end" and deb.song_start == pytest.approx(40.0, abs=1.5)
     assert value(metrics, "onair_identity_song_changes_total", channel="x", reason="predicted_end") == 1
+
+
+def test_a_song_answered_unknown_is_asked_again_once_the_index_knows_it(songs, tmp_path):
+    """A song's first request caught a jingle run into it and came back unknown; the checks then
+    find a recording the provider named: asked again at once (answered locally), once."""
+    index = AudioIndex(SqliteStore(tmp_path / "i.sqlite"), IdentityParams(), Metrics(), Clock())
+    index.create()
+    index.learn("z", cut(songs[0][0], 0, 10), {"title": "song 0", "extra": {"acrid": "r0"}}, "z:0", None)
+    index.learn("x", cut(songs[2][0], 0, 8), None, "x:0.0", None)           # the play's answer: unknown
+    stream = cut(songs[0][1], 0, 30)
+
+    def audio(a, b):
+        a = max(0.0, a)
+        return a, stream[int(a * SR):int(min(b, len(stream) / SR) * SR)]
+    deb = Debouncer("x", DebounceParams(first_request_s=0.0))
+    deb.song_start, deb.requested = 0.0, True
+    live = LiveIdentity("x", index, audio, lambda s: f"x:{s}", Metrics())
+    intents, t = [], 0.0
+    while t < 26.0:
+        intents += live.step(deb, t + 5.0, True, t + 0.96)
+        t += 0.96
+    assert [i.reason for i in intents] == ["index_match"]
 
 
 def test_early_requests_need_clean_music_ahead_and_are_confirmed_unless_identified():

@@ -293,10 +293,12 @@ class Debouncer:
         return intent
 
     # -- what the fingerprint index says (pipeline.identity.live)
-    def request_now(self, start: float, end: float, newest_time: float, reason: str) -> list[RequestIntent]:
+    def request_now(self, start: float, end: float, newest_time: float, reason: str,
+                    again: bool = False) -> list[RequestIntent]:
         """The index knows the recording in [start, end) (the audio it checked): ask at once with
-        that clip (answered locally), whatever the timers say; once per song."""
-        if self.song_start is None or self.requested:
+        that clip (answered locally), whatever the timers say; once per song, unless `again` (the
+        song's answer named something else)."""
+        if self.song_start is None or (self.requested and not again):
             return []
         start = max(self.song_start, start)
         if end - start < min(3.0, self.p.clip_s):

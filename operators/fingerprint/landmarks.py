@@ -79,6 +79,10 @@ def peaks(x: np.ndarray, per_s: int) -> tuple[np.ndarray, np.ndarray]:
     return t[o].astype(np.int32), f[o].astype(np.int32)
 
 
+HASH_BITS = 20                  # f1 (8 bits), df (6), dt (6): audfprint's
+HASH_SPACE = 1 << HASH_BITS
+
+
 def hashes(t: np.ndarray, f: np.ndarray, fanout: int = FANOUT) -> tuple[np.ndarray, np.ndarray]:
     """Landmark pairs of peaks (t, f): (hash uint32, anchor frame int32), unique, by frame."""
     n = len(t)
@@ -107,7 +111,7 @@ def fingerprint(x16: np.ndarray, p: FingerprintParams = FingerprintParams()) -> 
     return hashes(*peaks(to_fp_rate(x16), p.peaks_per_s))
 
 
-ITEM_BUCKETS = 1 << 16
+ITEM_BUCKETS = 1 << 18
 
 
 def best_match(qh: np.ndarray, qt: np.ndarray, rh: np.ndarray, items: np.ndarray, rt: np.ndarray,
@@ -118,21 +122,27 @@ def best_match(qh: np.ndarray, qt: np.ndarray, rh: np.ndarray, items: np.ndarray
         return None
     o = np.argsort(qh, kind="stable")
     sh, st = qh[o], qt[o]
-    lo, hi = np.searchsorted(sh, rh, "left"), np.searchsorted(sh, rh, "right")
-    n = hi - lo
-    rows = np.repeat(np.arange(len(rh)), n)
+    # Where each row's hash lies in the sorted query, from tables indexed by hash: a gather per
+    # row, not a binary search (a lookup in a large index returns most rows).
+    uq, first, count = np.unique(sh, return_index=True, return_counts=True)
+    lo_of, n_of = np.zeros(HASH_SPACE, np.int32), np.zeros(HASH_SPACE, np.int32)
+    lo_of[uq], n_of[uq] = first, count
+    n = np.take(n_of, rh, mode="clip")
+    # An item with fewer pairs than min_aligned in all cannot pass: drop its rows before pairing
+    # and sorting. In a large index nearly every row is such a chance hit. Counted per bucket of
+    # items (a bucket's pairs bound each of its items'), so memory does not grow with item ids;
+    # weighted only when a hash occurs more than once in the query.
+    bucket = items & (ITEM_BUCKETS - 1)
+    per_bucket = np.bincount(bucket, weights=n if count.max() > 1 else None, minlength=ITEM_BUCKETS)
+    keep = np.flatnonzero(np.take(per_bucket, bucket) >= p.min_aligned)
+    keep = keep[n[keep] > 0]
+    if len(keep) == 0:
+        return None
+    n, lo = n[keep].astype(np.int64), lo_of[rh[keep]].astype(np.int64)
+    item = items[keep].astype(np.int64)
+    rows = np.repeat(keep, n)
     qpos = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
-    if len(rows) == 0:
-        return None
-    item = items[rows].astype(np.int64)
-    # An item with fewer pairs than min_aligned in all cannot pass: drop them before the sort. In
-    # a large index nearly every pair is such a chance hit. Counted per bucket of items (a
-    # bucket's count bounds each of its items'), so memory does not grow with item ids.
-    bucket = item % ITEM_BUCKETS
-    busy = np.bincount(bucket, minlength=ITEM_BUCKETS)[bucket] >= p.min_aligned
-    rows, qpos, item = rows[busy], qpos[busy], item[busy]
-    if len(rows) == 0:
-        return None
+    item = np.repeat(item, n)
     tq = st[qpos].astype(np.int64)
     delta = rt[rows].astype(np.int64) - tq
     base = int(delta.min()) - 1

@@ -29,7 +29,6 @@ from pipeline.secrets import read_secret
 
 log = logging.getLogger("onair.identity")
 PAIR_S = MAX_DT * FRAME_S      # a landmark's pair reaches this far after its anchor
-UNKNOWN_LEAD_S = 30.0          # an unknown item's play is indexed only when known this near its start
 ANSWER_FIELDS = ("title", "artist", "album", "isrc", "provider", "score")
 
 
@@ -186,9 +185,7 @@ class AudioIndex:
                 return self._relabel(stale, answer, now, play_id)
             end_pos = None
             if answer is None:
-                # its own time base: 0 is the clip's start, so a play places it (add_play)
-                item = self.store.new_item("unknown", now, play_id=play_id, channel=channel, rec_offset_s=0.0)
-                end_pos = seconds
+                item = self.store.new_item("unknown", now, play_id=play_id, channel=channel)
             else:
                 extra = answer.get("extra") or {}
                 h, t, seconds, shift = _matched_part(h, t, seconds, extra)
@@ -242,9 +239,8 @@ class AudioIndex:
         """The engine's fingerprints of one whole play as it aired (frames from the song's start).
         Only the part the answer places in the recording is kept (its start from the provider's
         offset or the index's, its length from the provider's duration): a song whose boundary was
-        missed must not carry the next one into the index under its name. Plays not answered yet or
-        without a duration add nothing, nor does a play the index already holds; a play answered
-        unknown adds only its start (_add_unknown_play)."""
+        missed must not carry the next one into the index under its name. Plays not answered yet,
+        answered unknown, or without a duration add nothing; nor does a play the index already holds."""
         if len(h) == 0:
             return None
         try:
@@ -252,8 +248,6 @@ class AudioIndex:
             if play is None or play[1] is None:
                 return None
             target = self.store.canonical(play[0])
-            if target is not None and target["kind"] == "unknown":
-                return self._add_unknown_play(channel, play_id, h, t, float(play[1]), target)
             if target is None or target["kind"] != "recording" or not target.get("duration_s"):
                 return None
             rec_start, duration = float(play[1]), float(target["duration_s"])
@@ -270,25 +264,6 @@ class AudioIndex:
         except IndexError_ as e:
             self._failed("write", e, channel)
             return None
-
-    def _add_unknown_play(self, channel: str, play_id: str, h: np.ndarray, t: np.ndarray, start: float,
-                          target: dict) -> int | None:
-        """A play of an unknown item: its audio from the song's start up to the end of the part
-        already known, when that part ends within UNKNOWN_LEAD_S of the start. A later play
-        asked about earlier in the song is then known too. Never after that part: an unknown
-        jingle or song may run into a song the provider knows, which must not be filed as unknown."""
-        hi = start + float(target["t_end_s"] or 0.0)
-        lo = 1.0                                     # the crossfade into it
-        if hi > UNKNOWN_LEAD_S or start - lo < 2.0:
-            return None
-        keep = (t * FRAME_S >= lo) & (t * FRAME_S < hi - PAIR_S)
-        if keep.sum() == 0:
-            return None
-        item = self.store.new_item("indexed", iso(self.clock()), play_id=play_id, channel=channel,
-                                   same_as=target["id"], rec_offset_s=round(-start, 3))
-        self.store.add_hashes(item, h[keep], t[keep], hi - lo, hi)
-        self.metrics.identity_indexed.labels(channel).inc(hi - lo)
-        return item
 
     def _covers(self, item: dict, seconds: float) -> bool:
         return self.store.longest_indexed(item["id"]) >= seconds - 10.0

@@ -28,6 +28,7 @@ from operators.audio.constants import SAMPLE_RATE
 from operators.decisions.debounce import Debouncer, RequestIntent
 from operators.fingerprint.landmarks import FRAME_S, MAX_DT, fingerprint
 from pipeline.identity.index import AudioIndex
+from pipeline.identity.store import IndexError_
 from pipeline.recognition.providers import TAIL_MIN_DURATION_S, TAIL_S
 
 log = logging.getLogger("onair.identity")
@@ -60,6 +61,7 @@ class LiveIdentity:
         self._collect_until = float("inf")   # no anchors after the song's first gap
         self._decided = -1e12                 # decided stream time: anchors are collected up to it
         self._last_seen = None        # (item, where it began) of the last check that found a recording
+        self._reasked = False         # asked again: the song's answer named something else
 
     def step(self, deb: Debouncer, newest_time: float, music: bool, decided_time: float) -> list[RequestIntent]:
         """After each decided frame (music or not, decided up to `decided_time`): what the index
@@ -155,7 +157,20 @@ class LiveIdentity:
             self.predicted_end = b + item["duration_s"] - pos
         if not deb.requested:
             out += deb.request_now(a, b, newest_time, "index_match")
+        elif not self._reasked and self._answered_otherwise():
+            # the song was asked about, and its answer was an item the provider did not know (a clip
+            # that began on a jingle run into this recording): the index knows what is on air now
+            self._reasked = True
+            out += deb.request_now(a, b, newest_time, "index_match", again=True)
         return out
+
+    def _answered_otherwise(self) -> bool:
+        try:
+            play = self.index.store.play(self.play_id(self.song))
+            answer = None if play is None else self.index.store.canonical(play[0])
+        except IndexError_:
+            return False
+        return answer is not None and answer["kind"] == "unknown"
 
     def _carry(self, new_start: float | None):
         """A boundary the debouncer found inside a recording the index says plays on (its predicted

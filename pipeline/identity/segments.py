@@ -29,15 +29,16 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
+from operators.fingerprint.landmarks import HASH_BITS, HASH_SPACE
+
 log = logging.getLogger("onair.identity")
 
 PAIR = np.dtype([("item", "<u4"), ("t", "<i4")])
-HASH_BITS = 20
-HASH_SPACE = 1 << HASH_BITS
 CHUNK_HASHES = 1 << 14          # hashes per merge step: bounds memory and each transaction's length
 FLUSH_MAX = 4                   # a flush takes at most this many flush_landmarks
 WRITE_ROWS = 50_000             # posting rows per write transaction: other writers wait at most this long
@@ -60,6 +61,7 @@ class Segments:
         self._thread: threading.Thread | None = None
         self._mutex = threading.Lock()
         self.failures = 0
+        self._last_log = -1e9
 
     TABLES = (
         "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, item INTEGER NOT NULL, "
@@ -106,24 +108,25 @@ class Segments:
         uh = np.asarray(u, np.int64)
         lo, hi = np.searchsorted(rh, uh, "left"), np.searchsorted(rh, uh, "right")
         sel = _ranges(lo, hi)
-        parts_h, parts_i, parts_t = [rh[sel].astype(np.int64)], [ri[sel].astype(np.int64)], [rt[sel].astype(np.int64)]
+        parts_h, parts_i, parts_t = [rh[sel]], [ri[sel]], [rt[sel]]
         if rows:
             ph, e = _decode(rows)
             parts_h.append(ph)
-            parts_i.append(e["item"].astype(np.int64))
-            parts_t.append(e["t"].astype(np.int64))
-        return (np.concatenate(parts_h).astype(np.uint32), np.concatenate(parts_i), np.concatenate(parts_t))
+            parts_i.append(e["item"])
+            parts_t.append(e["t"])
+        # 32-bit throughout: a lookup at scale handles most of a million entries
+        return np.concatenate(parts_h), np.concatenate(parts_i), np.concatenate(parts_t)
 
     def _recent(self, c, key) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The batches not yet in a segment, sorted by hash; cached per connection until they change."""
         cached = getattr(self.store._local, "recent", None)
         if cached is not None and cached[0] == tuple(key):
             return cached[1]
-        hs, its, ts = [np.zeros(0, "<u4")], [np.zeros(0, np.int64)], [np.zeros(0, "<i4")]
+        hs, its, ts = [np.zeros(0, "<u4")], [np.zeros(0, "<u4")], [np.zeros(0, "<i4")]
         for item, n, hb, tb in c.execute("SELECT item, n, h, t FROM batches"):
             hs.append(np.frombuffer(hb, "<u4"))
             ts.append(np.frombuffer(tb, "<i4"))
-            its.append(np.full(n, item, np.int64))
+            its.append(np.full(n, item, "<u4"))
         h, i, t = np.concatenate(hs), np.concatenate(its), np.concatenate(ts)
         o = np.argsort(h, kind="stable")
         arrays = (h[o], i[o], t[o])
@@ -163,7 +166,7 @@ class Segments:
         rows = self.store.execute("SELECT level, COUNT(*), COALESCE(SUM(entries), 0) FROM segments "
                                   "WHERE state = 'live' GROUP BY level ORDER BY level", fetch=True)
         pending = self.store.execute("SELECT COUNT(*), COALESCE(SUM(n), 0) FROM batches", fetch=True)[0]
-        return {"batches": int(pending[0]), "batch_landmarks": int(pending[1]),
+        return {"batches": int(pending[0]), "batch_landmarks": int(pending[1]), "compaction_failures": self.failures,
                 "segments": {str(lv): {"segments": int(n), "landmarks": int(e)} for lv, n, e in rows}}
 
     # -- compaction
@@ -187,7 +190,10 @@ class Segments:
                 self.compact()
             except Exception as e:     # the index stays readable as it was; the next insert retries
                 self.failures += 1
-                log.error("%s: compaction failed, will retry: %s: %s", self.store.describe(), type(e).__name__, e)
+                if time.monotonic() - self._last_log > 60:       # a line a minute, not one per insert
+                    self._last_log = time.monotonic()
+                    log.error("%s: compaction failed (%d so far), will retry: %s: %s", self.store.describe(),
+                              self.failures, type(e).__name__, e)
             with self._mutex:
                 if not self._wake.is_set():
                     self._idle.set()
@@ -329,10 +335,10 @@ def _span(seg: int, lo: int) -> tuple[int, int]:
 
 
 def _decode(rows) -> tuple[np.ndarray, np.ndarray]:
-    """Posting rows (key, data) as one entry array and the hash of each entry."""
-    e = np.frombuffer(b"".join(r[1] for r in rows), PAIR)
-    keys = np.array([r[0] for r in rows], np.int64) & (HASH_SPACE - 1)
-    return np.repeat(keys, [len(r[1]) // PAIR.itemsize for r in rows]), e
+    """Posting rows (key, data) as one entry array and the hash (uint32) of each entry."""
+    e = np.frombuffer(b"".join([r[1] for r in rows]), PAIR)
+    keys = (np.fromiter((r[0] for r in rows), np.int64, len(rows)) & (HASH_SPACE - 1)).astype("<u4")
+    return np.repeat(keys, np.fromiter((len(r[1]) for r in rows), np.int64, len(rows)) // PAIR.itemsize), e
 
 
 def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -201,8 +201,6 @@ class SqlStore:
         self.execute("UPDATE items SET kind = ?, ref = ?, answer = ?, duration_s = ?, rec_offset_s = ?, same_as = ? "
                      "WHERE id = ?", (kind, ref, None if answer is None else json.dumps(answer), duration_s,
                                       rec_offset_s, same_as, item))
-        # its entries' offsets were in the old time base (an unknown item's), not the recording's
-        self.execute("UPDATE items SET rec_offset_s = NULL WHERE same_as = ?", (item,))
 
     def restart_window(self, item: int, now: str) -> None:
         """An unknown item asked about again and still unknown: its window starts anew."""
