@@ -378,6 +378,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
                                     "anchor to UTC, for `clock_resync_hold_s`, re-anchors it"),
         "clock_resync_hold_s": Float(30.0, 0.0, 86400.0,
                                      doc="how long late arrival must last before the clock re-anchors"),
+        "pace": Float(0.0, 0.0, 10000.0,
+                      doc="`onair run` on files: read them at this many times real time (1 = as if live, "
+                          "to test an overlay or replay a day; 0 = as fast as the machine allows)"),
     },
     "kafka": {
         "bootstrap_servers": Str("127.0.0.1:19092",

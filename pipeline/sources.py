@@ -1,7 +1,7 @@
 """Live and file sources: open with PyAV, pick the audio track, decode, and
 hand 16 kHz mono chunks with stream time to a callback.
 
-Files run as fast as the machine allows and end at EOF. Live sources
+Files run as fast as the machine allows (or at `source.pace` times real time) and end at EOF. Live sources
 (network URLs, or `source.live: true`) reconnect with exponential backoff
 after EOF or an error, and a watchdog restarts one that delivers no audio for
 `source.watchdog_s`; the outage stays a gap in stream time.
@@ -224,6 +224,7 @@ class Source(Input):
         super().__init__(channel, url, cfg, metrics, stop)
         self.normalizer = AudioNormalizer(max_gap_s=self.cfg["max_gap_s"])
         self.decoder = None
+        self._pace_origin: tuple[float, float] | None = None    # (monotonic, stream time) of the first chunk
 
     def _prepare(self, container, stream) -> None:
         try:
@@ -268,7 +269,22 @@ class Source(Input):
 
     def _emit(self, chunks: list[Chunk], sink) -> None:
         for chunk in chunks:
+            self._pace(chunk)
             sink(chunk)
+
+    def _pace(self, chunk: Chunk) -> None:
+        """A file read at `source.pace` times real time: several channels replayed from files then
+        interleave as they would live (what one channel's answer teaches the index reaches the
+        others in stream order), and an overlay can be tested against a recording."""
+        pace = self.cfg["pace"]
+        if pace <= 0 or self.live:
+            return
+        if self._pace_origin is None:
+            self._pace_origin = (time.monotonic(), chunk.time)
+        wall0, t0 = self._pace_origin
+        ahead = wall0 + (chunk.time - t0) / pace - time.monotonic()
+        if ahead > 0:
+            self.stop.wait(ahead)
 
 
 def run_inputs(targets: list[tuple[str, object]], stop: threading.Event, check=None) -> None:

@@ -84,3 +84,23 @@ def test_corrupt_packets_are_dropped_and_counted(tmp_path):
     bad.write_bytes(bytes(data))
     dec, _, chunks = decode_all(bad)
     assert sum(len(c.samples) for c in chunks) / 16000 > 2.0
+
+
+def test_a_file_read_at_source_pace_is_not_read_faster_than_that(tmp_path):
+    """`source.pace` 20: 4 s of audio take at least 0.2 s to read (a lower bound only: a busy
+    machine may read it slower), and reach the sink whole; pace 0 reads as fast as it can."""
+    import time
+
+    from pipeline import config
+    from pipeline.sources import Source
+    path = write_ts(tmp_path / "a.ts", tone(4.0), video=False)
+    for pace in (20.0, 0.0):
+        cfg = config.defaults()
+        cfg["source"]["pace"] = pace
+        got = []
+        t0 = time.monotonic()
+        Source("a", str(path), cfg).run(lambda c: got.append(c.time + len(c.samples) / 16000))
+        took = time.monotonic() - t0
+        assert max(got) == pytest.approx(4.0, abs=0.1)
+        if pace:
+            assert took >= 3.9 / pace

@@ -47,6 +47,12 @@ from operators.state import from_text, to_text
 GAP_LEVEL_DB = -200.0    # level given to the first frame after a gap: a dip deeper than any threshold
 
 
+# songs begun by the index (pipeline.identity.live) are asked about this much later, with the newest
+# audio: the point where a recording ended or changed is where stations put jingles
+INDEX_STARTS = ("predicted_end", "index_change")
+INDEX_START_WAIT_S = 4.0
+
+
 @dataclass
 class DebounceParams:
     min_music_s: float = 12.0
@@ -265,11 +271,16 @@ class Debouncer:
                 return []
             reason, start = "requery", max(self.song_start, min(conf, newest_time) - p.clip_s)
         else:
+            wait = INDEX_START_WAIT_S if self.song_reason in INDEX_STARTS else 0.0
             early = p.first_request_s > 0 and not self.hold and ahead_is_music \
-                and newest_time - self.song_start >= p.first_request_s
+                and newest_time - self.song_start >= p.first_request_s + wait
             if conf - self.song_start < p.min_music_s and not early:
                 return []
             reason, start = self.song_reason, self.song_start + p.lead_in_s
+            if wait:
+                # the song began where the index last heard the recording before it; a jingle or a
+                # sting often airs there: the clip is the newest audio, after it
+                start = max(start, (newest_time if early else conf) - p.clip_s)
             # asked before min_music_s: a confirm request follows unless the index identifies the song
             self.early = early and conf - self.song_start < p.min_music_s
         end = start + p.clip_s
