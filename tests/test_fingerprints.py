@@ -281,7 +281,7 @@ def test_segments_answer_alike_through_flushes_merges_prune_and_compaction(tmp_p
     for k in range(5):
         store.segments.flush_landmarks = 10 ** 9
         store.add_hashes(store.new_item("recording", "2026-12-06T10:00:00.000Z"), *landmarks(rng), 60.0, 60.0)
-    store.segments.flush_landmarks = 2000
+    store.segments.flush_landmarks = 300         # 32 of them: 9 600 landmarks, so two flushes
     assert store.compact()["flushed"] == 2 and store.storage()["batches"] == 0
 
 

@@ -40,7 +40,8 @@ log = logging.getLogger("onair.identity")
 
 PAIR = np.dtype([("item", "<u4"), ("t", "<i4")])
 CHUNK_HASHES = 1 << 14          # hashes per merge step: bounds memory and each transaction's length
-FLUSH_MAX = 4                   # a flush takes at most this many flush_landmarks
+MAX_LIVE = 4                    # live segments a query reads, at most (merges permitting)
+FLUSH_MAX = 32                  # a flush takes at most this many flush_landmarks (about 800 MB at the peak)
 WRITE_ROWS = 50_000             # posting rows per write transaction: other writers wait at most this long
 
 
@@ -215,37 +216,45 @@ class Segments:
                 return {"busy": True}
             done = {"flushed": 0, "merged": 0, "removed": self._collect_garbage()}
             while True:
+                # a flush, then the merges it makes due, in turn: inserts faster than flushes must
+                # not starve the merges (a query reads every live segment)
                 pending = self.store.execute("SELECT COALESCE(SUM(n), 0) FROM batches", fetch=True)[0][0]
-                if not (pending >= self.flush_landmarks or (full and pending)):
+                flushing = pending >= self.flush_landmarks or (full and pending > 0)
+                if flushing:
+                    self._flush()
+                    done["flushed"] += 1
+                live = self.store.execute("SELECT id, level, entries FROM segments WHERE state = 'live' "
+                                          "ORDER BY id", fetch=True)
+                group, level = self._due(live) if not full or flushing else ([], 0)
+                if group:
+                    self._merge(group, level)
+                    done["merged"] += len(group)
+                    done["removed"] += self._collect_garbage()     # its pages are reused by the next
+                elif not flushing:
                     break
-                self._flush()
-                done["flushed"] += 1
-            while True:
-                live = self.store.execute("SELECT id, level FROM segments WHERE state = 'live' ORDER BY id",
-                                          fetch=True)
-                if full:
-                    group = [s for s, _ in live]       # even one: it may hold deleted items' entries
-                    level = max((lv for _, lv in live), default=0) + 1
-                else:
-                    group, level = self._due(live)
-                if not group:
-                    break
-                self._merge(group, level)
-                done["merged"] += len(group)
-                if full:
-                    break
+            if full:
+                live = self.store.execute("SELECT id, level FROM segments WHERE state = 'live'", fetch=True)
+                if live:       # even one: it may hold deleted items' entries
+                    self._merge([s for s, _ in live], max(lv for _, lv in live) + 1)
+                    done["merged"] += len(live)
             done["removed"] += self._collect_garbage()
             return done
         finally:
             os.close(fd)     # closing releases the lock
 
     def _due(self, live: list) -> tuple[list[int], int]:
+        """The segments to merge next and the level of the result: `merge_factor` of one level
+        (each landmark is rewritten once per level); else, past MAX_LIVE segments, the smallest
+        ones, into the level of the largest of them (a query reads one row per hash per segment)."""
         by_level: dict[int, list[int]] = {}
-        for seg, level in live:
+        for seg, level, _ in live:
             by_level.setdefault(level, []).append(seg)
         for level in sorted(by_level):
             if len(by_level[level]) >= self.merge_factor:
                 return by_level[level][:self.merge_factor], level + 1
+        if len(live) > MAX_LIVE:
+            smallest = sorted(live, key=lambda r: r[2])[:len(live) - MAX_LIVE + 1]
+            return sorted(r[0] for r in smallest), max(r[1] for r in smallest)
         return [], 0
 
     def _new_segment(self, level: int) -> int:
