@@ -274,6 +274,15 @@ def test_segments_answer_alike_through_flushes_merges_prune_and_compaction(tmp_p
     assert after["batches"] == 0 and sum(v["segments"] for v in after["segments"].values()) == 1
     assert sum(v["landmarks"] for v in after["segments"].values()) == before + layout["batch_landmarks"] \
         - len(recs[gone][0])
+    # a damaged posting list is an unreadable index: logged and counted, the clip paid, never a guess
+    key = store.execute("SELECT key FROM postings LIMIT 1", fetch=True)[0][0]
+    saved = store.execute("SELECT data FROM postings WHERE key = ?", (key,), fetch=True)[0][0]
+    store.execute("UPDATE postings SET data = ? WHERE key = ?", (saved[:-3], key))
+    qh = np.concatenate([np.array([key & 0xFFFFF], np.uint32), excerpt(*recs[4], 500)[0]])
+    qt = np.concatenate([np.zeros(1, np.int32), excerpt(*recs[4], 500)[1]])
+    assert index.lookup_hashes(qh, qt, 8.0, "test") is None
+    assert value(index.metrics, "onair_identity_index_errors_total", op="lookup") == 1
+    store.execute("UPDATE postings SET data = ? WHERE key = ?", (saved, key))
     h, t = store.hashes_of(7)
     o = np.lexsort((recs[7][0], recs[7][1]))
     assert np.array_equal(h, recs[7][0][o]) and np.array_equal(t, recs[7][1][o])

@@ -63,6 +63,7 @@ class Segments:
         self._mutex = threading.Lock()
         self.failures = 0
         self._last_log = -1e9
+        self._local = threading.local()          # each thread's cache of the batches
 
     TABLES = (
         "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, item INTEGER NOT NULL, "
@@ -120,7 +121,7 @@ class Segments:
 
     def _recent(self, c, key) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The batches not yet in a segment, sorted by hash; cached per connection until they change."""
-        cached = getattr(self.store._local, "recent", None)
+        cached = getattr(self._local, "recent", None)
         if cached is not None and cached[0] == tuple(key):
             return cached[1]
         hs, its, ts = [np.zeros(0, "<u4")], [np.zeros(0, "<u4")], [np.zeros(0, "<i4")]
@@ -131,7 +132,7 @@ class Segments:
         h, i, t = np.concatenate(hs), np.concatenate(its), np.concatenate(ts)
         o = np.argsort(h, kind="stable")
         arrays = (h[o], i[o], t[o])
-        self.store._local.recent = (tuple(key), arrays)
+        self._local.recent = (tuple(key), arrays)
         return arrays
 
     def landmarks_of(self, items: set[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:

@@ -344,7 +344,10 @@ class SqliteStore(SqlStore):
         u = np.unique(h).astype(np.int64).tolist()
         if not u:
             return (np.zeros(0, np.uint32),) + (np.zeros(0, np.int64),) * 2
-        return self.segments.rows_for(u)
+        try:
+            return self.segments.rows_for(u)
+        except (ValueError, TypeError) as e:       # a damaged posting list: the file is corrupt
+            raise IndexError_(f"{self.describe()}: unreadable posting list: {e}") from None
 
     def hashes_of(self, item: int) -> tuple[np.ndarray, np.ndarray]:
         return self.segments.landmarks_of({item})[item]
