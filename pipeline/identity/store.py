@@ -150,20 +150,26 @@ class SqlStore:
 
     def add_hashes(self, item: int, h: np.ndarray, t: np.ndarray, seconds: float, t_end_s: float) -> None:
         """`seconds` of audio, up to item time `t_end_s`."""
+        self._store_landmarks(item, h, t)
+        self.execute("UPDATE items SET indexed_s = indexed_s + ?, hashes = hashes + ?, "
+                     "t_end_s = CASE WHEN t_end_s > ? THEN t_end_s ELSE ? END WHERE id = ?",
+                     (float(seconds), len(h), float(t_end_s), float(t_end_s), item))
+
+    def _store_landmarks(self, item: int, h: np.ndarray, t: np.ndarray) -> None:
         o = np.argsort(h, kind="stable")       # in key order: the index's pages are written in sequence
         h, t = h[o], t[o]
         self.execute(f"{self.insert_hash} INTO hashes (hash, item, t) VALUES (?, ?, ?)",
                      list(zip(h.astype(np.int64).tolist(), [item] * len(h), t.astype(np.int64).tolist())),
                      many=True)
-        self.execute("UPDATE items SET indexed_s = indexed_s + ?, hashes = hashes + ?, "
-                     "t_end_s = CASE WHEN t_end_s > ? THEN t_end_s ELSE ? END WHERE id = ?",
-                     (float(seconds), len(h), float(t_end_s), float(t_end_s), item))
 
     def rows_for(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Index rows (hash, item, frame) for the distinct hashes of `h`."""
         u = np.unique(h).astype(np.int64).tolist()
         if not u:
             return (np.zeros(0, np.uint32),) + (np.zeros(0, np.int64),) * 2
+        return self._rows(u)
+
+    def _rows(self, u: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows = self._select_hashes(u)
         if not rows:
             return (np.zeros(0, np.uint32),) + (np.zeros(0, np.int64),) * 2
@@ -334,16 +340,10 @@ class SqliteStore(SqlStore):
         self.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (self.schema,))
         log.info("%s: moved %d landmarks to schema %s", self.describe(), len(a), self.schema)
 
-    def add_hashes(self, item: int, h: np.ndarray, t: np.ndarray, seconds: float, t_end_s: float) -> None:
+    def _store_landmarks(self, item: int, h: np.ndarray, t: np.ndarray) -> None:
         self.segments.add(item, h, t)
-        self.execute("UPDATE items SET indexed_s = indexed_s + ?, hashes = hashes + ?, "
-                     "t_end_s = CASE WHEN t_end_s > ? THEN t_end_s ELSE ? END WHERE id = ?",
-                     (float(seconds), len(h), float(t_end_s), float(t_end_s), item))
 
-    def rows_for(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        u = np.unique(h).astype(np.int64).tolist()
-        if not u:
-            return (np.zeros(0, np.uint32),) + (np.zeros(0, np.int64),) * 2
+    def _rows(self, u: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         try:
             return self.segments.rows_for(u)
         except (ValueError, TypeError) as e:       # a damaged posting list: the file is corrupt
