@@ -113,6 +113,28 @@ def test_kafka_path_gives_the_direct_path_segments(kafka_broker, programme, tmp_
         assert summary["paid_calls"] == len(reqs["p"])
 
 
+def test_kafka_workers_check_the_recognizers_index(kafka_broker, programme, tmp_path, monkeypatch):
+    """With a provider configured, a worker opens the recognizer's fingerprint index (beside its
+    ledger) and its channels check their audio against it: the programme's second song, which the
+    index knows from an earlier play, is asked about as `index_match` (answered free)."""
+    from operators.audio.decode import decode_whole
+    from pipeline.identity.index import AudioIndex, IdentityParams
+    from pipeline.identity.store import SqliteStore
+    monkeypatch.setenv("AUDD_API_TOKEN", "tok")
+    cfg, _ = kafka_cfg(kafka_broker, "recognition.provider=audd", f"recognition.ledger={tmp_path / 'ledger.jsonl'}")
+    x = decode_whole(str(programme["ts"]), "programme")
+    known = AudioIndex(SqliteStore(tmp_path / "fingerprints.sqlite"), IdentityParams(), Metrics())
+    assert known.create()
+    known.learn("earlier", x[52 * 16000:62 * 16000], {"title": "Song 2", "extra": {"acrid": "s2"}}, "earlier:1")
+    res = Ingest([("p", str(programme["ts"]))], cfg, audio_only=True).run()
+    w = run_worker(cfg, res["p"]["chunks"] + 1)
+    assert w.engine.index is not None and str(w.engine.index.store.path) == str(tmp_path / "fingerprints.sqlite")
+    reqs, _ = requests_by_channel(cfg)
+    matched = [r for r in reqs["p"] if r["reason"] == "index_match"]
+    assert len(matched) == 1 and 48.0 <= matched[0]["song_start"] <= 56.0
+    assert not any(r["reason"] == "index_match" and r["song_start"] < 40.0 for r in reqs["p"])
+
+
 def test_state_goes_to_the_changelog_every_state_every_s_and_offsets_only_as_far_as_it_covers(kafka_broker,
                                                                                               programme):
     from kafka import TopicPartition
