@@ -73,14 +73,12 @@ class DirectRun:
         self.observer = observer       # see Engine
 
     def run(self) -> dict[str, ChannelResult]:
-        from pipeline.identity.index import open_index
+        from pipeline.identity.index import open_shared_index
         from pipeline.recognition.stage import RecognitionStage, ledger_path, make_recognizer
         files = DailyJsonlOutputs(self.out_dir)
         ledger = ledger_path(self.cfg, self.out_dir)
-        # one index for the recognizer (answers, learns) and the channels (check, index plays); only
-        # where something is paid: without a provider nothing would ever be identified
-        index = open_index(self.cfg, ledger.parent, self.metrics) if self.cfg["recognition"]["provider"] != "none" \
-            else None
+        # one index for the recognizer (answers, learns) and the channels (check, index plays)
+        index = open_shared_index(self.cfg, self.out_dir, self.metrics)
         recognizer = make_recognizer(self.cfg, ledger, self.metrics, index=index if index is not None else False)
         stage = None
         if recognizer is not None:

@@ -1,10 +1,11 @@
 """Live and file sources: open with PyAV, pick the audio track, decode, and
 hand 16 kHz mono chunks with stream time to a callback.
 
-Files run as fast as the machine allows (or at `source.pace` times real time) and end at EOF. Live sources
-(network URLs, or `source.live: true`) reconnect with exponential backoff
-after EOF or an error, and a watchdog restarts one that delivers no audio for
-`source.watchdog_s`; the outage stays a gap in stream time.
+Files run as fast as the machine allows (or at `source.pace` times real
+time) and end at EOF. Live sources (network URLs, or `source.live: true`)
+reconnect with exponential backoff after EOF or an error, and a watchdog
+restarts one that delivers no audio for `source.watchdog_s`; the outage stays
+a gap in stream time.
 """
 from __future__ import annotations
 

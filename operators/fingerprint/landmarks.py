@@ -114,6 +114,11 @@ def fingerprint(x16: np.ndarray, p: FingerprintParams = FingerprintParams()) -> 
 ITEM_BUCKETS = 1 << 18
 
 
+def ranges(lo: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Indices lo[0] .. lo[0]+n[0]-1, lo[1] .. lo[1]+n[1]-1, ... as one array."""
+    return np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+
+
 def best_match(qh: np.ndarray, qt: np.ndarray, rh: np.ndarray, items: np.ndarray, rt: np.ndarray,
                duration_frames: int, p: FingerprintParams = FingerprintParams()) -> Match | None:
     """The item the query (hashes qh at frames qt) is, among index rows (hash rh, item, frame rt)
@@ -141,7 +146,7 @@ def best_match(qh: np.ndarray, qt: np.ndarray, rh: np.ndarray, items: np.ndarray
     n, lo = n[keep].astype(np.int64), lo_of[rh[keep]].astype(np.int64)
     item = items[keep].astype(np.int64)
     rows = np.repeat(keep, n)
-    qpos = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+    qpos = ranges(lo, n)
     item = np.repeat(item, n)
     tq = st[qpos].astype(np.int64)
     delta = rt[rows].astype(np.int64) - tq

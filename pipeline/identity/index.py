@@ -115,16 +115,14 @@ class AudioIndex:
         t0 = time.perf_counter() if t0 is None else t0
         try:
             rh, items, rt = self.store.rows_for(h)
-            m = best_match(h, t, rh, items, rt, int(seconds / FRAME_S), self.p.fp)
-            item = self.store.canonical(m.item) if m is not None else None
-            for _ in range(3):
-                # a pruned item whose entries wait for their segment's next merge: the next best
-                if m is None or item is not None:
-                    break
-                keep = items != m.item
-                rh, items, rt = rh[keep], items[keep], rt[keep]
+            for _ in range(4):
                 m = best_match(h, t, rh, items, rt, int(seconds / FRAME_S), self.p.fp)
                 item = self.store.canonical(m.item) if m is not None else None
+                if m is None or item is not None:
+                    break
+                # a pruned item whose entries wait for their segment's next merge: the next best
+                keep = items != m.item
+                rh, items, rt = rh[keep], items[keep], rt[keep]
         except IndexError_ as e:
             self._failed("lookup", e, channel)
             return None
@@ -298,6 +296,15 @@ def open_index(cfg: dict, out_dir: Path | None, metrics: Metrics | None = None, 
     if idx.create():
         log.info("fingerprint index: %s", store.describe())
     return idx
+
+
+def open_shared_index(cfg: dict, out_dir: Path | None, metrics: Metrics | None = None) -> AudioIndex | None:
+    """The index the recognizer and the channels share, beside `recognition.ledger` (in `out_dir`
+    when relative): None without a provider, where nothing would ever be identified."""
+    if cfg["recognition"]["provider"] == "none":
+        return None
+    from pipeline.recognition.stage import ledger_path
+    return open_index(cfg, ledger_path(cfg, out_dir).parent, metrics)
 
 
 def make_store(cfg: dict, out_dir: Path | None):

@@ -15,8 +15,9 @@ growing B-tree. Instead, as in a log-structured merge tree:
   end of the table.
 - When the batches hold `flush_landmarks` landmarks they become a level-0 segment; when
   `merge_factor` segments share a level they are merged into one of the next level, dropping the
-  entries of deleted items. Each landmark is rewritten about log_F(N) times; a query reads at most
-  (F - 1) segments per level.
+  entries of deleted items, and past MAX_LIVE live segments the smallest are merged. Each landmark
+  is rewritten about log_F(N) times; a query reads about MAX_LIVE segments. Flushes and merges
+  take turns, so inserts faster than flushes do not starve the merges.
 - A segment is written as `building` in short transactions, then made live in one transaction
   that also retires what it replaces (batches or segments): readers see the old layout or the new
   one, never both; a crash leaves only `building` or `dead` rows, removed by the next compaction.
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from operators.fingerprint.landmarks import HASH_BITS, HASH_SPACE
+from operators.fingerprint.landmarks import HASH_BITS, HASH_SPACE, ranges
 
 log = logging.getLogger("onair.identity")
 
@@ -46,8 +47,8 @@ WRITE_ROWS = 50_000             # posting rows per write transaction: other writ
 
 
 class Segments:
-    """The landmark tables of one SQLite store. `tx(fn)` runs fn(connection) in one write
-    transaction; `read(fn)` in one read snapshot; `conn()` is the calling thread's connection."""
+    """The landmark tables of one SQLite store, through its `execute`, `tx(fn)` (fn(connection) in
+    one write transaction) and `read(fn)` (in one read snapshot)."""
 
     def __init__(self, store, lock_path: Path, flush_landmarks: int = 1_000_000, merge_factor: int = 4,
                  background: bool = True):
@@ -80,9 +81,13 @@ class Segments:
         t = np.ascontiguousarray(t, "<i4")
         self.store.execute("INSERT INTO batches (item, n, h, t) VALUES (?, ?, ?, ?)",
                            (int(item), len(h), h.tobytes(), t.tobytes()))
-        pending = self.store.execute("SELECT COALESCE(SUM(n), 0) FROM batches", fetch=True)[0][0]
+        pending = self._pending()
         if pending >= self.flush_landmarks:
             self._kick()
+
+    def _pending(self) -> int:
+        """Landmarks in batches, not yet in a segment."""
+        return self.store.execute("SELECT COALESCE(SUM(n), 0) FROM batches", fetch=True)[0][0]
 
     def delete_items(self, ids: list[int]) -> None:
         """Their batches go now; their entries in segments at the next merge of each segment (queries
@@ -109,7 +114,7 @@ class Segments:
         rows, (rh, ri, rt) = self.store.read(snapshot)
         uh = np.asarray(u, np.int64)
         lo, hi = np.searchsorted(rh, uh, "left"), np.searchsorted(rh, uh, "right")
-        sel = _ranges(lo, hi)
+        sel = ranges(lo, hi - lo)
         parts_h, parts_i, parts_t = [rh[sel]], [ri[sel]], [rt[sel]]
         if rows:
             ph, e = _decode(rows)
@@ -145,16 +150,17 @@ class Segments:
                 if item in got:
                     got[item].append((np.frombuffer(hb, "<u4"), np.frombuffer(tb, "<i4")))
             live = [r[0] for r in c.execute("SELECT id FROM segments WHERE state = 'live'")]
-            for seg, lo in ((seg, lo) for seg in live for lo in range(0, HASH_SPACE, CHUNK_HASHES)):
-                rows = c.execute("SELECT key, data FROM postings WHERE key >= ? AND key < ?",
-                                 _span(seg, lo)).fetchall()
-                if not rows:
-                    continue
-                h, e = _decode(rows)
-                keep = np.isin(e["item"], want)
-                for item in np.unique(e["item"][keep]):
-                    m = e["item"] == item
-                    got[int(item)].append((h[m].astype("<u4"), e["t"][m]))
+            for seg in live:
+                for lo in range(0, HASH_SPACE, CHUNK_HASHES):
+                    rows = c.execute("SELECT key, data FROM postings WHERE key >= ? AND key < ?",
+                                     _span(seg, lo)).fetchall()
+                    if not rows:
+                        continue
+                    h, e = _decode(rows)
+                    keep = np.isin(e["item"], want)
+                    for item in np.unique(e["item"][keep]):
+                        m = e["item"] == item
+                        got[int(item)].append((h[m], e["t"][m]))
         self.store.read(scan)
         out = {}
         for item, parts in got.items():
@@ -219,7 +225,7 @@ class Segments:
             while True:
                 # a flush, then the merges it makes due, in turn: inserts faster than flushes must
                 # not starve the merges (a query reads every live segment)
-                pending = self.store.execute("SELECT COALESCE(SUM(n), 0) FROM batches", fetch=True)[0][0]
+                pending = self._pending()
                 flushing = pending >= self.flush_landmarks or (full and pending > 0)
                 if flushing:
                     self._flush()
@@ -349,12 +355,3 @@ def _decode(rows) -> tuple[np.ndarray, np.ndarray]:
     e = np.frombuffer(b"".join([r[1] for r in rows]), PAIR)
     keys = (np.fromiter((r[0] for r in rows), np.int64, len(rows)) & (HASH_SPACE - 1)).astype("<u4")
     return np.repeat(keys, np.fromiter((len(r[1]) for r in rows), np.int64, len(rows)) // PAIR.itemsize), e
-
-
-def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Indices lo[0]..hi[0]-1, lo[1]..hi[1]-1, ... as one array."""
-    n = hi - lo
-    total = int(n.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    return np.repeat(lo - np.cumsum(n) + n, n) + np.arange(total)

@@ -1,5 +1,5 @@
 """Where the fingerprint index lives: embedded SQLite (the default, one file per deployment) or
-PostgreSQL (several recognizers and workers sharing one index). Both hold the same three tables:
+PostgreSQL (several recognizers and workers sharing one index). Both hold:
 
 - `items`: one row per fingerprinted stretch of audio (a paid clip, or a whole play as it
   aired). `same_as` points at the item it was found to be (a later play of a recording already
@@ -45,9 +45,6 @@ class SqlStore:
     autoid = "INTEGER PRIMARY KEY"
     real = "REAL"
     bigint = "INTEGER"
-    hashes_table = "CREATE TABLE IF NOT EXISTS hashes (hash INTEGER NOT NULL, item {bigint} NOT NULL, " \
-                   "t INTEGER NOT NULL)"
-    insert_hash = "INSERT"
 
     def __init__(self):
         self._local = threading.local()
@@ -113,7 +110,8 @@ class SqlStore:
         raise NotImplementedError
 
     def landmark_tables(self) -> tuple[str, ...]:
-        return (self.hashes_table.format(bigint=self.bigint), "CREATE INDEX IF NOT EXISTS hashes_by_hash ON hashes (hash)")
+        return (f"CREATE TABLE IF NOT EXISTS hashes (hash INTEGER NOT NULL, item {self.bigint} NOT NULL, "
+                "t INTEGER NOT NULL)", "CREATE INDEX IF NOT EXISTS hashes_by_hash ON hashes (hash)")
 
     def create(self) -> None:
         b, r = self.bigint, self.real
@@ -158,7 +156,7 @@ class SqlStore:
     def _store_landmarks(self, item: int, h: np.ndarray, t: np.ndarray) -> None:
         o = np.argsort(h, kind="stable")       # in key order: the index's pages are written in sequence
         h, t = h[o], t[o]
-        self.execute(f"{self.insert_hash} INTO hashes (hash, item, t) VALUES (?, ?, ?)",
+        self.execute("INSERT INTO hashes (hash, item, t) VALUES (?, ?, ?)",
                      list(zip(h.astype(np.int64).tolist(), [item] * len(h), t.astype(np.int64).tolist())),
                      many=True)
 

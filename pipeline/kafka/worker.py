@@ -49,17 +49,6 @@ from pipeline.params import DecodeParams
 log = logging.getLogger("onair.worker")
 
 
-def worker_index(cfg: dict, metrics):
-    """The fingerprint index the channels check their audio against: the recognizer's (the same
-    `identity.path` beside `recognition.ledger`, on a volume both mount, or one PostgreSQL),
-    where something is paid; None without a provider, as in `onair run`."""
-    if cfg["recognition"]["provider"] == "none":
-        return None
-    from pipeline.identity.index import open_index
-    from pipeline.recognition.stage import ledger_path
-    return open_index(cfg, ledger_path(cfg, None).parent, metrics)
-
-
 class Worker:
     def __init__(self, cfg: dict, embedder=None, metrics: Metrics | None = None):
         from kafka import ConsumerRebalanceListener
@@ -83,7 +72,9 @@ class Worker:
         self.consumer = consumer(cfg)
         self.outputs = KafkaOutputs.from_config(self.producer, cfg)
         self.engine = Engine.from_config(cfg, self.embedder, self.outputs, self.metrics)
-        self.engine.index = worker_index(cfg, self.metrics)
+        from pipeline.identity.index import open_shared_index
+        # the recognizer's index (a volume both mount, or one PostgreSQL: docs/deploy.md)
+        self.engine.index = open_shared_index(cfg, None, self.metrics)
         self.engine.start()
         self.stop = threading.Event()
         self.processed = 0          # media records handled (incl. DLQ and skipped)
