@@ -172,6 +172,85 @@ def test_an_unknown_item_identified_later_corrects_its_earlier_plays(songs, acr,
     assert all(f["title"] == "Song Title" and f["corrects"] == "unidentified" for f in fixes)
 
 
+def test_an_unknown_items_play_is_indexed_around_the_clip_heard(songs, tmp_path):
+    """A song the provider did not know was heard 10-18 s into its play; the play as it aired goes
+    into the index from 10 s before the clip to 40 s after its start, so a later play clipped at
+    30-38 s is known (not paid again) and one clipped past that bound is not."""
+    fp = FingerprintParams(peaks_per_s=22)
+    index = AudioIndex(SqliteStore(tmp_path / "i.sqlite"), IdentityParams(), Metrics(), Clock())
+    index.create()
+    x, aired = songs[1]
+    assert index.learn("a", cut(aired, 10, 18), None, "a:0", None, clip_in_play_s=18.0) is not None
+    assert index.answer(cut(x, 30, 38), "b") is None            # the clip alone does not reach there
+    h, t = fingerprint(cut(aired, 0, 60), fp)
+    assert index.add_play("a", "a:0", h, t, 60.0) is not None
+    assert index.add_play("a", "a:0", h, t, 60.0) is None       # held already: nothing added twice
+    later = index.answer(cut(x, 30, 38), "b", "b:0", 38.0)
+    assert later is not None and later.outcome == "known_unidentified"
+    assert later.position_s == pytest.approx(28.0, abs=0.5)     # placed in the first clip's time base
+    assert index.answer(cut(x, 52, 60), "b") is None            # past the bound: a song run into it
+
+
+def test_a_play_is_placed_by_all_of_its_audio_and_a_loop_is_not_placed(songs, tmp_path):
+    """The index keeps a play where all of its audio places it, whatever offset the answer said;
+    music that repeats itself sample for sample matches at every repeat: the place is not known,
+    so nothing is kept (else the entry runs past the recording's end into the next song)."""
+    fp = FingerprintParams(peaks_per_s=22)
+    index = AudioIndex(SqliteStore(tmp_path / "i.sqlite"), IdentityParams(), Metrics(), Clock())
+    index.create()
+    x = songs[0][0]
+    answer = {"title": "song", "extra": {"acrid": "r0", "duration_ms": 60000, "play_offset_ms": 20000}}
+    index.learn("z", cut(x, 10, 20), answer, "z:0", None)          # recording time 10-20 s
+    # a play that began 5 s into the recording; its answer (one clip) placed it wrongly, at 0 s
+    index.store.set_play("a:0", index.store.by_ref("acrid:r0"), 0.0)
+    h, t = fingerprint(cut(songs[0][1], 5, 55), fp)
+    entry = index.add_play("a", "a:0", h, t, 50.0)
+    assert entry is not None and index.store.item(entry)["rec_offset_s"] == pytest.approx(5.0, abs=0.1)
+    # a recording made of one 8 s stretch four times over
+    loop = np.tile(cut(songs[2][0], 20, 28), 4)
+    index.learn("z", loop[:8 * SR], {"title": "loop", "extra": {"acrid": "r1", "duration_ms": 32000,
+                                                                "play_offset_ms": 8000}}, "z:1", None)
+    index.store.set_play("b:0", index.store.by_ref("acrid:r1"), 0.0)
+    h, t = fingerprint(0.33 * loop, fp)
+    assert index.add_play("b", "b:0", h, t, 32.0) is None
+    # against the whole loop a window of it matches well at each repeat
+    rh, rt = fingerprint(loop, fp)
+    qh, qt = fingerprint(0.33 * loop[10 * SR:16 * SR], fp)
+    m = best_match(qh, qt, rh, np.zeros(len(rh), np.int64), rt.astype(np.int64), int(6 / 0.0232), fp)
+    assert m is not None and m.repeat >= 0.5 * m.aligned and not m.placed
+
+
+def test_a_plays_entry_holds_the_hashes_of_its_whole_audio(songs, tmp_path):
+    """The engine's entry for a play, collected while it airs in 2 s checks, holds nearly every hash
+    a fingerprint of the whole play gives (anchors cut from the checks' sliding windows kept about
+    half, and another channel's play of the recording then matched it weakly)."""
+    fp = FingerprintParams(peaks_per_s=22)
+    index = AudioIndex(SqliteStore(tmp_path / "i.sqlite"), IdentityParams(), Metrics(), Clock())
+    index.create()
+    x, aired = songs[0]
+    index.learn("z", cut(x, 0, 10), {"title": "song 0", "extra": {"acrid": "r0", "duration_ms": 60000,
+                                                                 "play_offset_ms": 10000}}, "z:0", None)
+    stream = cut(aired, 0, 50)
+
+    def audio(a, b):
+        a = max(0.0, a)
+        return a, stream[int(a * SR):int(min(b, len(stream) / SR) * SR)]
+    deb = Debouncer("x", DebounceParams(first_request_s=0.0))
+    deb.song_start = 0.0
+    live = LiveIdentity("x", index, audio, lambda s: f"x:{s}", Metrics())
+    t = 0.0
+    while t < 44.0:
+        live.step(deb, t + 5.0, True, t + 0.96)
+        t += 0.96
+    index.store.set_play("x:0.0", index.store.by_ref("acrid:r0"))      # answered: the recognizer's part
+    live.close(deb, end=40.0)
+    entries = [e for e in index.store.offsets(index.store.by_ref("acrid:r0")) if e != index.store.by_ref("acrid:r0")]
+    assert len(entries) == 1
+    whole = fingerprint(cut(aired, 0, 40), fp)[0]
+    held = index.store.item(entries[0])["hashes"]
+    assert held >= 0.9 * np.count_nonzero(whole)
+
+
 def test_a_corrupt_index_is_named_and_onair_pays_instead(songs, acr, tmp_path, caplog):
     (tmp_path / "fingerprints.sqlite").write_bytes(b"this is not a database" * 100)
     metrics = Metrics()

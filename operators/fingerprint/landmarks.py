@@ -27,6 +27,8 @@ N_FFT, HOP = 512, 256
 FRAME_S = HOP / RATE              # 23.2 ms: the unit of fingerprint times
 MIN_DT, MAX_DT, MAX_DF, FANOUT = 2, 63, 31, 6
 PEAK_DT, PEAK_DF = 3, 12
+BUCKET_FRAMES = int(round(1 / FRAME_S))   # the strongest peaks_per_s are picked per 43 frames
+REPEAT_SHARE = 0.5                # another offset of the item this close to the best: its place is not known
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,13 @@ class Match:
     offset_s: float               # item time at the query's start
     coverage: float               # share of the query spanned by the aligned hashes
     runner_up: int                # the best count of any other item with min_aligned pairs in all, else 0
+    repeat: int = 0               # the best count of the same item at another offset (a loop in it)
+
+    @property
+    def placed(self) -> bool:
+        """Is the offset known? Music that repeats itself sample for sample (game and library music
+        loops) matches at each repeat nearly as well: the item is known, not where in it."""
+        return self.repeat < REPEAT_SHARE * self.aligned
 
 
 def to_fp_rate(x16: np.ndarray) -> np.ndarray:
@@ -69,7 +78,7 @@ def peaks(x: np.ndarray, per_s: int) -> tuple[np.ndarray, np.ndarray]:
     f, t = np.nonzero((sg == loc) & (sg > 0))
     if len(t) == 0:
         return none
-    sec = t // int(round(1 / FRAME_S))
+    sec = t // BUCKET_FRAMES
     order = np.lexsort((-sg[f, t], sec))
     ss = sec[order]
     rank = np.arange(len(order)) - np.searchsorted(ss, ss, side="left")
@@ -162,9 +171,10 @@ def best_match(qh: np.ndarray, qt: np.ndarray, rh: np.ndarray, items: np.ndarray
     b = int(np.argmax(sm))
     best_item, best_key = int(its[b]), int(u[b])
     other = sm[its != best_item]
+    again = sm[(its == best_item) & (np.abs(u - best_key) > 2)]
     near = (item == best_item) & (np.abs(key - best_key) <= 1)
     times = tq[near]
     cover = (times.max() - times.min()) / max(1, duration_frames) if len(times) else 0.0
     m = Match(best_item, int(sm[b]), float((best_key % span + base) * FRAME_S), round(float(cover), 3),
-              int(other.max()) if len(other) else 0)
+              int(other.max()) if len(other) else 0, int(again.max()) if len(again) else 0)
     return m if m.aligned >= p.min_aligned and m.coverage >= p.min_coverage else None

@@ -29,6 +29,8 @@ from pipeline.secrets import read_secret
 
 log = logging.getLogger("onair.identity")
 PAIR_S = MAX_DT * FRAME_S      # a landmark's pair reaches this far after its anchor
+UNKNOWN_BEFORE_S = 10.0       # an unknown item's play is indexed from this long before the clip heard ...
+UNKNOWN_AFTER_S = 40.0        # ... to this long after the clip's start
 ANSWER_FIELDS = ("title", "artist", "album", "isrc", "provider", "score")
 
 
@@ -183,7 +185,9 @@ class AudioIndex:
                 return self._relabel(stale, answer, now, play_id)
             end_pos = None
             if answer is None:
-                item = self.store.new_item("unknown", now, play_id=play_id, channel=channel)
+                # its own time base: item time 0 is the clip's start, so later plays are placed in it
+                item = self.store.new_item("unknown", now, play_id=play_id, channel=channel, rec_offset_s=0.0)
+                end_pos = seconds
             else:
                 extra = answer.get("extra") or {}
                 h, t, seconds, shift = _matched_part(h, t, seconds, extra)
@@ -222,6 +226,8 @@ class AudioIndex:
             ref, label, duration, canon = self._recording(answer)
             self.store.label(item["id"], "recording" if canon is None else "indexed", ref=ref, answer=label,
                              duration_s=duration, same_as=canon)
+            # its plays' entries were placed in the clip's time base, not in the recording's
+            self.store.unplace(item["id"])
         self.store.touch(item["id"], now, paid=1)
         target = self.store.canonical(item["id"])["id"]
         if play_id:
@@ -235,23 +241,37 @@ class AudioIndex:
     def add_play(self, channel: str, play_id: str, h: np.ndarray, t: np.ndarray, seconds: float,
                  known: dict | None = None) -> int | None:
         """The engine's fingerprints of one whole play as it aired (frames from the song's start).
-        Only the part the answer places in the recording is kept (its start from the provider's
-        offset or the index's, its length from the provider's duration): a song whose boundary was
-        missed must not carry the next one into the index under its name. Plays not answered yet,
-        answered unknown, or without a duration add nothing; nor does a play the index already holds."""
+        Only the part inside the recording answered is kept: its start where the index's entries
+        place the play, its length from the provider's duration; a song whose boundary was missed
+        must not carry the next one into the index under its name. An item the provider did not know
+        keeps a bounded stretch around the clip heard (_unknown_part). Plays not answered yet, not
+        placed, or of a recording without a duration add nothing; nor does a play the index holds."""
         if len(h) == 0:
             return None
         try:
             play = self.store.play(play_id)
-            if play is None or play[1] is None:
+            if play is None:
                 return None
             target = self.store.canonical(play[0])
-            if target is None or target["kind"] != "recording" or not target.get("duration_s"):
+            if target is None:
                 return None
-            rec_start, duration = float(play[1]), float(target["duration_s"])
-            lo, hi = max(0.0, rec_start + 1.0), min(seconds, rec_start + duration - 1.0)   # 1 s: crossfades
+            # where the recording begins in this play, from all of the play's audio against what the
+            # index holds of it: the answer's own offset came from a few seconds, and in music that
+            # repeats itself one repeat away (the entry would then run into the next song)
+            rec_start = self._place(target["id"], h, t)
+            if rec_start is None:
+                return None
+            if target["kind"] == "unknown":
+                lo, hi = self._unknown_part(target, rec_start, seconds)
+            elif target["kind"] != "recording" or not target.get("duration_s"):
+                return None
+            else:
+                duration = float(target["duration_s"])
+                lo, hi = max(0.0, rec_start + 1.0), min(seconds, rec_start + duration - 1.0)   # 1 s: crossfades
+                if self._covers(target, min(duration, hi - lo)):
+                    return None
             span = hi - lo
-            if span < 10.0 or self._covers(target, min(duration, span)):
+            if span < 10.0:
                 return None
             keep = (t * FRAME_S >= lo) & (t * FRAME_S < hi)
             item = self.store.new_item("indexed", iso(self.clock()), play_id=play_id, channel=channel,
@@ -262,6 +282,31 @@ class AudioIndex:
         except IndexError_ as e:
             self._failed("write", e, channel)
             return None
+
+    def _place(self, target: int, h: np.ndarray, t: np.ndarray) -> float | None:
+        """Play time where canonical item `target` has its time 0, as its placed entries say from
+        the play's hashes (frames from the play's start); None unless they agree on one place."""
+        offsets = self.store.offsets(target)
+        rh, items, rt = self.store.rows_for(h)
+        ok = np.isin(items, np.fromiter(offsets, np.int64, len(offsets)))
+        if not ok.any():
+            return None
+        shift = np.array([int(round(offsets[i] / FRAME_S)) for i in items[ok].tolist()], np.int64)
+        m = best_match(h, t, rh[ok], np.zeros(int(ok.sum()), np.int64), rt[ok] + shift, int(t.max()) + 1,
+                       FingerprintParams(self.p.fp.peaks_per_s, self.p.fp.min_aligned, 0.0))
+        return None if m is None or not m.placed else -m.offset_s
+
+    def _unknown_part(self, item: dict, rec_start: float, seconds: float) -> tuple[float, float]:
+        """The part of an unknown item's play worth indexing, in play time: around the stretch the
+        provider heard (item time 0 at `rec_start`), so that a later play clipped a few seconds
+        earlier or later still matches; bounded, since the item's end is not known and a song run
+        into it without a dip must not become "unknown"; nothing the item's entries already hold."""
+        lo, hi = max(0.0, rec_start - UNKNOWN_BEFORE_S), min(seconds, rec_start + UNKNOWN_AFTER_S)
+        for a, b in self.store.spans(item["id"]):
+            a, b = a + rec_start, b + rec_start      # item time -> play time
+            if a <= lo + 5.0 and b >= hi - 5.0:
+                return lo, lo                        # held already
+        return lo, hi
 
     def _covers(self, item: dict, seconds: float) -> bool:
         return self.store.longest_indexed(item["id"]) >= seconds - 10.0

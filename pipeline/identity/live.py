@@ -26,7 +26,7 @@ import numpy as np
 
 from operators.audio.constants import SAMPLE_RATE
 from operators.decisions.debounce import Debouncer, RequestIntent
-from operators.fingerprint.landmarks import FRAME_S, MAX_DT, fingerprint
+from operators.fingerprint.landmarks import BUCKET_FRAMES, FRAME_S, MAX_DT, fingerprint
 from pipeline.identity.index import AudioIndex
 from pipeline.identity.store import IndexError_
 from pipeline.recognition.providers import TAIL_MIN_DURATION_S, TAIL_S
@@ -34,6 +34,9 @@ from pipeline.recognition.providers import TAIL_MIN_DURATION_S, TAIL_S
 log = logging.getLogger("onair.identity")
 PAIR_SPAN_S = MAX_DT * FRAME_S      # an anchor this close to a window's end is missing pairs
 MIN_PLAY_S = 20.0                   # shorter songs are not worth an entry of their own
+COLLECT_MIN_S = 4.0                 # a play's anchors are fingerprinted in stretches of at least this ...
+COLLECT_CONTEXT_S = 2.0             # ... with this much audio before each (the onset filter's memory)
+BUCKET_S = BUCKET_FRAMES * FRAME_S  # peaks are picked per this stretch
 EARLY_START_S = 20.0                # a recording found to have begun this long before the music did is mid-way
 
 
@@ -61,6 +64,7 @@ class LiveIdentity:
         self._collect_until = float("inf")   # no anchors after the song's first gap
         self._decided = -1e12                 # decided stream time: anchors are collected up to it
         self._last_seen = None        # (item, where it began) of the last check that found a recording
+        self._began = None            # where the identified recording began on air, as first found
         self._reasked = False         # asked again: the song's answer named something else
 
     def step(self, deb: Debouncer, newest_time: float, music: bool, decided_time: float) -> list[RequestIntent]:
@@ -68,10 +72,11 @@ class LiveIdentity:
         says of the newest audio of the open song."""
         if deb.song_start != self.song:
             carried = self._carry(deb.song_start)
-            self.close(deb)
+            new = deb.song_start
+            self.close(deb, end=new if new is not None and self.song is not None and new > self.song else None)
             self.song = deb.song_start
             if carried is not None:
-                self.current, self.matched, self.predicted_end = carried
+                self.current, self.matched, self.predicted_end, self._began = carried
         if self.song is None:
             return []
         if not music:
@@ -93,8 +98,8 @@ class LiveIdentity:
         if b - a < self.p.min_clip_s:
             return out
         self.last_check = newest_time
+        self._collect()
         h, t = fingerprint(pcm, self.p.fp)
-        self._collect(h, t, a, b)
         found = self.index.lookup_hashes(h, t, b - a, "engine", self.channel)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("channel %s: check %.2f-%.2f (song %.2f): %s", self.channel, a, b, self.song,
@@ -124,7 +129,7 @@ class LiveIdentity:
         row = item if m.item == item["id"] else self.index.store.item(m.item)
         at_end = m.offset_s + (b - a)
         # where this recording began on air, as far as the index says (its position here)
-        pos = at_end + row["rec_offset_s"] if row.get("rec_offset_s") is not None else None
+        pos = at_end + row["rec_offset_s"] if row.get("rec_offset_s") is not None and m.placed else None
         began = None if pos is None else b - pos
         if (self.current is None and pos is not None and (item.get("duration_s") or 0) > TAIL_MIN_DURATION_S
                 and item["duration_s"] - pos < TAIL_S):
@@ -150,6 +155,13 @@ class LiveIdentity:
             out += self._change(deb, began, newest_time, "index_change")
         if self.song is None:
             return out
+        if (self.current is not None and item["id"] == self.current["id"] and began is not None
+                and self._began is not None and abs(began - self._began) > 1.5):
+            # the same recording one repeat away (a loop repeated sample for sample): the place it
+            # was found first holds, or its predicted end would move by a loop's length
+            self.misses = 0
+            return out
+        self._began = began if began is not None else self._began
         self.current, self.misses = item, 0
         deb.identified = True
         self.matched = (m.item, float(row.get("t_end_s") or 0.0), at_end, b)
@@ -157,20 +169,21 @@ class LiveIdentity:
             self.predicted_end = b + item["duration_s"] - pos
         if not deb.requested:
             out += deb.request_now(a, b, newest_time, "index_match")
-        elif not self._reasked and self._answered_otherwise():
-            # the song was asked about, and its answer was an item the provider did not know (a clip
-            # that began on a jingle run into this recording): the index knows what is on air now
+        elif not self._reasked and self._answered_otherwise(item):
+            # the song was asked about, and its answer was something else (an item the provider did
+            # not know, or a recording's tail, not shown: a clip that began on a jingle or on the
+            # previous song run into this recording): the index knows what is on air now
             self._reasked = True
             out += deb.request_now(a, b, newest_time, "index_match", again=True)
         return out
 
-    def _answered_otherwise(self) -> bool:
+    def _answered_otherwise(self, found: dict) -> bool:
         try:
             play = self.index.store.play(self.play_id(self.song))
             answer = None if play is None else self.index.store.canonical(play[0])
         except IndexError_:
             return False
-        return answer is not None and answer["kind"] == "unknown"
+        return answer is not None and answer["id"] != found["id"]
 
     def _carry(self, new_start: float | None):
         """A boundary the debouncer found inside a recording the index says plays on (its predicted
@@ -178,7 +191,7 @@ class LiveIdentity:
         if (new_start is None or self.song is None or self.current is None or self.predicted_end is None
                 or self.predicted_end < new_start + 5.0):
             return None
-        return self.current, self.matched, self.predicted_end
+        return self.current, self.matched, self.predicted_end, self._began
 
     def _should_match(self, b: float) -> bool:
         """Is the identified recording's audio at this point in the index (so no match means it ended)?"""
@@ -194,14 +207,24 @@ class LiveIdentity:
         self.song = deb.song_start
         return []
 
-    def _collect(self, h: np.ndarray, t: np.ndarray, a: float, b: float) -> None:
-        """Anchors of this window not yet collected, in frames from the song's start."""
-        abs_t = a + t * FRAME_S
-        lo = self._until if self._until is not None else a
-        # decided music only (the newest audio is not decided yet), and nothing after a gap
-        hi = min(b - PAIR_SPAN_S, self._decided, self._collect_until)
+    def _collect(self, final: bool = False) -> None:
+        """Anchors of the song's decided music not collected yet. Fingerprinted apart from the checks,
+        in stretches that start on the song's whole "seconds" of peak picking (43 frames) with
+        COLLECT_CONTEXT_S of audio before them: the anchors a fingerprint of the whole play would
+        give. (Anchors cut from the checks' sliding windows, picked per window and second, kept
+        about one in five of the hashes another channel's play of the recording gives.)"""
+        lo = self._until if self._until is not None else self.song
+        hi = min(self._decided, self._collect_until)
+        if hi - lo < (0.5 if final else COLLECT_MIN_S):
+            return
+        k = max(0, int((lo - self.song - COLLECT_CONTEXT_S) // BUCKET_S))
+        a, pcm = self.audio(self.song + k * BUCKET_S, hi + PAIR_SPAN_S)
+        b = a + len(pcm) / SAMPLE_RATE
+        hi = min(hi, b - PAIR_SPAN_S)
         if hi <= lo:
             return
+        h, t = fingerprint(pcm, self.p.fp)
+        abs_t = a + t * FRAME_S
         keep = (abs_t >= lo) & (abs_t < hi)
         self._h.append(h[keep])
         self._t.append(np.round((abs_t[keep] - self.song) / FRAME_S).astype(np.int32))
@@ -209,6 +232,8 @@ class LiveIdentity:
 
     def close(self, deb: Debouncer | None = None, end: float | None = None) -> None:
         """The song ended: its fingerprints become the play's entry in the index."""
+        if self.song is not None and (self._requested or (deb is not None and deb.requested)):
+            self._collect(final=True)
         if self.song is not None and self._h and (self._requested or (deb is not None and deb.requested)):
             h, t = np.concatenate(self._h), np.concatenate(self._t)
             seconds = ((end if end is not None else (self._until or self.song)) - self.song)

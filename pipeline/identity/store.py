@@ -215,6 +215,22 @@ class SqlStore:
         rows = self.execute("SELECT MAX(indexed_s) FROM items WHERE id = ? OR same_as = ?", (item, item), fetch=True)
         return float(rows[0][0]) if rows and rows[0][0] is not None else 0.0
 
+    def unplace(self, item: int) -> None:
+        """Entries found to be `item` lose their place in it (their time base was another's)."""
+        self.execute("UPDATE items SET rec_offset_s = NULL WHERE same_as = ?", (item,))
+
+    def offsets(self, item: int) -> dict[int, float]:
+        """Entries of canonical item `item` placed in it: {entry: item time at the entry's time 0}."""
+        rows = self.execute("SELECT id, rec_offset_s FROM items WHERE (id = ? OR same_as = ?) "
+                            "AND rec_offset_s IS NOT NULL", (item, item), fetch=True)
+        return {int(i): float(o) for i, o in rows}
+
+    def spans(self, item: int) -> list[tuple[float, float]]:
+        """The stretches of canonical item `item` its entries hold, in item time (where placed)."""
+        rows = self.execute("SELECT t_end_s - indexed_s + rec_offset_s, t_end_s + rec_offset_s FROM items "
+                            "WHERE (id = ? OR same_as = ?) AND rec_offset_s IS NOT NULL", (item, item), fetch=True)
+        return [(float(a), float(b)) for a, b in rows if a is not None and b is not None]
+
     def plays_of(self, item: int) -> list[str]:
         """Plays answered by `item` or by items found to be it."""
         rows = self.execute("SELECT play_id FROM plays WHERE item = ? OR item IN "
