@@ -228,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 2
     logging.getLogger().setLevel(cfg["runtime"]["log_level"])
+    if args.command == "run" and Path(args.out).exists() and not Path(args.out).is_dir():
+        # said before the model loads, not as a traceback after it
+        log.error("--out %s is a file; onair run writes its records into a folder", args.out)
+        return 2
     if args.command in MODEL_COMMANDS:
         native_stderr.import_tensorflow()
     if getattr(args, "metrics_port", None) is not None:

@@ -7,6 +7,7 @@ expected, so a broken config stops the process with one clear line.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,8 @@ class Float(Spec):
     def check(self, key, v):
         if v is None and self.optional:
             return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (self.lo is not None and v < self.lo) \
-                or (self.hi is not None and v > self.hi):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
             opt = " or null" if self.optional else ""
             raise ConfigError(f"config key '{key}': expected a number in [{self.lo}, {self.hi}]{opt}, got {v!r}")
         return float(v)
@@ -203,9 +204,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
                                 "its TFLite model whatever this says"),
     },
     "heads": {
-        "dir": Str("heads",   # relative to the config file's folder
+        "dir": Str("heads",
                    doc="folder of the head files (`<backend>/music.json`, `talkover.json`, `genre.json`); "
-                       "relative to the config file's folder"),
+                       "relative to the config file's folder, or to the working directory when given with "
+                       "--set; not given: the heads onair ships"),
     },
     "hmm": {
         "lag_frames": Int(5, 0, 60, unit="frames",
@@ -403,6 +405,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "topic_media": Str("onair.media", doc="media chunks from `onair ingest` (key = channel)"),
         "topic_segments": Str("onair.segments", doc="segment records"),
         "topic_dlq": Str("onair.media.dlq", doc="dead letters: media messages a worker could not read"),
+        "topic_requests_dlq": Str("onair.requests.dlq",
+                                  doc="dead letters: request records `onair recognize --kafka` could not send"),
         "topic_requests": Str("onair.recognition.requests", doc="recognition requests"),
         "topic_nowplaying": Str("onair.nowplaying", doc="now-playing records"),
         "topic_corrections": Str("onair.corrections",
@@ -462,6 +466,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "heartbeat_s": Float(15.0, 0.5, 3600.0,
                              doc="Server-Sent Events keep-alive; a page that hears nothing for 3x this hides "
                                  "the card"),
+        "idle_timeout_s": Float(30.0, 1.0, 3600.0,
+                                doc="a client that sends no request, or reads no event, this long is "
+                                    "disconnected"),
+        "max_clients": Int(256, 1, 100000, doc="connections served at once; more get 503 at once"),
         "replay_records": Int(1000, 0, 10**9, unit="records",
                               doc="--kafka: records per partition read back at start to rebuild the cards"),
     },
@@ -537,15 +545,48 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+class StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last one silently:
+    a budget cap written twice would take whichever came last)."""
+
+
+def _no_duplicates(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> dict:
     path = Path(path) if path else DEFAULT_CONFIG
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a YAML file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    cfg = validate(apply_overrides(raw, overrides or []), str(path))
-    # relative to the config file, so a config works from any working directory
-    cfg["heads"]["dir"] = str((path.parent / cfg["heads"]["dir"]).resolve())
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    overrides = overrides or []
+    cfg = validate(apply_overrides(raw, overrides), str(path))
+    # heads.dir: given with --set, relative to the working directory; written in the config file,
+    # relative to that file's folder (a config works from any working directory); not given,
+    # the heads onair ships (configs/heads)
+    if any(o.split("=", 1)[0].strip() == "heads.dir" for o in overrides):
+        base = Path.cwd()
+    elif isinstance(raw, dict) and isinstance(raw.get("heads"), dict) and "dir" in raw["heads"]:
+        base = path.parent
+    else:
+        base, cfg["heads"]["dir"] = DEFAULT_CONFIG.parent, SCHEMA["heads"]["dir"].default
+    cfg["heads"]["dir"] = str((base / cfg["heads"]["dir"]).resolve())
     return cfg

@@ -11,10 +11,15 @@ class JsonlTail:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.pos = 0
+        self.lines = 0            # complete lines read so far
         self._ident = None
 
     def read(self) -> list[str]:
         """The complete lines appended since the last call ([] while the file does not exist)."""
+        return [line for _, line in self.read_numbered()]
+
+    def read_numbered(self) -> list[tuple[int, str]]:
+        """(line number, text) of the complete, non-blank lines appended since the last call."""
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -23,7 +28,7 @@ class JsonlTail:
         # `onair run` into the same folder truncates its files: a file that shrank or was replaced is
         # read again from its start, or the follower would wait past its end for ever
         if ident != self._ident or st.st_size < self.pos:
-            self._ident, self.pos = ident, 0
+            self._ident, self.pos, self.lines = ident, 0, 0
         if st.st_size == self.pos:
             return []
         with open(self.path, "rb") as f:
@@ -31,7 +36,13 @@ class JsonlTail:
             chunk = f.read()
         keep = chunk.rfind(b"\n") + 1          # a half-written last line waits for its end
         self.pos += keep
-        return [line for line in chunk[:keep].decode("utf-8", errors="replace").splitlines() if line.strip()]
+        out = []
+        # split on "\n" only: str.splitlines would also cut inside a title at U+2028 or U+0085
+        for raw in chunk[:keep].split(b"\n")[:-1]:
+            self.lines += 1
+            if raw.strip():
+                out.append((self.lines, raw.decode("utf-8", errors="replace")))
+        return out
 
 
 class DailyTail:
@@ -51,7 +62,11 @@ class DailyTail:
 
     def read(self) -> list[str]:
         """The complete lines appended since the last call, day by day."""
-        out: list[str] = []
+        return [line for _, _, line in self.read_numbered()]
+
+    def read_numbered(self) -> list[tuple[Path, int, str]]:
+        """(file, line number, text) of the complete lines appended since the last call."""
+        out: list[tuple[Path, int, str]] = []
         for day in day_dirs(self.dir):
             path = self.dir / day / f"{self.name}.jsonl"
             if day < self.from_day or (day not in self.tails and not path.exists()):
@@ -59,7 +74,7 @@ class DailyTail:
             tail = self.tails.get(day)
             if tail is None:
                 tail = self.tails[day] = JsonlTail(path)
-            out += tail.read()
+            out += [(path, n, line) for n, line in tail.read_numbered()]
         if not self.tails and not self.plain.path.is_symlink():
-            out += self.plain.read()
+            out += [(self.plain.path, n, line) for n, line in self.plain.read_numbered()]
         return out

@@ -67,6 +67,9 @@ class Metrics:
         self.recognition_saved = Counter(f"onair_recognition_saved_{currency.lower()}",
                                          f"Provider price of requests answered by the local fingerprint index "
                                          f"instead (local_match, known_unidentified), in {currency}", cp, registry=r)
+        self.recognition_bad_requests = Counter("onair_recognition_bad_requests",
+                                                "Request records that could not be sent (parked as dead letters)",
+                                                registry=r)
         self.identity_lookups = Histogram("onair_identity_lookup_seconds",
                                           "Wall time of one fingerprint index lookup (fingerprint and query)",
                                           ["by"], buckets=(.002, .005, .01, .02, .05, .1, .25, .5, 1), registry=r)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pipeline.clock import day_of
+from pipeline.jsonin import BadLine, loads_record
 
 KINDS = ("segments", "requests", "genres", "nowplaying", "corrections")
 # the field whose UTC day a record is filed under (ledger lines: their Unix `ts`)
@@ -42,17 +43,17 @@ class Outputs(Protocol):
     def close(self) -> None: ...
 
 
-_LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"}
+# json.dumps escapes C0 controls; DEL, the C1 controls (U+0085 is a line break) and U+2028/2029
+# are left raw, and a reader that splits lines the Unicode way (str.splitlines, many JS
+# readers) would cut a record there
+_RAW_CONTROLS = re.compile("[\u007f-\u009f\u2028\u2029]")
 
 
 def dumps(record: dict) -> str:
-    """One record as one line of compact UTF-8 JSON. Unicode line breaks are escaped: a reader
-    that splits lines the Unicode way (str.splitlines, many JS readers) must not cut a record."""
+    """One record as one line of compact UTF-8 JSON, every control character and Unicode line
+    break escaped."""
     line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-    for ch, esc in _LINE_BREAKS.items():
-        if ch in line:
-            line = line.replace(ch, esc)
-    return line
+    return _RAW_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
 
 
 def record_day(kind: str, record: dict) -> str:
@@ -74,13 +75,10 @@ def read_jsonl(path: str | Path):
             if not raw.strip():
                 continue
             try:
-                d = json.loads(raw)
-            except ValueError:
+                d = loads_record(raw)
+            except BadLine as e:
                 end = "" if raw.endswith(b"\n") else " (an unfinished last line: still being written?)"
-                log.warning("%s:%d: damaged line skipped: not JSON%s", path, n, end)
-                continue
-            if not isinstance(d, dict):
-                log.warning("%s:%d: damaged line skipped: not a JSON object", path, n)
+                log.warning("%s:%d: damaged line skipped: %s%s", path, n, e, end)
                 continue
             yield n, d
 

@@ -207,6 +207,16 @@ class Input:
                 raise SourceError("read_error", msg) from None
             log.warning("channel %s: input ends with a read error after audio: %s", self.channel,
                         _ffmpeg_message(e))
+        except IndexError:
+            # PyAV's demux sizes its per-stream table when it starts; damaged packets can announce
+            # new streams (a corrupt PID) and its flush at the end of input then reads past the
+            # table. Every packet was read by then: the input ended.
+            self._count("input_errors", reason="demux_eof")
+            if self.live:
+                raise SourceError("read_error", "the demuxer failed at the end of input (damaged packets "
+                                  "announced new streams)") from None
+            log.warning("channel %s: the demuxer failed at the end of input (damaged packets announced new "
+                        "streams); the audio read so far is kept", self.channel)
         got_audio = self._end_session(sink) or got_audio
         if not got_audio and not self.live:
             raise SourceError("no_audio_decoded", "no decodable audio in the input")
@@ -256,7 +266,16 @@ class Source(Input):
                 # a live outage is a gap in stream time as long as it lasted, not a splice
                 self.normalizer.expect_gap(time.monotonic() - self.last_audio_wall)
                 self._session_had_audio = True
+            changes, bad = self.normalizer.format_changes, self.normalizer.bad_frames
             self._emit(self.normalizer.push(frame), sink)
+            if self.normalizer.bad_frames != bad:
+                self.stats.decode_errors += 1
+                self._count("decode_errors")
+                log.warning("channel %s: a damaged audio frame (%s, %s, %d Hz) was dropped", self.channel,
+                            frame.format.name, frame.layout.name, frame.sample_rate)
+            if self.normalizer.format_changes != changes:
+                log.info("channel %s: audio format changed mid-stream to %s, %s, %d Hz (resampled to 16 kHz "
+                         "mono as before)", self.channel, frame.format.name, frame.layout.name, frame.sample_rate)
         return bool(frames)
 
     def _end_session(self, sink) -> bool:

@@ -46,7 +46,7 @@ class ProviderServer:
                     behaviour = server.script.pop(0) if server.script else server.default
                     server.calls.append({"path": self.path, "fields": fields, "behaviour": behaviour})
                 status, doc, headers = server.answer(self.path, fields, behaviour)
-                data = json.dumps(doc).encode()
+                data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -67,8 +67,11 @@ class ProviderServer:
     def close(self):
         self.httpd.shutdown()
 
+    BILLED = ("match", "no_match", "not_json", "wrong_shape", "null_entry")
+
     def paid_calls(self) -> int:
-        return sum(1 for c in self.calls if c["behaviour"] in ("match", "no_match"))
+        """Calls answered 200 with a result or a body onair cannot use: what a provider bills."""
+        return sum(1 for c in self.calls if c["behaviour"] in self.BILLED)
 
     def answer(self, path, f, behaviour):
         if behaviour == "slow":
@@ -78,6 +81,14 @@ class ProviderServer:
             return 500, {"error": "internal"}, {}
         if behaviour == "429":
             return 429, {"error": "slow down"}, {"Retry-After": "1"}
+        # hostile or broken answers that still come with HTTP 200
+        if behaviour == "not_json":
+            return 200, b"<html><body>Service temporarily degraded</body></html>", {}
+        if behaviour == "wrong_shape":
+            return 200, [], {}
+        if behaviour == "null_entry":
+            return 200, ({"status": {"code": 0, "msg": "Success"}, "metadata": {"music": [None]}}
+                         if self.kind == "acrcloud" else {"status": "success", "result": ["x"]}), {}
         if self.kind == "acrcloud":
             msg = "\n".join(["POST", path, f.get("access_key", ""), f.get("data_type", ""),
                              f.get("signature_version", ""), f.get("timestamp", "")])
@@ -96,6 +107,12 @@ class ProviderServer:
             return 200, {"status": "error", "error": {"error_code": 900, "error_message": "wrong api_token"}}, {}
         if behaviour == "no_match":
             return 200, {"status": "success", "result": None}, {}
-        return 200, {"status": "success", "result": {"artist": "The Artist", "title": "Song Title",
-                                                     "album": "The Album", "isrc": "GBAAA0000002",
-                                                     "timecode": "00:56", "song_link": "https://lis.tn/x"}}, {}
+        result = {"artist": "The Artist", "title": "Song Title", "album": "The Album", "timecode": "00:56",
+                  "song_link": "https://lis.tn/x"}
+        # as AudD does: the ISRC only inside the services' metadata, and only those `return` names
+        wanted = set((f.get("return") or "").split(","))
+        if "apple_music" in wanted:
+            result["apple_music"] = {"isrc": "GBAAA0000002", "name": "Song Title"}
+        if "spotify" in wanted:
+            result["spotify"] = {"external_ids": {"isrc": "GBAAA0000002"}, "name": "Song Title"}
+        return 200, {"status": "success", "result": result}, {}

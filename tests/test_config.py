@@ -31,6 +31,44 @@ def test_bad_config_names_the_key(tmp_path, yaml_text, key):
         config.load(p)
 
 
+@pytest.mark.parametrize("yaml_text, key", [
+    ("recognition:\n  global_day_money: .nan\n", "recognition.global_day_money"),   # a NaN cap never trips
+    ("recognition:\n  channel_day_money: .inf\n", "recognition.channel_day_money"),
+])
+def test_numbers_must_be_finite(tmp_path, yaml_text, key):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml_text)
+    with pytest.raises(config.ConfigError, match=f"'{key}'"):
+        config.load(p)
+    with pytest.raises(config.ConfigError, match=f"'{key}'"):
+        config.load(None, [f"{key}=.nan"])
+
+
+def test_unreadable_files_and_duplicate_keys_are_clear_errors(tmp_path):
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("overlay:\n  host: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(config.ConfigError, match="not UTF-8"):
+        config.load(latin1)
+    with pytest.raises(config.ConfigError, match="is a directory"):
+        config.load(tmp_path)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("recognition:\n  global_day_money: 5\n  global_day_money: 500\n")
+    with pytest.raises(config.ConfigError, match="'global_day_money' given twice.*line 3"):
+        config.load(twice)
+
+
+def test_heads_dir_has_documented_bases(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    (elsewhere / "mine.yaml").write_text("embedding:\n  batch_size: 8\n")
+    shipped = config.load()["heads"]["dir"]
+    assert config.load(elsewhere / "mine.yaml")["heads"]["dir"] == shipped        # not given: onair's own
+    (elsewhere / "local.yaml").write_text("heads:\n  dir: my-heads\n")
+    assert config.load(elsewhere / "local.yaml")["heads"]["dir"] == str((elsewhere / "my-heads").resolve())
+    monkeypatch.chdir(tmp_path)
+    assert config.load(elsewhere / "local.yaml", ["heads.dir=h2"])["heads"]["dir"] == str((tmp_path / "h2").resolve())
+
+
 def test_set_overrides_are_typed_and_validated():
     cfg = config.load(None, ["embedding.batch_size=8", "source.audio_track=pid:0x101"])
     assert cfg["embedding"]["batch_size"] == 8 and cfg["source"]["audio_track"] == "pid:0x101"
@@ -91,3 +129,13 @@ def test_onair_config_prints_the_effective_config_and_the_doc():
     r = subprocess.run([sys.executable, "-m", "pipeline.cli", "config", "--doc"],
                        capture_output=True, text=True, timeout=60, cwd=config.REPO)
     assert r.returncode == 0 and r.stdout == (config.REPO / "docs" / "configuration.md").read_text()
+
+
+def test_run_refuses_an_out_that_is_a_file_before_loading_the_model(tmp_path):
+    f = tmp_path / "out.txt"
+    f.write_text("mine\n")
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--input", "a=x.ts", "--out", str(f)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and f.read_text() == "mine\n"
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "is a file" in lines[0] and "Traceback" not in r.stderr, r.stderr

@@ -57,7 +57,8 @@ def run_worker(cfg, records: int, metrics=None, timeout_s: float = 300.0):
     return w
 
 
-@pytest.mark.parametrize("audio_only", [False, True])
+# audio_only False: test_golden.py compares the Kafka path with the direct one on a longer programme
+@pytest.mark.parametrize("audio_only", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_kafka_path_gives_the_direct_path_segments(kafka_broker, programme, tmp_path, audio_only):
     cfg, _ = kafka_cfg(kafka_broker)
     res = Ingest([("p", str(programme["ts"]))], cfg, audio_only=audio_only).run()
@@ -182,7 +183,9 @@ def test_a_worker_that_dies_between_states_is_replayed_with_the_same_ids(kafka_b
     assert strip(segs["p"]) == strip(direct_segments(programme["ts"], tmp_path))
 
 
-@pytest.mark.parametrize("overlap,per_poll", [(False, 1000), (True, 1000), (True, 7)])
+# (True, 7) is the hard case (the end still with the embedding stage); the others run under -m slow
+@pytest.mark.parametrize("overlap,per_poll", [pytest.param(False, 1000, marks=pytest.mark.slow),
+                                              pytest.param(True, 1000, marks=pytest.mark.slow), (True, 7)])
 def test_a_source_that_ends_and_starts_again_gets_two_clean_runs(kafka_broker, programme, tmp_path, overlap,
                                                                  per_poll):
     # the end of one run and the first chunks of the next reach the worker in the same poll (or, 7

@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -289,8 +290,10 @@ def test_api_and_events_follow_the_output_folder_with_a_token(tmp_path):
         append(out / "genres.jsonl", genre("tv1", 100.0))
         s = ev.next_state(lambda s: s["visible"])
         assert s["genre"] == "jazz" and s["title"] is None
-        # a broken line: one log line, counted, and the next records still arrive
+        # a broken line and one nested 50 000 deep (it once killed the follower thread while /healthz
+        # said ok): one log line each, counted, and the next records still arrive
         append(out / "nowplaying.jsonl", raw='{"channel": "tv1", "title": \n')
+        append(out / "nowplaying.jsonl", raw='{"a":' * 50000 + "1" + "}" * 50000 + "\n")
         append(out / "nowplaying.jsonl", nowplaying("tv1", 101.5))
         s = ev.next_state(lambda s: s["title"] == "So What")
         assert s["artist"] == "Miles Davis" and s["visible"]
@@ -310,11 +313,13 @@ def test_api_and_events_follow_the_output_folder_with_a_token(tmp_path):
         assert time.monotonic() < end, "no ping within 30 s"
         ev.close()
         m = ov.metrics()
-        assert 'onair_overlay_bad_records_total{kind="nowplaying",reason="json"} 1.0' in m
+        assert 'onair_overlay_bad_records_total{kind="nowplaying",reason="not_json"} 1.0' in m
+        assert 'onair_overlay_bad_records_total{kind="nowplaying",reason="too_deep"} 1.0' in m
+        assert ov.status("/healthz") == 200
         assert 'onair_overlay_records_total{kind="segment"} 2.0' in m
     finally:
         log = ov.stop()
-    assert log.count("record was skipped") == 1 and "nowplaying.jsonl" in log
+    assert log.count("record was skipped") == 2 and "nowplaying.jsonl:1:" in log and "nowplaying.jsonl:2:" in log
     assert "/events/tv1" in log, "requests are logged at DEBUG ..."
     assert TOKEN not in log, "... without the token"
 
@@ -335,6 +340,27 @@ def test_refuses_a_public_address_without_a_token_and_serves_loopback_without_on
         wait_until(lambda: ov.status("/api/nowplaying/radio%202") == 200, 60, "the overlay to read the new folder")
         assert ov.get("/api/nowplaying/radio%202")["visible"] is True
     finally:
+        ov.stop()
+
+
+def test_idle_clients_time_out_and_a_full_server_says_503_at_once(tmp_path):
+    """Each connection holds a server thread: one that says nothing is let go after idle_timeout_s,
+    and past max_clients a new one is told 503 at once instead of waiting for a thread."""
+    ov = Overlay(tmp_path, "--dir", str(tmp_path), "--set", "overlay.idle_timeout_s=3",
+                 "--set", "overlay.max_clients=3")
+    idle = []
+    try:
+        idle = [socket.create_connection(("127.0.0.1", ov.port), timeout=30) for _ in range(3)]
+        wait_until(lambda: ov.status("/healthz") == 503, 10, "a 503 while every slot is held")
+        wait_until(lambda: ov.status("/healthz") == 200, 30, "the idle clients to be let go")
+        for conn in idle:
+            try:
+                assert conn.recv(1) == b"", "closed by the server"
+            except ConnectionResetError:
+                pass
+    finally:
+        for conn in idle:
+            conn.close()
         ov.stop()
 
 
@@ -364,7 +390,7 @@ def test_kafka_mode_rebuilds_the_cards_from_the_topics_and_follows_them(kafka_br
         wait_until(lambda: ov.get("/api/nowplaying/k1")["visible"] is False, 120,
                    "the overlay to follow the new segments topic and hide the card")
         assert not ov.get("/api/nowplaying/k1")["music"]
-        assert 'onair_overlay_bad_records_total{kind="nowplaying",reason="json"} 1.0' in ov.metrics()
+        assert 'onair_overlay_bad_records_total{kind="nowplaying",reason="not_json"} 1.0' in ov.metrics()
     finally:
         p.close()
         log = ov.stop()
@@ -566,6 +592,13 @@ def test_the_page_in_headless_chromium_shows_and_hides_the_card(tmp_path):
         assert browser.eval("document.body.dataset.state") == "hidden"
         browser.eval("play()")
         assert browser.wait_text(lambda t: "Music" in t) == "Music\nHip-hop"
+
+        # a provider title with markup in it is text, in a page's first frame too (it once ended the
+        # page's JSON <script> early and the card never showed)
+        append(out / "nowplaying.jsonl", nowplaying("tv1", 191.6, title="<!--<script>x()</script>", artist="A\u2028B"))
+        browser.open(ov.q("/overlay/tv1"))
+        assert browser.wait_text(lambda t: "<!--" in t).startswith("<!--<script>x()</script>\n")
+        assert browser.eval("typeof x") == "undefined" and browser.eval("document.scripts.length") == 2
     finally:
         browser.close()
         ov.stop()

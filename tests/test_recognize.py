@@ -11,7 +11,7 @@ from operators.recognition.budget import Budget, Caps
 from operators.audio.clip import audio_field
 from pipeline import config
 from pipeline.metrics import Metrics
-from pipeline.recognition.stage import make_recognizer
+from pipeline.recognition.stage import follow_dir, make_recognizer
 from tests.provider_servers import ProviderServer
 
 SECRET = "s3cr3t-never-logged"
@@ -107,6 +107,35 @@ def test_giving_up_costs_nothing(provider, tmp_path):
     assert rec.budget.check("ch1", 0.0) is None
 
 
+@pytest.mark.parametrize("answer", ["not_json", "wrong_shape", "null_entry"])
+def test_an_unusable_200_is_billed_once_and_never_retried_or_paid_again(provider, tmp_path, answer):
+    """HTTP 200 is what a provider bills. A body that is not JSON, JSON of the wrong shape, or a
+    result list holding null: one `error` ledger line that costs, no retry, and a restart (or a
+    redelivery) does not send the request again."""
+    kind, server, cfg = provider
+    metrics = Metrics()
+    rec = make(cfg, tmp_path, metrics=metrics)
+    server.script = [answer]
+    assert rec.handle(request(0)) is None
+    assert len(server.calls) == 1, "no retry after a billed call"
+    [e] = ledger(tmp_path)
+    price = cfg["recognition"][f"{kind}_price"]
+    assert e["outcome"] == "error" and e["paid"] and e["cost"] == price and "200" in e["detail"]
+    assert metrics.registry.get_sample_value("onair_recognition_spend_usd_total",
+                                             {"channel": "ch1", "provider": kind}) == pytest.approx(price)
+    for again in (rec, make(cfg, tmp_path)):
+        assert again.handle(request(0)) is None
+    assert len(server.calls) == 1 and len(ledger(tmp_path)) == 1
+    assert make(cfg, tmp_path).budget.check("ch1", 0.0) is None      # the spend counts toward the caps
+
+
+def test_the_isrc_comes_from_the_providers_metadata(provider, tmp_path):
+    kind, server, cfg = provider
+    assert make(cfg, tmp_path).handle(request(0))["isrc"] in ("GBAAA0000001", "GBAAA0000002")
+    if kind == "audd":
+        assert set(server.calls[0]["fields"]["return"].split(",")) >= {"apple_music", "spotify"}
+
+
 def test_a_redelivered_request_is_never_paid_twice_even_after_a_restart(provider, tmp_path):
     kind, server, cfg = provider
     rec = make(cfg, tmp_path)
@@ -142,6 +171,11 @@ def test_budget_caps_hold_under_a_burst_from_many_channels(provider, tmp_path):
                                                           {"channel": f"ch{c}", "provider": kind,
                                                            "outcome": "budget_skipped"}) or 0 for c in range(12))
     assert total_skipped == 35
+    # a restart reading the same requests again (recognize --dir) ledgers nothing twice
+    again = make(cfg, tmp_path, clock)
+    for r in reqs:
+        again.handle(r)
+    assert len(ledger(tmp_path)) == len(entries) and server.paid_calls() == 25
     # the next hour a capped channel may spend again, but the day's global cap still holds
     clock.t += 3600
     assert rec.budget.check("ch0", 0.0) == "global_day_requests"
@@ -175,3 +209,39 @@ def test_missing_credentials_name_the_variable(monkeypatch, tmp_path):
     cfg = config.load(None, ["recognition.provider=audd"])
     with pytest.raises(config.ConfigError, match="AUDD_API_TOKEN"):
         make_recognizer(cfg, tmp_path / "l.jsonl")
+
+
+def test_recognize_dir_parks_bad_lines_and_goes_on_after_restarts(tmp_path, monkeypatch, caplog):
+    """Malformed request lines (not JSON, not an object, nested 5 000 deep, no audio, audio that is
+    not base64) and ledger lines of the wrong shape: each named by file and line, parked once,
+    counted; every good request after them is sent; a restart sends, writes and parks nothing again."""
+    server = ProviderServer("acrcloud", SECRET, KEY)
+    monkeypatch.setenv("ACRCLOUD_ACCESS_KEY", KEY)
+    monkeypatch.setenv("ACRCLOUD_ACCESS_SECRET", SECRET)
+    cfg = config.load(None, ["recognition.provider=acrcloud", f"recognition.acrcloud_url={server.url}",
+                             "identity.enabled=false", "recognition.rate_per_s=1000"])
+    day = tmp_path / "out" / "2026-12-06"
+    day.mkdir(parents=True)
+    no_audio = {k: v for k, v in request(5).items() if k != "audio"}
+    bad_b64 = {**request(6), "audio": {**request(6)["audio"], "data": "@@ not base64 @@"}}
+    lines = [json.dumps(request(0)), '{"request_id": ', json.dumps(no_audio), "[1, 2]", json.dumps(bad_b64),
+             '{"a":' * 5000 + "1" + "}" * 5000, json.dumps(request(1)), json.dumps(request(2))]
+    (day / "requests.jsonl").write_text("\n".join(lines) + "\n")
+    (day / "ledger.jsonl").write_text('[]\n{"request_id": "x", "channel": "ch1", "outcome": "matched", '
+                                      '"paid": true, "cost": "0.0025", "ts": 1}\n')
+    metrics = Metrics()
+    try:
+        with caplog.at_level(logging.WARNING, logger="onair.recognize"):
+            assert follow_dir(cfg, tmp_path / "out", metrics, idle_exit_s=0.5) == 3
+            assert follow_dir(cfg, tmp_path / "out", Metrics(), idle_exit_s=0.5) == 3     # a restart
+    finally:
+        server.close()
+    assert server.paid_calls() == 3
+    parked = [json.loads(x) for x in (day / "dead_letters.jsonl").read_text().splitlines()]
+    assert [d["line"] for d in parked] == [2, 3, 4, 5, 6] and all(d["file"].endswith("requests.jsonl") for d in parked)
+    assert parked[3]["record"] == lines[4], "the line is kept whole"
+    assert "audio" in parked[1]["error"] and "base64" in parked[3]["error"] and "deep" in parked[4]["error"]
+    assert metrics.registry.get_sample_value("onair_recognition_bad_requests_total") == 5
+    assert len((day / "nowplaying.jsonl").read_text().splitlines()) == 3
+    assert "ledger.jsonl:2: ledger line skipped: field 'cost'" in caplog.text
+    assert "requests.jsonl:3: request skipped" in caplog.text

@@ -95,7 +95,7 @@ def test_recognize_follows_a_run_directory(programme_run, tmp_path, monkeypatch)
     finally:
         server.close()
     assert len(server.calls) == 2
-    assert len(read(out / "nowplaying.jsonl")) == 4        # the second pass re-announces from the cache
+    assert len(read(out / "nowplaying.jsonl")) == 2        # the second pass writes nothing again
     assert sum(e["paid"] for e in read(out / "ledger.jsonl")) == 2
 
 

@@ -83,6 +83,7 @@ class AudioNormalizer:
         self.gaps = 0
         self.discontinuities = 0
         self.format_changes = 0
+        self.bad_frames = 0       # decoded frames the resampler refused (dropped)
         self.samples_out = 0
         self._pending_gap = None
 
@@ -136,7 +137,16 @@ class AudioNormalizer:
         else:
             first_reset = False
 
-        for rf in self._resampler.resample(frame):
+        try:
+            resampled = self._resampler.resample(frame)
+        except av.error.FFmpegError:
+            # a damaged frame the resampling graph refuses (its parameters lie): dropped, and the next
+            # frame starts a fresh graph, so the stream goes on
+            self.bad_frames += 1
+            self._resampler, self._key = None, None
+            self._in_next = t + duration
+            return out
+        for rf in resampled:
             out.append(self._emit(rf, reset=first_reset and reason not in ("",), reason=reason))
             first_reset = False
         if first_reset and reason:
@@ -151,7 +161,11 @@ class AudioNormalizer:
     def _flush(self) -> list[Chunk]:
         if self._resampler is None:
             return []
-        chunks = [self._emit(rf) for rf in self._resampler.resample(None)]
+        try:
+            chunks = [self._emit(rf) for rf in self._resampler.resample(None)]
+        except av.error.FFmpegError:       # the graph's last samples are lost, not the stream
+            self.bad_frames += 1
+            chunks = []
         self._resampler = None
         return chunks
 

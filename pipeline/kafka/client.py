@@ -84,7 +84,7 @@ def ensure_topics(cfg: dict) -> None:
         log.warning("cannot reach Kafka's admin API to create topics (%s); relying on auto-creation", e)
         return
     topics = [NewTopic(k["topic_media"], k["partitions"], 1), NewTopic(k["topic_segments"], k["partitions"], 1),
-              NewTopic(k["topic_dlq"], 1, 1),
+              NewTopic(k["topic_dlq"], 1, 1), NewTopic(k["topic_requests_dlq"], 1, 1),
               NewTopic(k["topic_state"], k["partitions"], 1, topic_configs={"cleanup.policy": "compact", "segment.ms": "600000",
                                                               "min.cleanable.dirty.ratio": "0.2"})]
     for t in topics:
@@ -105,13 +105,21 @@ def offset_and_metadata(next_offset: int):
 
 
 def consume_records(c, poll_ms: int, stop, handle, idle_exit_s: float | None = None, before_commit=None,
-                    log=None) -> int:
+                    log=None, park=None) -> int:
     """Poll `c` until `stop` is set (or `idle_exit_s` without records), hand each record that is a
     JSON object to `handle(topic, record)`, and commit a poll's offsets after `before_commit()`
-    (at least once). A record that is not a JSON object is skipped with one line naming its topic,
-    partition and offset. Returns the records handled."""
-    import json
+    (at least once). A record that is not a JSON object (bounded: pipeline.jsonin), or that
+    `handle` refuses with a ValueError, is skipped with one line naming its topic, partition and
+    offset, and handed to `park(message, why)` when given. Returns the records handled."""
     import time
+
+    from pipeline.jsonin import loads_record
+
+    def skip(m, why):
+        if log is not None:
+            log.warning("record %s:%d:%d skipped: %s", m.topic, m.partition, m.offset, why)
+        if park is not None:
+            park(m, why)
     done, last = 0, time.monotonic()
     while not stop.is_set():
         records = c.poll(timeout_ms=poll_ms)
@@ -125,14 +133,10 @@ def consume_records(c, poll_ms: int, stop, handle, idle_exit_s: float | None = N
             for m in msgs:
                 commit[tp] = offset_and_metadata(m.offset + 1)
                 try:
-                    rec = json.loads(m.value)
-                except (TypeError, ValueError):
-                    rec = None
-                if not isinstance(rec, dict):
-                    if log is not None:
-                        log.warning("record %s:%d:%d is not a JSON object; skipped", m.topic, m.partition, m.offset)
+                    handle(m.topic, loads_record(m.value if m.value is not None else b""))
+                except ValueError as e:      # pipeline.jsonin.BadLine, a request refused (BadRequest)
+                    skip(m, str(e))
                     continue
-                handle(m.topic, rec)
                 done += 1
         if before_commit is not None:
             before_commit()

@@ -37,7 +37,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from operators.recognition.nowplaying import BadRecord, NowPlayingBoard
 from pipeline.config import ConfigError
 from pipeline.follow import DailyTail
+from pipeline.jsonin import BadLine, loads_record
 from pipeline.metrics import Metrics
+from pipeline.outputs import dumps
 from pipeline.secrets import read_secret
 
 log = logging.getLogger("onair.overlay")
@@ -46,6 +48,12 @@ PAGE = Path(__file__).resolve().parent / "static" / "overlay.html"
 FILES = {"segment": "segments.jsonl", "genre": "genres.jsonl", "nowplaying": "nowplaying.jsonl"}
 TICK_S = 0.2
 INITIAL_SLOT = b'<script id="onair-initial" type="application/json">null</script>'
+
+
+def script_json(obj) -> str:
+    """JSON to put inside <script type="application/json">: no "<" at all, since "<!--" and
+    "<script" in a title would change how the page's parser reads the rest of the element."""
+    return dumps(obj).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def overlay_token(cfg: dict) -> str | None:
@@ -81,15 +89,17 @@ class Hub:
 
     def feed(self, kind: str, raw: str | bytes, where: str) -> bool:
         try:
-            rec = json.loads(raw)
+            rec = loads_record(raw)
             with self.cond:
                 self.board.apply(kind, rec)
                 self.cond.notify_all()
-        except (ValueError, BadRecord) as e:
-            reason = e.reason if isinstance(e, BadRecord) else "json"
-            what = str(e) if isinstance(e, BadRecord) else "not JSON"
-            log.warning("%s: a %s record was skipped: %s", where, kind, what)
-            self.metrics.overlay_bad_records.labels(kind, reason).inc()
+        except (BadLine, BadRecord) as e:
+            log.warning("%s: a %s record was skipped: %s", where, kind, e)
+            self.metrics.overlay_bad_records.labels(kind, e.reason).inc()
+            return False
+        except Exception as e:     # a record the board cannot take must not stop the follower
+            log.warning("%s: a %s record was skipped: %s: %s", where, kind, type(e).__name__, e)
+            self.metrics.overlay_bad_records.labels(kind, "unreadable").inc()
             return False
         self.metrics.overlay_records.labels(kind).inc()
         return True
@@ -142,8 +152,8 @@ class DirFollower(threading.Thread):
     def read_all(self) -> int:
         n = 0
         for kind, tail in self.tails.items():
-            for line in tail.read():
-                self.hub.feed(kind, line, FILES[kind])
+            for path, line_no, line in tail.read_numbered():
+                self.hub.feed(kind, line, f"{path}:{line_no}")
                 n += 1
         return n
 
@@ -154,6 +164,9 @@ class DirFollower(threading.Thread):
                     self.stop.wait(TICK_S)
             except OSError as e:      # a folder on a flaky mount: say so, keep trying
                 log.warning("reading %s: %s", self.dir, e)
+                self.stop.wait(1.0)
+            except Exception:         # never die quietly while /healthz says ok
+                log.exception("following %s failed; trying again in 1 s", self.dir)
                 self.stop.wait(1.0)
 
 
@@ -198,6 +211,9 @@ class KafkaFollower(threading.Thread):
             except KafkaError as e:     # the broker is not up yet, or went away: the cards wait, then catch up
                 log.warning("Kafka: %s; trying again in %.0f s", e, self.RECHECK_S)
                 self.stop.wait(self.RECHECK_S)
+            except Exception:           # never die quietly while /healthz says ok
+                log.exception("following the Kafka topics failed; trying again in %.0f s", self.RECHECK_S)
+                self.stop.wait(self.RECHECK_S)
 
     def _follow(self) -> None:
         from pipeline.kafka.client import consumer
@@ -227,9 +243,12 @@ class KafkaFollower(threading.Thread):
             c.close()
 
 
-def make_handler(hub: Hub, token: str | None, heartbeat_s: float, page: bytes):
+def make_handler(hub: Hub, token: str | None, heartbeat_s: float, page: bytes, idle_timeout_s: float = 30.0,
+                 healthy=lambda: None):
+    """`healthy()`: None, or why the overlay cannot follow its records (/healthz says 503)."""
     class Handler(BaseHTTPRequestHandler):
         server_version = "onair-overlay"
+        timeout = idle_timeout_s      # on the socket: an idle or stalled client frees its thread
         route = re.compile(r"/(api/nowplaying|events|overlay)/([^/]+)/?")
 
         def log_message(self, fmt, *args):  # the query string may hold the token
@@ -248,7 +267,7 @@ def make_handler(hub: Hub, token: str | None, heartbeat_s: float, page: bytes):
             self.wfile.write(body)
 
         def _json(self, code: int, obj, extra: dict | None = None) -> None:
-            self._send(code, json.dumps(obj, ensure_ascii=False).encode(), "application/json; charset=utf-8", extra)
+            self._send(code, dumps(obj).encode(), "application/json; charset=utf-8", extra)
 
         def _authorised(self, query: dict) -> bool:
             if token is None:
@@ -260,6 +279,9 @@ def make_handler(hub: Hub, token: str | None, heartbeat_s: float, page: bytes):
         def do_GET(self):
             url = urlsplit(self.path)
             if url.path == "/healthz":
+                why = healthy()
+                if why is not None:
+                    return self._send(503, f"unhealthy: {why}\n".encode(), "text/plain; charset=utf-8")
                 return self._send(200, b"ok\n", "text/plain; charset=utf-8")
             if not self._authorised(parse_qs(url.query)):
                 return self._json(401, {"error": "a token is required: ?token=... or Authorization: Bearer ..."},
@@ -272,7 +294,7 @@ def make_handler(hub: Hub, token: str | None, heartbeat_s: float, page: bytes):
                                                  "/events/CHANNEL or /overlay/CHANNEL"})
             what, channel = m.group(1), unquote(m.group(2))
             if what == "overlay":
-                initial = json.dumps(hub.state(channel), ensure_ascii=False).replace("</", "<\\/")
+                initial = script_json(hub.state(channel))
                 body = page.replace(INITIAL_SLOT, INITIAL_SLOT.replace(b">null<", f">{initial}<".encode()), 1)
                 return self._send(200, body, "text/html; charset=utf-8")
             if what == "events":
@@ -296,14 +318,14 @@ def make_handler(hub: Hub, token: str | None, heartbeat_s: float, page: bytes):
             try:
                 self._write(f"retry: 2000\nevent: hello\ndata: {json.dumps({'heartbeat_s': heartbeat_s})}\n\n")
                 state = hub.state(channel)
-                self._write(f"event: state\ndata: {json.dumps(state, ensure_ascii=False)}\n\n")
+                self._write(f"event: state\ndata: {dumps(state)}\n\n")
                 while not hub.closed:
                     new = hub.wait_change(channel, state["seq"], heartbeat_s)
                     if new["seq"] == state["seq"]:
                         self._write("event: ping\ndata: {}\n\n")    # the page tells a live server from a dead one
                         continue
                     state = new
-                    self._write(f"event: state\ndata: {json.dumps(state, ensure_ascii=False)}\n\n")
+                    self._write(f"event: state\ndata: {dumps(state)}\n\n")
             except (BrokenPipeError, ConnectionResetError, TimeoutError):
                 pass
             finally:
@@ -312,19 +334,54 @@ def make_handler(hub: Hub, token: str | None, heartbeat_s: float, page: bytes):
     return Handler
 
 
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Retry-After: 5\r\nConnection: close\r\nContent-Length: 22\r\n\r\ntoo many connections\r\n")
+
+
 class OverlayHTTPServer(ThreadingHTTPServer):
     daemon_threads = True      # an open SSE connection must not keep the process alive at shutdown
     allow_reuse_address = True
+    request_queue_size = 128   # a burst of page loads (a studio's browsers starting) must not wait on SYN retries
+    max_clients = 256
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._active = 0
+        self._count_lock = threading.Lock()
+
+    def process_request(self, request, client_address):
+        with self._count_lock:
+            busy = self._active >= self.max_clients
+            if not busy:
+                self._active += 1
+        if busy:           # said at once, from the accepting thread: no thread for it
+            try:
+                request.settimeout(1.0)
+                request.sendall(BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._count_lock:
+                self._active -= 1
 
 
-def make_server(host: str, port: int, handler) -> OverlayHTTPServer:
+def make_server(host: str, port: int, handler, max_clients: int = 256) -> OverlayHTTPServer:
     cls = OverlayHTTPServer
     if ":" in host:
         cls = type("OverlayHTTPServer6", (OverlayHTTPServer,), {"address_family": socket.AF_INET6})
     try:
-        return cls((host, port), handler)
+        server = cls((host, port), handler)
     except OSError as e:
         raise ValueError(f"overlay: cannot listen on {host}:{port}: {e.strerror or e}") from None
+    server.max_clients = max_clients
+    return server
 
 
 def serve(cfg: dict, metrics, stop: threading.Event, directory: Path | None = None) -> int:
@@ -345,7 +402,10 @@ def serve(cfg: dict, metrics, stop: threading.Event, directory: Path | None = No
         hub.settle()
     else:
         follower = KafkaFollower(cfg, hub, stop)
-    httpd = make_server(o["host"], o["port"], make_handler(hub, token, o["heartbeat_s"], page))
+    def healthy():
+        return None if follower.is_alive() or stop.is_set() else f"the {follower.name} thread has stopped"
+    httpd = make_server(o["host"], o["port"], make_handler(hub, token, o["heartbeat_s"], page, o["idle_timeout_s"],
+                                                           healthy), o["max_clients"])
     host, port = httpd.server_address[:2]
     follower.start()
     threading.Thread(target=httpd.serve_forever, name="overlay-http", daemon=True).start()

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,9 +44,21 @@ class Answer:
 
 
 class ProviderError(Exception):
-    def __init__(self, message: str, retryable: bool, retry_after: float | None = None, status: int | None = None):
+    def __init__(self, message: str, retryable: bool, retry_after: float | None = None, status: int | None = None,
+                 billed: bool = False):
         super().__init__(message)
         self.retryable, self.retry_after, self.status = retryable, retry_after, status
+        self.billed = billed       # the provider answered 200: the call may be billed, so never retried
+
+
+def billed_error(message: str) -> ProviderError:
+    """An HTTP 200 whose body onair cannot use (not JSON, not the documented shape): the provider
+    may have billed it, so it is ledgered as paid and never retried."""
+    return ProviderError(f"HTTP 200 with an unusable answer: {message}", retryable=False, status=200, billed=True)
+
+
+class BadRequest(ValueError):
+    """A request record onair cannot send: a missing or malformed field."""
 
 
 class Provider:
@@ -74,9 +87,12 @@ class Provider:
         if r.status_code >= 400:
             raise ProviderError(f"client error {r.status_code}", False, status=r.status_code)
         try:
-            return r.json()
-        except ValueError:
-            raise ProviderError("answer is not JSON", retryable=True, status=r.status_code) from None
+            doc = r.json()
+        except (ValueError, RecursionError):
+            raise billed_error("not JSON") from None
+        if not isinstance(doc, dict):
+            raise billed_error(f"JSON of the wrong shape ({type(doc).__name__})")
+        return doc
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -106,21 +122,28 @@ class ACRCloud(Provider):
         data = {"access_key": self.access_key, "sample_bytes": str(len(audio)), "timestamp": ts,
                 "signature": sig, "data_type": "audio", "signature_version": "1"}
         doc = self._post(self.url, data, {"sample": (f"clip.{codec}", audio, f"audio/{codec}")})
-        code = (doc.get("status") or {}).get("code")
+        status = doc.get("status")
+        code = status.get("code") if isinstance(status, dict) else None
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise billed_error("ACRCloud answer without a status code")
         if code == 0:
-            music = ((doc.get("metadata") or {}).get("music") or [{}])[0]
-            artists = ", ".join(a.get("name", "") for a in music.get("artists") or []) or None
-            return Answer(True, music.get("title"), artists, (music.get("album") or {}).get("name"),
-                          (music.get("external_ids") or {}).get("isrc"), _num(music.get("score")),
+            found = _list(_dict(doc.get("metadata")).get("music"))
+            music = _dict(found[0]) if found else {}
+            if not music:
+                raise billed_error("ACRCloud status 0 without a music entry")
+            artists = ", ".join(_text(_dict(a).get("name")) or "" for a in _list(music.get("artists"))) or None
+            return Answer(True, _text(music.get("title")), artists, _text(_dict(music.get("album")).get("name")),
+                          _text(_dict(music.get("external_ids")).get("isrc")), _num(music.get("score")),
                           {"acrid": music.get("acrid"), "duration_ms": _num(music.get("duration_ms")),
                            "play_offset_ms": _num(music.get("play_offset_ms")),
                            "sample_begin_ms": _num(music.get("sample_begin_time_offset_ms")),
                            "sample_end_ms": _num(music.get("sample_end_time_offset_ms"))})
         if code == 1001:
             return Answer(False)
-        msg = (doc.get("status") or {}).get("msg", "")
-        # 3003/3015: limits exceeded; 2000/3xxx others are configuration faults
-        raise ProviderError(f"ACRCloud status {code}: {msg}", retryable=code in (3003, 3015))
+        msg = _text(status.get("msg")) or ""
+        # ACRCloud's documented errors are not billed. 3003/3015: limits exceeded (retried);
+        # 2000/3xxx others are configuration faults
+        raise ProviderError(f"ACRCloud status {code}: {msg}", retryable=code in (3003, 3015), status=200)
 
 
 class AudD(Provider):
@@ -132,19 +155,48 @@ class AudD(Provider):
         self.url, self._token = url, api_token
 
     def identify(self, audio: bytes, codec: str) -> Answer:
-        doc = self._post(self.url, {"api_token": self._token, "return": "isrc"},
+        # AudD has no "isrc" value for `return`: the ISRC comes inside the Apple Music and Spotify
+        # metadata, which this asks for
+        doc = self._post(self.url, {"api_token": self._token, "return": "apple_music,spotify"},
                          {"file": (f"clip.{codec}", audio, f"audio/{codec}")})
         if doc.get("status") == "success":
             res = doc.get("result")
             if not res:
                 return Answer(False)
-            return Answer(True, res.get("title"), res.get("artist"), res.get("album"), res.get("isrc"), None,
-                          {"timecode": res.get("timecode"), "song_link": res.get("song_link"),
+            if not isinstance(res, dict):
+                raise billed_error(f"AudD result of the wrong shape: {type(res).__name__}")
+            return Answer(True, _text(res.get("title")), _text(res.get("artist")), _text(res.get("album")),
+                          _audd_isrc(res), None,
+                          {"timecode": _text(res.get("timecode")), "song_link": _text(res.get("song_link")),
                            "play_offset_ms": _timecode_ms(res.get("timecode"))})
-        err = doc.get("error") or {}
+        err = doc.get("error")
+        if doc.get("status") != "error" or not isinstance(err, dict):
+            raise billed_error("AudD answer that is neither success nor error")
         code = err.get("error_code")
-        # 901/902: request limits; 900/300/500: token or request faults
-        raise ProviderError(f"AudD error {code}: {err.get('error_message', '')}", retryable=code in (901, 902))
+        # AudD's documented errors are not billed. 901/902: request limits (retried);
+        # 900/300/500: token or request faults
+        raise ProviderError(f"AudD error {code}: {_text(err.get('error_message')) or ''}",
+                            retryable=code in (901, 902), status=200)
+
+
+def _audd_isrc(res: dict) -> str | None:
+    return (_text(_dict(res.get("apple_music")).get("isrc"))
+            or _text(_dict(_dict(res.get("spotify")).get("external_ids")).get("isrc")))
+
+
+def _dict(v) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v) -> list:
+    return v if isinstance(v, list) else []
+
+
+def _text(v) -> str | None:
+    """A provider's string field; numbers are taken as text, anything else as absent."""
+    if isinstance(v, str):
+        return v
+    return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _timecode_ms(v) -> float | None:
@@ -164,6 +216,46 @@ def _num(v):
 
 
 PROVIDERS = {"acrcloud": ACRCloud, "audd": AudD}
+
+
+def ledger_problem(e: dict) -> str | None:
+    """What makes a ledger line unusable for the budget and the cache, or None."""
+    for key in ("request_id", "channel", "outcome"):
+        if not isinstance(e.get(key), str):
+            return f"field {key!r} missing or not a string"
+    if not isinstance(e.get("paid", False), bool):
+        return "field 'paid' not true or false"
+    for key in ("ts", "cost") if e.get("paid") else ():
+        v = e.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v or v in (float("inf"), float("-inf")):
+            return f"field {key!r} missing or not a finite number"
+    if e.get("nowplaying") is not None and not isinstance(e["nowplaying"], dict):
+        return "field 'nowplaying' not an object"
+    return None
+
+
+def request_audio(req) -> bytes:
+    """The clip of a request record, its fields checked; BadRequest names what is wrong."""
+    if not isinstance(req, dict):
+        raise BadRequest("not a JSON object")
+    for key in ("request_id", "channel"):
+        if not isinstance(req.get(key), str) or not req[key]:
+            raise BadRequest(f"field {key!r} missing or not a string")
+    for key in ("clip_start", "clip_end", "song_start", "emitted_at"):
+        v = req.get(key)
+        if v is None and key in ("song_start", "emitted_at"):
+            continue
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise BadRequest(f"field {key!r} missing or not a finite number")
+    if req["clip_end"] < req["clip_start"]:
+        raise BadRequest("field 'clip_end' before 'clip_start'")
+    audio = req.get("audio")
+    if not isinstance(audio, dict) or not isinstance(audio.get("data"), str) or not isinstance(audio.get("codec"), str):
+        raise BadRequest("field 'audio' missing, or without 'data' and 'codec' strings")
+    try:
+        return base64.b64decode(audio["data"], validate=True)
+    except ValueError as e:
+        raise BadRequest(f"field 'audio.data' is not base64 ({e})") from None
 
 
 def play_of(request_id: str) -> str:
@@ -230,14 +322,18 @@ class Recognizer:
         for e in entries:
             if e.get("paid"):
                 self.budget.charge(e["channel"], e["cost"], at=e["ts"])
-            if e.get("outcome") in ("matched", "no_match", "local_match", "known_unidentified"):
+            # answered, or settled: a request billed for an unusable answer is not paid again, and one
+            # the budget skipped is not ledgered again
+            if e.get("outcome") in ("matched", "no_match", "local_match", "known_unidentified", "budget_skipped") \
+                    or (e.get("outcome") == "error" and e.get("paid")):
                 self.cache[e["request_id"]] = {"outcome": e["outcome"], "nowplaying": e.get("nowplaying"),
                                                "clip_sha1": e.get("clip_sha1")}
 
     def handle(self, req: dict) -> dict | None:
-        """Recognise one request; returns a now-playing record when the provider matched it."""
+        """Recognise one request; returns a now-playing record when the provider matched it.
+        BadRequest for a record that cannot be a request (the caller names and parks it)."""
+        audio = request_audio(req)
         rid, channel = req["request_id"], req["channel"]
-        audio = base64.b64decode(req["audio"]["data"])
         sha1 = hashlib.sha1(audio).hexdigest()
         with self._lock:
             hit = self.cache.get(rid)
@@ -265,12 +361,18 @@ class Recognizer:
             self._ledger(req, "budget_skipped", paid=False, detail=cap)
             log.info("channel %s: request %s not sent: budget cap %s reached", channel, rid, cap)
             return None
-        answer, error = self._call(audio, req["audio"]["codec"], channel)
+        answer, error, billed = self._call(audio, req["audio"]["codec"], channel)
         if answer is None:
-            with self._lock:
-                self.budget.refund(channel, price)   # nothing was paid: give the reservation back
+            if billed:      # an unusable 200: paid for all the same, and cached, so never sent again
+                with self._lock:
+                    self.cache[rid] = {"outcome": "error", "nowplaying": None, "clip_sha1": sha1}
+                self._ledger(req, "error", paid=True, detail=error, clip_sha1=sha1)
+                self._paid(req, channel, price)
+            else:
+                with self._lock:
+                    self.budget.refund(channel, price)   # nothing was paid: give the reservation back
+                self._ledger(req, "error", paid=False, detail=error)
             self._count(channel, "error")
-            self._ledger(req, "error", paid=False, detail=error)
             return None
         outcome = "matched" if answer.matched else "no_match"
         label = None if not answer.matched else {
@@ -281,22 +383,30 @@ class Recognizer:
         detail = ""
         if self._ended(req, nowplaying):
             nowplaying, detail = None, NOT_SHOWN
-        if self.index is not None and pcm is not None:
-            stale = local.item if local is not None else None
-            item = self.index.learn(channel, pcm, None if label is None else {**label, "extra": answer.extra},
-                                    play_of(rid), stale=stale, clip_in_play_s=_clip_in_play(req))
-            if stale is not None and label is not None and item is not None:
-                self._correct_earlier(req, item, label)
+        # the billed call is on the ledger (and cached) before anything else can fail
         with self._lock:
             self.cache[rid] = {"outcome": outcome, "nowplaying": nowplaying, "clip_sha1": sha1}
-        self._count(channel, "sent")
+        self._ledger(req, outcome, paid=True, nowplaying=nowplaying, clip_sha1=sha1, detail=detail)
         self._count(channel, outcome)
+        self._paid(req, channel, price)
+        self._remember_play(req, nowplaying)
+        if self.index is not None and pcm is not None:
+            try:
+                stale = local.item if local is not None else None
+                item = self.index.learn(channel, pcm, None if label is None else {**label, "extra": answer.extra},
+                                        play_of(rid), stale=stale, clip_in_play_s=_clip_in_play(req))
+                if stale is not None and label is not None and item is not None:
+                    self._correct_earlier(req, item, label)
+            except Exception as e:     # the index learns nothing from this answer; the answer stands
+                log.warning("channel %s: request %s: the fingerprint index could not learn the answer: %s: %s",
+                            channel, rid, type(e).__name__, e)
+        return nowplaying
+
+    def _paid(self, req: dict, channel: str, price: float) -> None:
+        self._count(channel, "sent")
         self.metrics.recognition_spend.labels(channel, self.provider.name).inc(price)
         self.metrics.recognition_audio.labels(channel, self.provider.name).inc(
             float(req["clip_end"]) - float(req["clip_start"]))
-        self._remember_play(req, nowplaying)
-        self._ledger(req, outcome, paid=True, nowplaying=nowplaying, clip_sha1=sha1, detail=detail)
-        return nowplaying
 
     def _same_play(self, req: dict, sha1: str) -> dict | None:
         """A later request of a play already identified, whose clip ends before that recording's
@@ -398,6 +508,8 @@ class Recognizer:
         return out
 
     def _call(self, audio: bytes, codec: str, channel: str):
+        """(answer or None, error, billed): retries 429, 5xx, timeouts and the provider's own
+        limit errors; never a call that was answered 200 with an unusable body (billed)."""
         delay = self.backoff_s
         last = ""
         for attempt in range(self.max_retries + 1):
@@ -406,19 +518,20 @@ class Recognizer:
             try:
                 answer = self.provider.identify(audio, codec)
                 self._latency(time.monotonic() - t0)
-                return answer, ""
+                return answer, "", False
             except ProviderError as e:
                 self._latency(time.monotonic() - t0)
                 last = str(e)
-                if not e.retryable or attempt == self.max_retries:
-                    log.warning("channel %s: %s gave up: %s", channel, self.provider.name, last)
-                    return None, last
+                if e.billed or not e.retryable or attempt == self.max_retries:
+                    log.warning("channel %s: %s gave up: %s%s", channel, self.provider.name, last,
+                                " (billed: not retried)" if e.billed else "")
+                    return None, last, e.billed
                 wait = e.retry_after if e.retry_after is not None else delay
                 log.info("channel %s: %s %s; retry %d in %.1f s", channel, self.provider.name, last, attempt + 1,
                          wait)
                 time.sleep(wait)
                 delay *= 2
-        return None, last
+        return None, last, False
 
     def _ledger(self, req: dict, outcome: str, paid: bool, detail: str = "", nowplaying=None,
                 clip_sha1: str | None = None, match: dict | None = None) -> None:

@@ -9,7 +9,6 @@ config; they are handed to the adapter and never logged or written.
 """
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -17,10 +16,11 @@ import time
 from pathlib import Path
 
 from operators.recognition.budget import Budget, Caps
-from pipeline.recognition.providers import PROVIDERS, Recognizer
 from pipeline.config import ConfigError
 from pipeline.follow import DailyTail
+from pipeline.jsonin import BadLine, loads_record
 from pipeline.outputs import DailyJsonl, day_dirs, dumps, read_jsonl
+from pipeline.recognition.providers import PROVIDERS, BadRequest, Recognizer, ledger_problem
 from pipeline.secrets import read_secret
 
 log = logging.getLogger("onair.recognize")
@@ -61,7 +61,15 @@ class Ledger:
         (request ids carry their UTC, so an older request never comes again)."""
         # the newest days that have a ledger (an output folder also holds days of records only)
         paths = [p for p in map(self.files.path, day_dirs(self.path.parent)) if p.exists()][-days:]
-        return [e for p in paths for _, e in read_jsonl(p)]
+        out = []
+        for p in paths:
+            for n, e in read_jsonl(p):
+                why = ledger_problem(e)
+                if why is None:
+                    out.append(e)
+                else:       # counted neither in the budget nor in the cache; the line stays as it is
+                    log.warning("%s:%d: ledger line skipped: %s", p, n, why)
+        return out
 
     def __call__(self, entry: dict) -> None:
         self.files.write(entry)
@@ -129,18 +137,26 @@ def follow_dir(cfg: dict, out_dir: Path, metrics=None, stop: threading.Event | N
         raise ConfigError("config key 'recognition.provider': none is configured, nothing to send")
     sink = DailyJsonl(out_dir, "nowplaying")
     fixes = DailyJsonl(out_dir, "corrections")
+    parked = DeadLetters(out_dir)
     # from the day before the newest: requests a stopped recognizer left over midnight are still
     # sent, and the ones it answered come from the cache (the ledger's last two days), unpaid
     days = day_dirs(out_dir)
-    tail = DailyTail(out_dir, "requests", from_day=days[-2] if len(days) > 1 else None)
+    from_day = days[-2] if len(days) > 1 else None
+    tail = DailyTail(out_dir, "requests", from_day=from_day)
+    # now-playing records a stopped recognizer already wrote are not written again
+    written = {e.get("request_id") for p in _day_files(out_dir, "nowplaying", days[-2:]) for _, e in read_jsonl(p)}
     last = time.monotonic()
     done = 0
     while not stop.is_set():
-        lines = tail.read()
-        for line in lines:
-            np_rec = rec.handle(json.loads(line))
+        lines = tail.read_numbered()
+        for path, line_no, line in lines:
+            try:
+                np_rec = rec.handle(loads_record(line))
+            except (BadLine, BadRequest) as e:
+                parked.park(path, line_no, line, str(e), rec.metrics)
+                continue
             done += 1
-            if np_rec is not None:
+            if np_rec is not None and np_rec.get("request_id") not in written:
                 sink.write(np_rec)
             for c in rec.take_corrections():
                 fixes.write(c)
@@ -151,6 +167,29 @@ def follow_dir(cfg: dict, out_dir: Path, metrics=None, stop: threading.Event | N
         else:
             stop.wait(0.2)
     return done
+
+
+def _day_files(out_dir: Path, name: str, days: list[str]) -> list[Path]:
+    return [p for p in (out_dir / d / f"{name}.jsonl" for d in days) if p.exists()]
+
+
+class DeadLetters:
+    """Request lines that cannot be sent, parked in DIR/YYYY-MM-DD/dead_letters.jsonl with where
+    they came from and why: logged once (a restart does not park a line again) and counted."""
+
+    def __init__(self, out_dir: Path):
+        self.files = DailyJsonl(out_dir, "dead_letters")
+        self.seen = {(e.get("file"), e.get("line"))
+                     for p in _day_files(out_dir, "dead_letters", day_dirs(out_dir)[-2:]) for _, e in read_jsonl(p)}
+
+    def park(self, path: Path, line_no: int, raw: str, why: str, metrics=None) -> None:
+        if (str(path), line_no) in self.seen:
+            return
+        self.seen.add((str(path), line_no))
+        log.warning("%s:%d: request skipped and parked in dead_letters.jsonl: %s", path, line_no, why)
+        if metrics is not None:
+            metrics.recognition_bad_requests.inc()
+        self.files.write({"file": str(path), "line": line_no, "error": why, "record": raw})
 
 
 def ledger_path(cfg: dict, out_dir: Path | None) -> Path:
@@ -180,8 +219,16 @@ def consume_kafka(cfg: dict, metrics=None, stop: threading.Event | None = None,
         for c in rec.take_corrections():
             p.send(k["topic_corrections"], key=c["channel"].encode(), value=dumps(c).encode())
 
+    def park(m, why):
+        # the broker may predate record headers (0.11): why and where on a first line, as the media DLQ does
+        header = dumps({"reason": "bad_request", "detail": why, "topic": m.topic, "partition": m.partition,
+                        "offset": m.offset}).encode()
+        p.send(k["topic_requests_dlq"], key=m.key, value=header + b"\n" + (m.value or b""))
+        rec.metrics.recognition_bad_requests.inc()
+
     try:
-        return consume_records(c, k["poll_ms"], stop, handle, idle_exit_s, before_commit=p.flush, log=log)
+        return consume_records(c, k["poll_ms"], stop, handle, idle_exit_s, before_commit=p.flush, log=log,
+                               park=park)
     finally:
         c.close()
         p.close(timeout=10)
