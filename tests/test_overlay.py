@@ -344,23 +344,27 @@ def test_refuses_a_public_address_without_a_token_and_serves_loopback_without_on
 
 
 def test_idle_clients_time_out_and_a_full_server_says_503_at_once(tmp_path):
-    """Each connection holds a server thread: one that says nothing is let go after idle_timeout_s,
-    and past max_clients a new one is told 503 at once instead of waiting for a thread."""
-    ov = Overlay(tmp_path, "--dir", str(tmp_path), "--set", "overlay.idle_timeout_s=3",
+    """Each connection holds a server thread: past max_clients a new one is told 503 at once instead
+    of waiting for a thread, and one that says nothing is let go after idle_timeout_s."""
+    ov = Overlay(tmp_path, "--dir", str(tmp_path), "--set", "overlay.idle_timeout_s=2",
                  "--set", "overlay.max_clients=3")
-    idle = []
+    streams, idle = [], None
     try:
-        idle = [socket.create_connection(("127.0.0.1", ov.port), timeout=30) for _ in range(3)]
-        wait_until(lambda: ov.status("/healthz") == 503, 10, "a 503 while every slot is held")
-        wait_until(lambda: ov.status("/healthz") == 200, 30, "the idle clients to be let go")
-        for conn in idle:
-            try:
-                assert conn.recv(1) == b"", "closed by the server"
-            except ConnectionResetError:
-                pass
+        streams = [Events(ov.q("/events/tv1")) for _ in range(3)]      # three open event streams
+        assert ov.status("/healthz") == 503
+        for ev in streams:
+            ev.close()
+        wait_until(lambda: ov.status("/healthz") == 200, 60, "the closed streams' slots to be freed")
+        idle = socket.create_connection(("127.0.0.1", ov.port), timeout=60)
+        try:
+            assert idle.recv(1) == b"", "closed by the server"
+        except ConnectionResetError:
+            pass
     finally:
-        for conn in idle:
-            conn.close()
+        for ev in streams:
+            ev.close()
+        if idle is not None:
+            idle.close()
         ov.stop()
 
 
