@@ -587,6 +587,6 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     elif isinstance(raw, dict) and isinstance(raw.get("heads"), dict) and "dir" in raw["heads"]:
         base = path.parent
     else:
-        base, cfg["heads"]["dir"] = DEFAULT_CONFIG.parent, SCHEMA["heads"]["dir"].default
+        base = DEFAULT_CONFIG.parent
     cfg["heads"]["dir"] = str((base / cfg["heads"]["dir"]).resolve())
     return cfg

@@ -211,10 +211,10 @@ class Input:
             # PyAV's demux sizes its per-stream table when it starts; damaged packets can announce
             # new streams (a corrupt PID) and its flush at the end of input then reads past the
             # table. Every packet was read by then: the input ended.
-            self._count("input_errors", reason="demux_eof")
-            if self.live:
-                raise SourceError("read_error", "the demuxer failed at the end of input (damaged packets "
+            if self.live:          # counted by run(), which reconnects
+                raise SourceError("demux_eof", "the demuxer failed at the end of input (damaged packets "
                                   "announced new streams)") from None
+            self._count("input_errors", reason="demux_eof")
             log.warning("channel %s: the demuxer failed at the end of input (damaged packets announced new "
                         "streams); the audio read so far is kept", self.channel)
         got_audio = self._end_session(sink) or got_audio

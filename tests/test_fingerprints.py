@@ -244,7 +244,7 @@ def test_a_plays_entry_holds_the_hashes_of_its_whole_audio(songs, tmp_path):
         t += 0.96
     index.store.set_play("x:0.0", index.store.by_ref("acrid:r0"))      # answered: the recognizer's part
     live.close(deb, end=40.0)
-    entries = [e for e in index.store.offsets(index.store.by_ref("acrid:r0")) if e != index.store.by_ref("acrid:r0")]
+    entries = [e for e in index.store.placed(index.store.by_ref("acrid:r0")) if e != index.store.by_ref("acrid:r0")]
     assert len(entries) == 1
     whole = fingerprint(cut(aired, 0, 40), fp)[0]
     held = index.store.item(entries[0])["hashes"]

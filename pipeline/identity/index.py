@@ -238,8 +238,7 @@ class AudioIndex:
         """Plays answered by `item` or by items found to be it: a cluster of repeats."""
         return self.store.plays_of(item)
 
-    def add_play(self, channel: str, play_id: str, h: np.ndarray, t: np.ndarray, seconds: float,
-                 known: dict | None = None) -> int | None:
+    def add_play(self, channel: str, play_id: str, h: np.ndarray, t: np.ndarray, seconds: float) -> int | None:
         """The engine's fingerprints of one whole play as it aired (frames from the song's start).
         Only the part inside the recording answered is kept: its start where the index's entries
         place the play, its length from the provider's duration; a song whose boundary was missed
@@ -258,11 +257,12 @@ class AudioIndex:
             # where the recording begins in this play, from all of the play's audio against what the
             # index holds of it: the answer's own offset came from a few seconds, and in music that
             # repeats itself one repeat away (the entry would then run into the next song)
-            rec_start = self._place(target["id"], h, t)
+            entries = self.store.placed(target["id"])
+            rec_start = self._place(entries, h, t)
             if rec_start is None:
                 return None
             if target["kind"] == "unknown":
-                lo, hi = self._unknown_part(target, rec_start, seconds)
+                lo, hi = self._unknown_part(entries, rec_start, seconds)
             elif target["kind"] != "recording" or not target.get("duration_s"):
                 return None
             else:
@@ -283,29 +283,29 @@ class AudioIndex:
             self._failed("write", e, channel)
             return None
 
-    def _place(self, target: int, h: np.ndarray, t: np.ndarray) -> float | None:
-        """Play time where canonical item `target` has its time 0, as its placed entries say from
-        the play's hashes (frames from the play's start); None unless they agree on one place."""
-        offsets = self.store.offsets(target)
+    def _place(self, entries: dict, h: np.ndarray, t: np.ndarray) -> float | None:
+        """Play time where a canonical item has its time 0, as its placed `entries` (Store.placed)
+        say from the play's hashes (frames from the play's start); None unless they agree on one place."""
         rh, items, rt = self.store.rows_for(h)
-        ok = np.isin(items, np.fromiter(offsets, np.int64, len(offsets)))
+        ok = np.isin(items, np.fromiter(entries, np.int64, len(entries)))
         if not ok.any():
             return None
-        shift = np.array([int(round(offsets[i] / FRAME_S)) for i in items[ok].tolist()], np.int64)
+        shift = np.array([int(round(entries[i][0] / FRAME_S)) for i in items[ok].tolist()], np.int64)
         m = best_match(h, t, rh[ok], np.zeros(int(ok.sum()), np.int64), rt[ok] + shift, int(t.max()) + 1,
                        FingerprintParams(self.p.fp.peaks_per_s, self.p.fp.min_aligned, 0.0))
         return None if m is None or not m.placed else -m.offset_s
 
-    def _unknown_part(self, item: dict, rec_start: float, seconds: float) -> tuple[float, float]:
+    @staticmethod
+    def _unknown_part(entries: dict, rec_start: float, seconds: float) -> tuple[float, float]:
         """The part of an unknown item's play worth indexing, in play time: around the stretch the
         provider heard (item time 0 at `rec_start`), so that a later play clipped a few seconds
         earlier or later still matches; bounded, since the item's end is not known and a song run
-        into it without a dip must not become "unknown"; nothing the item's entries already hold."""
+        into it without a dip must not become "unknown"; nothing the item's entries already hold
+        (then an empty stretch)."""
         lo, hi = max(0.0, rec_start - UNKNOWN_BEFORE_S), min(seconds, rec_start + UNKNOWN_AFTER_S)
-        for a, b in self.store.spans(item["id"]):
-            a, b = a + rec_start, b + rec_start      # item time -> play time
-            if a <= lo + 5.0 and b >= hi - 5.0:
-                return lo, lo                        # held already
+        for _, a, b in entries.values():
+            if a + rec_start <= lo + 5.0 and b + rec_start >= hi - 5.0:   # item time -> play time
+                return lo, lo
         return lo, hi
 
     def _covers(self, item: dict, seconds: float) -> bool:

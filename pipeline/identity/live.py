@@ -232,15 +232,16 @@ class LiveIdentity:
 
     def close(self, deb: Debouncer | None = None, end: float | None = None) -> None:
         """The song ended: its fingerprints become the play's entry in the index."""
-        if self.song is not None and (self._requested or (deb is not None and deb.requested)):
+        asked = self.song is not None and (self._requested or (deb is not None and deb.requested))
+        if asked:
             self._collect(final=True)
-        if self.song is not None and self._h and (self._requested or (deb is not None and deb.requested)):
+        if asked and self._h:
             h, t = np.concatenate(self._h), np.concatenate(self._t)
             seconds = ((end if end is not None else (self._until or self.song)) - self.song)
             if end is not None:
                 keep = t < (end - self.song) / FRAME_S
                 h, t = h[keep], t[keep]
             if seconds >= MIN_PLAY_S and len(h):
-                self.index.add_play(self.channel, self.play_id(self.song), h, t, seconds, known=self.current)
+                self.index.add_play(self.channel, self.play_id(self.song), h, t, seconds)
         self.song = None
         self._reset()

@@ -219,17 +219,12 @@ class SqlStore:
         """Entries found to be `item` lose their place in it (their time base was another's)."""
         self.execute("UPDATE items SET rec_offset_s = NULL WHERE same_as = ?", (item,))
 
-    def offsets(self, item: int) -> dict[int, float]:
-        """Entries of canonical item `item` placed in it: {entry: item time at the entry's time 0}."""
-        rows = self.execute("SELECT id, rec_offset_s FROM items WHERE (id = ? OR same_as = ?) "
-                            "AND rec_offset_s IS NOT NULL", (item, item), fetch=True)
-        return {int(i): float(o) for i, o in rows}
-
-    def spans(self, item: int) -> list[tuple[float, float]]:
-        """The stretches of canonical item `item` its entries hold, in item time (where placed)."""
-        rows = self.execute("SELECT t_end_s - indexed_s + rec_offset_s, t_end_s + rec_offset_s FROM items "
+    def placed(self, item: int) -> dict[int, tuple[float, float, float]]:
+        """Entries of canonical item `item` placed in it: {entry: (item time at the entry's time 0,
+        and the stretch it holds, from and to, in item time)}."""
+        rows = self.execute("SELECT id, rec_offset_s, t_end_s - indexed_s, t_end_s FROM items "
                             "WHERE (id = ? OR same_as = ?) AND rec_offset_s IS NOT NULL", (item, item), fetch=True)
-        return [(float(a), float(b)) for a, b in rows if a is not None and b is not None]
+        return {int(i): (float(o), float(o + a), float(o + b)) for i, o, a, b in rows}
 
     def plays_of(self, item: int) -> list[str]:
         """Plays answered by `item` or by items found to be it."""

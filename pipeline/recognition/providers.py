@@ -218,6 +218,11 @@ def _num(v):
 PROVIDERS = {"acrcloud": ACRCloud, "audd": AudD}
 
 
+def _finite(v) -> bool:
+    """A JSON number that is a number: not a boolean, not NaN or infinite."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def ledger_problem(e: dict) -> str | None:
     """What makes a ledger line unusable for the budget and the cache, or None."""
     for key in ("request_id", "channel", "outcome"):
@@ -226,8 +231,7 @@ def ledger_problem(e: dict) -> str | None:
     if not isinstance(e.get("paid", False), bool):
         return "field 'paid' not true or false"
     for key in ("ts", "cost") if e.get("paid") else ():
-        v = e.get(key)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v or v in (float("inf"), float("-inf")):
+        if not _finite(e.get(key)):
             return f"field {key!r} missing or not a finite number"
     if e.get("nowplaying") is not None and not isinstance(e["nowplaying"], dict):
         return "field 'nowplaying' not an object"
@@ -242,10 +246,7 @@ def request_audio(req) -> bytes:
         if not isinstance(req.get(key), str) or not req[key]:
             raise BadRequest(f"field {key!r} missing or not a string")
     for key in ("clip_start", "clip_end", "song_start", "emitted_at"):
-        v = req.get(key)
-        if v is None and key in ("song_start", "emitted_at"):
-            continue
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        if not _finite(req.get(key)) and not (key in ("song_start", "emitted_at") and req.get(key) is None):
             raise BadRequest(f"field {key!r} missing or not a finite number")
     if req["clip_end"] < req["clip_start"]:
         raise BadRequest("field 'clip_end' before 'clip_start'")
