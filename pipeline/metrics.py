@@ -45,6 +45,10 @@ class Metrics:
                                   "(high: the model is what limits the worker)", registry=r)
         self.state_restores = Counter("onair_state_restores", "Channel states restored from the changelog", ch,
                                       registry=r)
+        self.state_gaps = Counter("onair_state_gaps",
+                                  "Restored channel states older than the group's committed offsets (replayed "
+                                  "from the state: kind=stale; or no state for a run begun earlier: "
+                                  "kind=missing)", ch + ["kind"], registry=r)
 
         self.requests_emitted = Counter("onair_recognition_requests_emitted",
                                         "Recognition requests decided by the debouncer", ch + ["reason"], registry=r)

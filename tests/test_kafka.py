@@ -183,6 +183,57 @@ def test_a_worker_that_dies_between_states_is_replayed_with_the_same_ids(kafka_b
     assert strip(segs["p"]) == strip(direct_segments(programme["ts"], tmp_path))
 
 
+def test_a_state_older_than_the_committed_offsets_is_replayed_from_not_trusted(kafka_broker, programme, tmp_path):
+    # a worker that froze and came back (a zombie) writes its old state of a channel after the newest
+    # one, or a changelog read misses the newest: the state the next worker restores is older than the
+    # offsets the group committed. The chunks in between must not be skipped (the timeline would jump
+    # back by their length and reuse ids for other content): the worker replays from the state's offset
+    cfg, _ = kafka_cfg(kafka_broker, "kafka.state_every_s=0")
+    res = Ingest([("p", str(programme["ts"]))], cfg).run()
+    first = Worker(cfg, metrics=Metrics())
+    states = []
+    while first.processed < res["p"]["chunks"] * 2 // 3:
+        records = first.consumer.poll(timeout_ms=500, max_records=4)
+        if records:
+            first.process(records)
+            if first.processed >= res["p"]["chunks"] // 4 and not states:
+                states = read_topic(cfg, cfg["kafka"]["topic_state"])
+    first.producer.close(timeout=10)
+    first.consumer.close(autocommit=False)
+    old = json.loads(states[-1].value)
+    p = producer(cfg)
+    p.send(cfg["kafka"]["topic_state"], key=b"p", value=states[-1].value)   # the zombie's late write
+    p.flush()
+    p.close()
+    metrics = Metrics()
+    second = Worker(cfg, metrics=metrics)
+    try:
+        wait_until(lambda: second.process(second.consumer.poll(timeout_ms=500)) or (
+            "p" in second.channels and second.channels["p"].ended), 300, "the second worker to end the channel")
+    finally:
+        second.close()
+    segs, _ = segments_by_channel(cfg)
+    assert strip(segs["p"]) == strip(direct_segments(programme["ts"], tmp_path)), old["offset"]
+    songs = {}
+    for m in read_topic(cfg, cfg["kafka"]["topic_requests"]):
+        r = json.loads(m.value)
+        assert songs.setdefault(r["request_id"], r["song_start"]) == r["song_start"], "one id, two songs"
+    reqs, _ = requests_by_channel(cfg)
+    assert [r["song_start"] for r in reqs["p"]] == [
+        r["song_start"] for r in direct_segments(programme["ts"], tmp_path, what="requests")]
+    assert metrics.registry.get_sample_value("onair_state_gaps_total", {"channel": "p", "kind": "stale"}) == 1
+
+
+def test_a_changelog_that_cannot_be_read_is_an_error_not_an_empty_one():
+    from pipeline import config
+    from pipeline.kafka.checkpoint import StateStore, StateUnavailable
+    cfg = config.load(None, [f"kafka.bootstrap_servers=127.0.0.1:{broker_mod.free_port()}"])
+    store = StateStore(cfg, timeout_s=2)
+    with pytest.raises(StateUnavailable, match="no metadata"):
+        store.refresh()
+    assert not store.fresh
+
+
 # (True, 7) is the hard case (the end still with the embedding stage); the others run under -m slow
 @pytest.mark.parametrize("overlap,per_poll", [pytest.param(False, 1000, marks=pytest.mark.slow),
                                               pytest.param(True, 1000, marks=pytest.mark.slow), (True, 7)])
@@ -289,8 +340,8 @@ def test_an_ingest_reconnect_after_an_outage_is_a_no_signal_segment(kafka_broker
     assert metrics.registry.get_sample_value("onair_no_signal_seconds_total", {"channel": "p"}) >= 18.0
 
 
-def _worker_proc(sets, log):
-    cmd = [sys.executable, "-m", "pipeline.cli", "worker", "--exit-when-idle", "8"]
+def _worker_proc(sets, log, idle_s: float = 8):
+    cmd = [sys.executable, "-m", "pipeline.cli", "worker", "--exit-when-idle", str(idle_s)]
     for s in sets:
         cmd += ["--set", s]
     return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
@@ -311,6 +362,29 @@ def test_sigkill_of_a_worker_loses_nothing_and_pays_nothing_twice(kafka_broker, 
                 p.kill()
 
 
+# the double fault of issue #21: the broker restarts as the survivor takes the orphans over (0 s:
+# before it noticed the death; 6 s: as it reads the changelog), about 100 s each
+@pytest.mark.slow
+@pytest.mark.parametrize("restart_after_s", [0.0, 2.0, 6.0])
+def test_sigkill_of_a_worker_and_a_broker_restart(programme, tmp_path, restart_after_s):
+    d = tmp_path / "kafka"
+    b = broker_mod.start(d, partitions=4)
+    workers = []
+    try:
+        cfg, sets = kafka_cfg(b, "kafka.session_timeout_ms=4000")
+        broker_mod.create_topic(b, cfg["kafka"]["topic_state"], 4, compact=True)
+        broker_mod.create_topic(b, cfg["kafka"]["topic_media"], 4)
+        channels = [f"ch{i}" for i in range(6)]
+        logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]
+        workers = [_worker_proc(sets, logs[i], idle_s=40) for i in range(2)]
+        _failover(b, programme, tmp_path, cfg, channels, workers, logs, broker_restart=(restart_after_s, 8.0))
+    finally:
+        for p in workers:
+            if p.poll() is None:
+                p.kill()
+        broker_mod.stop(d)
+
+
 def _group_settled(tmp_path) -> bool:
     """Both workers joined and the group balanced: the last shares they logged are disjoint and
     cover the media topic's 4 partitions. (A slow start, TF import on a loaded machine, must not
@@ -325,7 +399,7 @@ def _group_settled(tmp_path) -> bool:
     return all(shares) and not shares[0] & shares[1] and shares[0] | shares[1] == {0, 1, 2, 3}
 
 
-def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs):
+def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs, broker_restart=None):
     wait_until(lambda: _group_settled(tmp_path), 180, "both workers to join the group and share its partitions")
     ing = Ingest([(ch, str(programme["ts"])) for ch in channels], cfg, rate=3.0)
     feeder = threading.Thread(target=ing.run, daemon=True)
@@ -346,6 +420,13 @@ def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs):
     victim = next(o for v in owners.values() for o, _, _ in v if o.split("-")[-2] == str(victim_pid))
     os.kill(victim_pid, signal.SIGKILL)
     killed_at = time.time()
+    if broker_restart:
+        # the double fault: the broker goes down while the survivor takes the orphans over
+        after_s, down_s = broker_restart
+        time.sleep(after_s)
+        broker_mod.stop_kafka(kafka_broker)
+        time.sleep(down_s)
+        broker_mod.start_kafka(kafka_broker)
     feeder.join()
     workers[1].wait(timeout=120)
     for f in logs:

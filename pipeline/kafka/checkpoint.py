@@ -5,6 +5,11 @@ engine's per-channel state (partial frame, HMM window, open segment, debounce an
 genre state) and the last media offset it covers. A worker assigned a partition
 reads the latest state of each channel and resumes there; a chunk at or below the
 restored offset is a redelivery and is skipped.
+
+The state, not the committed offset, says where a channel resumes: a state can be
+older than the group's offsets (a zombie worker's late write, a changelog read that
+missed the newest). The envelope's `seq` tells: the first chunk after a restore
+must follow the state's, or the worker seeks back to the state's offset and replays.
 """
 from __future__ import annotations
 
@@ -20,6 +25,11 @@ log = logging.getLogger("onair.checkpoint")
 VERSION = 1
 
 
+class StateUnavailable(RuntimeError):
+    """The changelog could not be read to its end: resuming from what was read could restore states
+    older than the offsets the group committed."""
+
+
 class ChannelState:
     """One run of one channel in this worker: its decoder, its engine run, and what it covers."""
 
@@ -30,6 +40,8 @@ class ChannelState:
         self.partition = None
         self.offset = -1
         self.session = None
+        self.seq = None              # the envelope seq of the last record handled (None: unknown)
+        self.restored = False        # its first record after a restore must follow `seq`
         self.ended = False           # its end of stream was read (and handed to the engine)
         self.last_wall = None        # the `wall` of the last media record: an outage is measured from it
         self.unsaved_from = None     # offset of the first record handled since the last state sent
@@ -40,13 +52,14 @@ class ChannelState:
         run is a finished one."""
         return {"v": VERSION, "channel": self.channel, "owner": owner, "wall": round(time.time(), 3),
                 "partition": self.partition, "offset": self.offset, "session": self.session,
-                "finished": self.ended, "last_wall": self.last_wall, "decoder": self.decoder.snapshot(),
+                "seq": self.seq, "finished": self.ended, "last_wall": self.last_wall, "decoder": self.decoder.snapshot(),
                 "detector": self.run.snapshot()}
 
     def restore(self, d: dict) -> None:
         self.partition, self.offset, self.session, self.ended = d["partition"], d["offset"], d["session"], \
             d["finished"]
-        self.last_wall = d.get("last_wall")
+        self.last_wall, self.seq = d.get("last_wall"), d.get("seq")
+        self.restored = True
         self.decoder.restore(d["decoder"])
         self.run.restore(d["detector"])
 
@@ -54,35 +67,60 @@ class ChannelState:
 class StateStore:
     """Latest state per channel, read from the compacted changelog topic."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, timeout_s: float = 60.0):
         self.cfg = cfg
         self.topic = cfg["kafka"]["topic_state"]
+        self.timeout_s = timeout_s
         self.latest: dict[str, dict] = {}
+        self.fresh = False           # read to its end since the last assignment
 
     def refresh(self) -> None:
+        """Read the changelog to the end offsets it has now, or raise StateUnavailable and keep
+        `fresh` False. kafka-python answers an unreachable cluster's metadata with an empty topic
+        list, which must not pass for a changelog without states."""
         from kafka import TopicPartition
+        from kafka.errors import KafkaError
 
-        from pipeline.kafka.client import consumer
-        c = consumer(self.cfg, group_id=None, enable_auto_commit=False)
+        from pipeline.kafka.client import consumer, topic_metadata
+        self.fresh = False
+        latest: dict[str, dict] = {}
         try:
-            parts = c.partitions_for_topic(self.topic) or set()
-            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-            if not tps:
-                return
-            c.assign(tps)
-            c.seek_to_beginning(*tps)
-            end = c.end_offsets(tps)
-            deadline = time.monotonic() + 60
-            while any(c.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
-                for msgs in c.poll(timeout_ms=500).values():
-                    for m in msgs:
-                        if m.value is None:
-                            self.latest.pop(m.key.decode(), None)
-                            continue
-                        try:
-                            d = json.loads(m.value)
-                            self.latest[d["channel"]] = d
-                        except (ValueError, KeyError):
-                            log.warning("state record at %s:%d is not valid state; ignored", m.topic, m.offset)
+            c = consumer(self.cfg, group_id=None, enable_auto_commit=False)
+        except KafkaError as e:
+            raise StateUnavailable(f"cannot reach Kafka to read {self.topic}: {e}") from None
+        try:
+            if self.topic not in topic_metadata(c, min(self.timeout_s, 30.0)):
+                return self._swap(latest)
+            tps = [TopicPartition(self.topic, p) for p in sorted(c.partitions_for_topic(self.topic) or ())]
+            if tps:
+                c.assign(tps)
+                c.seek_to_beginning(*tps)
+                end = c.end_offsets(tps)
+                deadline = time.monotonic() + self.timeout_s
+                while any(c.position(tp) < end[tp] for tp in tps):
+                    if time.monotonic() > deadline:
+                        raise StateUnavailable(f"{self.topic} not read to its end in {self.timeout_s:.0f} s")
+                    for msgs in c.poll(timeout_ms=500).values():
+                        for m in msgs:
+                            if m.offset >= end[TopicPartition(m.topic, m.partition)]:
+                                continue
+                            self._apply(latest, m)
+        except KafkaError as e:
+            raise StateUnavailable(f"reading {self.topic}: {e}") from None
         finally:
             c.close()
+        self._swap(latest)
+
+    def _swap(self, latest: dict) -> None:
+        self.latest, self.fresh = latest, True
+
+    @staticmethod
+    def _apply(latest: dict, m) -> None:
+        if m.value is None:
+            latest.pop(m.key.decode(errors="replace"), None)
+            return
+        try:
+            d = json.loads(m.value)
+            latest[d["channel"]] = d
+        except (ValueError, KeyError, TypeError):
+            log.warning("state record at %s:%d:%d is not valid state; ignored", m.topic, m.partition, m.offset)

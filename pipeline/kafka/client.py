@@ -97,6 +97,25 @@ def ensure_topics(cfg: dict) -> None:
     admin.close()
 
 
+def topic_metadata(c, timeout_s: float) -> set[str]:
+    """The topics the cluster lists, fetched within `timeout_s` (KafkaTimeoutError otherwise).
+    KafkaConsumer.topics() waits without a bound while no broker answers and then returns what
+    it had cached, which reads like "no such topic"; this asks its client the same question with
+    a deadline (kafka-python has no public call for it)."""
+    from kafka.errors import KafkaTimeoutError
+    client = c._client
+    cluster = client.cluster
+    stash, cluster.need_all_topic_metadata = cluster.need_all_topic_metadata, True
+    try:
+        future = cluster.request_update()
+        client.poll(future=future, timeout_ms=int(timeout_s * 1000))
+    finally:
+        cluster.need_all_topic_metadata = stash
+    if not future.is_done or future.failed():
+        raise KafkaTimeoutError(f"no metadata from {','.join(c.config['bootstrap_servers'])} in {timeout_s:.0f} s")
+    return set(cluster.topics())
+
+
 def offset_and_metadata(next_offset: int):
     from kafka.structs import OffsetAndMetadata
     # kafka-python 2.3 added leader_epoch to OffsetAndMetadata

@@ -39,7 +39,7 @@ from operators.audio.constants import SAMPLE_RATE
 from operators.audio.decode import ChunkError
 from pipeline.engine import Engine
 from pipeline.kafka import envelope
-from pipeline.kafka.checkpoint import ChannelState, StateStore
+from pipeline.kafka.checkpoint import ChannelState, StateStore, StateUnavailable
 from pipeline.kafka.client import offset_and_metadata
 from pipeline.kafka.outputs import KafkaOutputs
 from pipeline.metrics import Metrics
@@ -99,7 +99,10 @@ class Worker:
                 log.info("partitions revoked: %s", sorted(gone))
 
             def on_partitions_assigned(self, assigned):
-                worker.store.refresh()
+                try:
+                    worker.store.refresh()
+                except StateUnavailable as e:   # read again before the first new channel is resumed
+                    log.warning("changelog not read at assignment (%s); reading it again before resuming", e)
                 log.info("partitions assigned: %s (%d channel states in the changelog)",
                          sorted(tp.partition for tp in assigned), len(worker.store.latest))
 
@@ -126,9 +129,24 @@ class Worker:
         self.metrics.dlq.labels(reason).inc()
 
     # -- state
+    def _fresh_store(self) -> None:
+        """The changelog read to its end since the last assignment, retried with backoff while
+        Kafka is away: a channel resumed from a partial read could go back in time."""
+        wait = 0.5
+        while not self.store.fresh:
+            try:
+                self.store.refresh()
+            except StateUnavailable as e:
+                if self.stop.is_set():
+                    raise
+                log.warning("changelog unreadable (%s); retrying in %.0f s", e, wait)
+                self.stop.wait(wait)
+                wait = min(wait * 2, 10.0)
+
     def _state(self, channel: str, partition: int) -> ChannelState:
         st = self.channels.get(channel)
         if st is None:
+            self._fresh_store()
             st = self.channels[channel] = ChannelState(channel, self.engine, self.decode)
             saved = self.store.latest.get(channel)
             if saved is not None:
@@ -136,6 +154,11 @@ class Worker:
                 self.metrics.state_restores.labels(channel).inc()
                 log.info("channel %s: state restored (offset %d, stream time %.1f s)", channel, st.offset,
                          st.run.newest_time)
+                if st.partition != partition:
+                    # the media topic was repartitioned: its offsets say nothing here, `seq` still does
+                    log.warning("channel %s: state was for partition %s, its records now come on %d",
+                                channel, st.partition, partition)
+                    st.offset, st.restored = -1, False
             st.partition = partition
         return st
 
@@ -143,22 +166,28 @@ class Worker:
     def run(self, idle_exit_s: float | None = None) -> None:
         last = time.monotonic()
         try:
-            while not self.stop.is_set():
-                records = self.consumer.poll(timeout_ms=self.k["poll_ms"])
-                self._lag()
-                if records:
-                    t0 = time.monotonic()
-                    self.first_record_at = self.first_record_at or time.time()
-                    self.process(records, overlap=True)
-                    self.busy_s += time.monotonic() - t0
-                    self.last_record_at = time.time()
-                    last = time.monotonic()
-                else:
-                    self._save_due()     # a quiet worker still saves what it did and commits it
-                    if idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
-                        break
+            self._loop(idle_exit_s, last)
+        except StateUnavailable:
+            if not self.stop.is_set():
+                raise
         finally:
             self.close()
+
+    def _loop(self, idle_exit_s: float | None, last: float) -> None:
+        while not self.stop.is_set():
+            records = self.consumer.poll(timeout_ms=self.k["poll_ms"])
+            self._lag()
+            if records:
+                t0 = time.monotonic()
+                self.first_record_at = self.first_record_at or time.time()
+                self.process(records, overlap=True)
+                self.busy_s += time.monotonic() - t0
+                self.last_record_at = time.time()
+                last = time.monotonic()
+            else:
+                self._save_due()     # a quiet worker still saves what it did and commits it
+                if idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
+                    break
 
     def _lag(self) -> None:
         """Consumer lag per assigned partition, from the high-water marks the fetches brought back."""
@@ -201,9 +230,12 @@ class Worker:
         frames while the caller polls and decodes the next one; otherwise this waits for it."""
         for tp, msgs in records.items():
             for m in msgs:
-                self.handled[tp] = m.offset + 1
                 self.processed += 1
-                self._handle(m)
+                back = self._handle(m)
+                if back is not None:     # sought back: the rest of this partition's poll comes again
+                    self.handled[tp] = back
+                    break
+                self.handled[tp] = m.offset + 1
         if not (overlap and self.k["overlap"]):
             self._barrier()
         self._save_due()
@@ -259,17 +291,47 @@ class Worker:
         except Exception as e:  # rebalance or broker away: the chunks come again and are skipped by offset
             log.warning("offset commit failed (%s); redelivered chunks will be skipped by state", e)
 
-    def _handle(self, m) -> None:
+    def _follows(self, st: ChannelState, m, header: dict) -> int | None:
+        """Check a record against its channel's state by the envelope's `seq`. Returns the offset
+        this worker sought back to when the state is older than the group's committed offset (the
+        chunks in between were covered by a state that is lost or was overwritten), else None."""
+        seq, restored = header.get("seq"), st.restored
+        st.restored = False
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return None
+        if st.seq is None:
+            if st.offset < 0 and seq > 0 and not restored:
+                log.warning("channel %s: no state on %s and its run began before %s:%d:%d (seq %d); "
+                            "resuming mid-run", st.channel, self.k["topic_state"], m.topic, m.partition,
+                            m.offset, seq)
+                self.metrics.state_gaps.labels(st.channel, "missing").inc()
+            return None
+        expected = st.seq + 1 if header.get("session") == st.session else 0
+        if not restored or seq <= expected:
+            return None
+        from kafka import TopicPartition
+        back = st.offset + 1
+        log.warning("channel %s: restored state (offset %d, seq %d) is older than the committed offset: "
+                    "%s:%d:%d has seq %d; replaying from offset %d", st.channel, st.offset, st.seq, m.topic,
+                    m.partition, m.offset, seq, back)
+        self.metrics.state_gaps.labels(st.channel, "stale").inc()
+        self.consumer.seek(TopicPartition(m.topic, m.partition), back)
+        return back
+
+    def _handle(self, m) -> int | None:
         try:
             header, payload = envelope.unpack(m.value)
         except envelope.EnvelopeError as e:
             self._dlq(m, "bad_envelope", str(e))
-            return
+            return None
         channel = str(header["channel"])
         st = self._state(channel, m.partition)
         if st.partition == m.partition and m.offset <= st.offset:
             self.metrics.media_skipped.labels(channel).inc()
-            return
+            return None
+        back = self._follows(st, m, header)
+        if back is not None:
+            return back
         if st.ended and header["kind"] == "media":
             # the channel's source ended before: this is a new run of it with a new timeline. The
             # engine decides the ended run's last frames before the new run's first (queue order);
@@ -294,8 +356,11 @@ class Worker:
                 chunks = st.decoder.decode(payload)
             except ChunkError as e:
                 self._dlq(m, "undecodable", str(e))
-                return
+                return None
             self.metrics.media_chunks.labels(channel).inc()
+        seq = header.get("seq")
+        # only a record that decoded moves `seq`: a damaged one must not set what the next restore expects
+        st.seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
         if wall is not None:
             st.last_wall = wall
             if chunks:
@@ -306,3 +371,4 @@ class Worker:
             self.engine.feed(st.run, chunk)
         if st.ended:
             self.engine.end(st.run, st.decoder.normalizer.time)
+        return None
