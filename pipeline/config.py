@@ -346,9 +346,11 @@ SCHEMA: dict[str, dict[str, Any]] = {
                                     "part the index holds, before a new song starts"),
     },
     "genre": {
-        "min_music_s": Float(12.0, 1.0, 3600.0, doc="first genre record once a music segment has lasted this long"),
+        "min_music_s": Float(12.0, 1.0, 3600.0, doc="a song's first genre record once it has lasted this long (songs "
+                                                             "as the requests see them)"),
         "update_s": Float(30.0, 1.0, 86400.0,
-                          doc="then at most this often while it plays, and a final one when it closes"),
+                          doc="then at most this often while it plays (and when the provider's genres "
+                              "become known), and a final one when it closes"),
         "top_k": Int(3, 1, 100, unit="tags", doc="tags per record, best first"),
         "audioset_weight": Float(0.3, 0.0, 1.0,
                                  doc="YAMNet only: weight of its own AudioSet genre classes in the blend "

@@ -104,7 +104,7 @@ def _is_digest(s: str) -> bool:
 def normalise(records: list[dict]) -> dict[str, list[dict]]:
     """Records as the golden set holds them: clips by digest, and without what depends on when
     and how the run was made: UTC fields and the clock are dropped, and ids built from UTC get
-    back their stream-time form (`ch/start`, `ch:song_start:n`) from the record's own fields."""
+    back their stream-time form (`ch/start`, `ch:song_start:n`, `ch:song_start`) from the record's own fields."""
     by_channel: dict[str, list[dict]] = {}
     for r in records:
         r = {k: v for k, v in r.items() if not k.endswith("_utc") and k != "clock"}
@@ -112,6 +112,8 @@ def normalise(records: list[dict]) -> dict[str, list[dict]]:
             r["id"] = f"{r['channel']}/{r['start']:.3f}"
         if "request_id" in r and "song_start" in r:
             r["request_id"] = f"{r['channel']}:{r['song_start']:.2f}:{r['request_id'].rsplit(':', 1)[1]}"
+        if "play_id" in r and "song_start" in r:
+            r["play_id"] = f"{r['channel']}:{r['song_start']:.2f}"
         audio = r.get("audio")
         if isinstance(audio, dict) and "data" in audio and not _is_digest(audio["data"]):
             r["audio"] = {**audio, "data": hashlib.sha256(audio["data"].encode()).hexdigest()}

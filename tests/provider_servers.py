@@ -102,7 +102,8 @@ class ProviderServer:
             title = self.title_of(f.get("sample", b"")) if self.title_of else "Song Title"
             return 200, {"status": {"code": 0, "msg": "Success", "version": "1.0"}, "metadata": {"music": [{
                 "title": title, "artists": [{"name": "The Artist"}], "album": {"name": "The Album"},
-                "external_ids": {"isrc": "GBAAA0000001"}, "score": 100, "acrid": "abc"}]}}, {}
+                "external_ids": {"isrc": "GBAAA0000001"}, "score": 100, "acrid": "abc",
+                "genres": [{"name": "Hip Hop"}, {"name": "R&B"}]}]}}, {}
         if f.get("api_token") != self.secret:
             return 200, {"status": "error", "error": {"error_code": 900, "error_message": "wrong api_token"}}, {}
         if behaviour == "no_match":
@@ -112,7 +113,8 @@ class ProviderServer:
         # as AudD does: the ISRC only inside the services' metadata, and only those `return` names
         wanted = set((f.get("return") or "").split(","))
         if "apple_music" in wanted:
-            result["apple_music"] = {"isrc": "GBAAA0000002", "name": "Song Title"}
+            result["apple_music"] = {"isrc": "GBAAA0000002", "name": "Song Title",
+                                     "genreNames": ["Hip-Hop/Rap", "Music"]}
         if "spotify" in wanted:
             result["spotify"] = {"external_ids": {"isrc": "GBAAA0000002"}, "name": "Song Title"}
         return 200, {"status": "success", "result": result}, {}

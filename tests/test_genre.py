@@ -7,33 +7,101 @@ import numpy as np
 import pytest
 
 from operators.models.classify import fit_head
-from operators.tagging.genre import POOLING, GenreModel, GenreParams, GenreTagger, pool
+from operators.tagging.genre import POOLING, GenreModel, GenreParams, SongGenres, pool
+from operators.tagging.provider_genres import provider_tags, to_taxonomy
 from pipeline.training.train import genre_cross_validation
 from tests.conftest import write_manifest
 from tests.test_run import onair
 
 
-def test_tagger_emits_when_long_enough_updates_sparingly_and_closes():
-    rng = np.random.default_rng(0)
+def _two_genres(seed=0):
+    rng = np.random.default_rng(seed)
     x = np.concatenate([rng.normal(-1, 1, (60, 8)), rng.normal(1, 1, (60, 8))])
-    model = GenreModel(fit_head(x, ["a"] * 60 + ["b"] * 60))
-    tagger = GenreTagger("ch", model, GenreParams(min_music_s=10, update_s=20, top_k=2))
+    return rng, GenreModel(fit_head(x, ["a"] * 60 + ["b"] * 60))
+
+
+def _play(tagger, frames, rng):
+    """frames: (time, music, genre centre, the debouncer's song start once it has seen the frame)."""
     out = []
-    t = 0.0
-    for i in range(60):                               # 57.6 s of music like "b"
-        out += tagger.push(t, True, rng.normal(1, 1, 8))
-        t += 0.96
-    out += tagger.push(t, False, np.zeros(8))          # the segment closes
-    out += tagger.push(t + 0.96, False, np.zeros(8))
-    assert [r["segment_end"] for r in out][:-1] == [None] * (len(out) - 1) and out[-1]["segment_end"] == round(t, 3)
-    assert len(out) == 4                               # at 10 s, 30 s, 50 s, and the final one
+    for t, music, centre, song in frames:
+        out += tagger.push(t, music, rng.normal(centre, 1, 8), None, song)
+    return out
+
+
+def test_one_genre_record_per_song_with_the_debouncers_boundaries_found_late():
+    rng, model = _two_genres()
+    tagger = SongGenres("ch", model, GenreParams(min_music_s=10, update_s=20, top_k=2), delay_s=8.0)
+    hop = 0.96
+    frames = []
+    for i in range(125):                      # song "a" for 60 s, then song "b" for 60 s
+        t = i * hop
+        # the boundary at 60 s is found 5 s late, as the debouncer's change test does
+        song = 0.0 if t < 65.0 else 60.0
+        frames.append((t, True, -1 if t < 60.0 else 1, song))
+    out = _play(tagger, frames, rng)
+    out += tagger.push(125 * hop, False, None, None, None)      # a long gap: the run ended
+    songs = {}
     for r in out:
-        assert r["segment_start"] == 0.0 and r["tags"][0]["genre"] == "b"
+        songs.setdefault(r["song_start"], []).append(r)
+    assert sorted(songs) == [0.0, 60.0]
+    first, second = songs[0.0], songs[60.0]
+    assert [r["status"] for r in first] == ["open"] * (len(first) - 1) + ["closed"]
+    assert first[-1]["song_end"] == 60.0 and first[0]["song_end"] is None
+    assert second[-1]["song_end"] == round(125 * hop, 3) and second[-1]["status"] == "closed"
+    # opened at 10 s, then every 20 s of music: 10, 30, 50, closed at 60
+    assert len(first) == 4 and len(second) == 4
+    assert all(r["tags"][0]["genre"] == "a" and r["tags"][0]["source"] == "model" for r in first)
+    assert all(r["tags"][0]["genre"] == "b" for r in second)
+    # the 5 s of "b" decided before the boundary was known count for the second song only
+    assert first[-1]["tags"][0]["score"] > 0.9
+    for r in out:
         scores = [x["score"] for x in r["tags"]]
         assert scores == sorted(scores, reverse=True) and sum(scores) <= 1.0 + 1e-6 and len(scores) == 2
-    short = GenreTagger("ch", model, GenreParams(min_music_s=10))
-    assert sum((short.push(i * 0.96, True, np.ones(8)) for i in range(5)), []) == []
-    assert short.push(5.0, False, np.ones(8)) == []    # a 5 s jingle gets no genre record
+        assert r["segment_start"] == r["song_start"] and r["segment_end"] == r["song_end"]
+
+
+def test_a_jingle_gets_no_genre_record_and_talk_is_no_evidence():
+    rng, model = _two_genres()
+    tagger = SongGenres("ch", model, GenreParams(min_music_s=10))
+    assert _play(tagger, [(i * 0.96, True, 1, 0.0) for i in range(10)], rng) == []
+    assert tagger.push(5.0, False, None, None, None) == []       # a 5 s jingle, then the run ended
+    # music flagged as talk over a bed: the song stays open (a gap) but the bed is not its genre
+    frames = [(20 + i * 0.96, True, -1, 20.0) for i in range(30)] + \
+             [(20 + i * 0.96, False, 1, 20.0) for i in range(30, 60)]
+    out = _play(tagger, frames, rng) + tagger.close(60.0)
+    assert out and all(r["tags"][0]["genre"] == "a" for r in out)
+
+
+def test_provider_genres_update_the_song_at_once_and_unknown_names_are_kept():
+    rng, model = _two_genres()
+    tagger = SongGenres("ch", model, GenreParams(min_music_s=10, update_s=600))
+    out = _play(tagger, [(i * 0.96, True, 1, 0.0) for i in range(30)], rng)
+    assert len(out) == 1 and out[0]["provider_tags"] == []
+    answer = {"provider": "acrcloud", "genres": ["Hard Rock", "R&B/Soul", 7, "Hard Rock"]}
+    tags = provider_tags(answer, ["a", "rock"])
+    assert tags == [{"genre": "rock", "given": "Hard Rock", "source": "acrcloud"},
+                    {"genre": None, "given": "R&B/Soul", "source": "acrcloud"}]
+    upd = tagger.identified(tags)
+    assert len(upd) == 1 and upd[0]["provider_tags"] == tags and upd[0]["status"] == "open"
+    assert tagger.identified(tags) == []                       # nothing new: no record
+    closed = tagger.close(30 * 0.96)
+    assert closed[0]["status"] == "closed" and closed[0]["provider_tags"] == tags
+    assert to_taxonomy("Hip-Hop/Rap") == "hiphop" and to_taxonomy("Music") is None
+    assert provider_tags({"provider": "audd", "genres": "Pop"}) == []
+
+
+def test_a_song_restored_from_a_snapshot_goes_on_as_if_never_stopped():
+    rng, model = _two_genres()
+    params = GenreParams(min_music_s=10, update_s=20)
+    frames = [(i * 0.96, True, -1 if i < 125 else 1, 0.0 if i < 135 else 120.0) for i in range(250)]
+    rngs = [np.random.default_rng(5), np.random.default_rng(5)]
+    whole = _play(SongGenres("ch", model, params), frames, rngs[0])
+    a = SongGenres("ch", model, params)
+    out = _play(a, frames[:130], rngs[1])
+    b = SongGenres("ch", model, params)
+    b.restore(json.loads(json.dumps(a.snapshot())))
+    out += _play(b, frames[130:], rngs[1])
+    assert out == whole
 
 
 def test_a_head_trained_on_pooled_embeddings_scores_the_direction_of_the_mean():
@@ -87,15 +155,22 @@ def test_genre_command_and_training_on_a_small_manifest(shared, tmp_path):
     assert onair("genre", str(tmp_path / "missing.wav")).returncode == 1
 
 
-def test_run_writes_genre_records_for_music_segments(programme, tmp_path):
+def test_run_writes_one_genre_record_stream_per_song_the_requests_ask_about(programme, tmp_path):
     out = tmp_path / "out"
     assert onair("run", "--out", str(out), "--input", f"p={programme['ts']}").returncode == 0
     recs = [json.loads(x) for x in (out / "genres.jsonl").read_text().splitlines()]
-    finals = [r for r in recs if r["segment_end"] is not None]
+    finals = [r for r in recs if r["status"] == "closed"]
     segs = [json.loads(x) for x in (out / "segments.jsonl").read_text().splitlines()]
     music = [(s["start"], s["end"]) for s in segs if s["label"] == "music" and s["end"] - s["start"] >= 12]
-    assert [(r["segment_start"], r["segment_end"]) for r in finals] == music
-    assert all(set(r) >= {"channel", "segment_start", "segment_end", "tags"} for r in recs)
+    # two songs apart by talk: each song is its music segment here, the last one to the end of input
+    assert [(r["song_start"], r["song_end"]) for r in finals] == music
+    requests = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    plays = {r["request_id"].rsplit(":", 1)[0] for r in requests}
+    assert {r["play_id"] for r in recs} == plays          # the same songs as the requests, by id
+    for r in recs:
+        assert set(r) >= {"channel", "play_id", "song_start", "song_start_utc", "song_end", "song_end_utc",
+                          "status", "tags", "provider_tags", "segment_start", "segment_end"}
+        assert r["play_id"] == f"p:{r['song_start_utc']}" and (r["song_end"] is None) == (r["status"] == "open")
 
 
 def test_pooling_scales_each_block_to_unit_length_apart():
@@ -212,3 +287,33 @@ def test_a_channel_resumed_from_a_snapshot_tags_as_one_that_never_stopped():
     genres(third, third.finish(n * 0.96))
     assert [r["segment_start"] for r in after] == [r["segment_start"] for r in straight[-len(after):]]
     assert after[-1]["tags"][0]["genre"] == straight[-1]["tags"][0]["genre"]
+
+
+def test_a_song_the_index_identifies_carries_the_providers_genres(programme, tmp_path, monkeypatch, shared):
+    """The programme aired twice into one folder, with a provider that knows its songs: on the second
+    airing the index identifies each song, and its genre record says what the provider said."""
+    from pipeline import config
+    from pipeline.direct import DirectRun
+    from pipeline.metrics import Metrics
+    from pipeline.models import load_embedder
+    from tests.provider_servers import ProviderServer
+    monkeypatch.setenv("ONAIR_MODEL_DIR", str(shared / "models"))
+    server = ProviderServer("acrcloud", "secret", "key")
+    monkeypatch.setenv("ACRCLOUD_ACCESS_KEY", "key")
+    monkeypatch.setenv("ACRCLOUD_ACCESS_SECRET", "secret")
+    cfg = config.load(None, ["recognition.provider=acrcloud", f"recognition.acrcloud_url={server.url}",
+                             "recognition.rate_per_s=1000"])
+    embedder = load_embedder(cfg)
+    out = tmp_path / "out"
+    try:
+        for _ in range(2):
+            DirectRun([("ch", str(programme["ts"]))], out, cfg, Metrics(), embedder).run()
+    finally:
+        server.close()
+    recs = [json.loads(x) for d in sorted(out.glob("2026-*")) for x in (d / "genres.jsonl").read_text().splitlines()]
+    closed = [r for r in recs if r["status"] == "closed"]
+    assert len(closed) == 4                                   # two songs, twice
+    want = [{"genre": "hiphop", "given": "Hip Hop", "source": "acrcloud"},
+            {"genre": None, "given": "R&B", "source": "acrcloud"}]
+    assert [r["provider_tags"] for r in closed[2:]] == [want, want]
+    assert all(r["tags"] and r["tags"][0]["source"] == "model" for r in closed)

@@ -100,6 +100,21 @@ def test_the_newest_recognition_of_the_music_on_air_gives_title_and_artist():
     assert b.state("other") is None and b.channels() == ["tv"]
 
 
+def test_each_song_shows_its_own_genre_and_the_providers_where_we_have_it():
+    b, _ = board(hold=0, clear=0)
+    b.apply("genre", genre("tv", 100.0))                                # song one, by the model
+    b.apply("genre", {**genre("tv", 100.0), "segment_end": 300.0, "status": "closed"})
+    # song two runs straight on, in the same music segment: its own record, its own genre
+    second = {**genre("tv", 300.0, g="rock"), "provider_tags": [
+        {"genre": None, "given": "Singer/Songwriter", "source": "audd"},
+        {"genre": "country", "given": "Country", "source": "audd"}]}
+    b.apply("genre", {**genre("tv", 300.0, g="rock")})
+    assert b.state("tv")["genre"] == "rock" and b.state("tv")["visible"]
+    b.apply("genre", second)                                            # identified: the provider's genre
+    s = b.state("tv")
+    assert s["genre"] == "country" and s["title"] is None and s["genres"][0]["genre"] == "rock"
+
+
 def test_hold_clear_and_stale_timers_are_wall_clock():
     b, clock = board(hold=10.0, clear=3.0, stale=120.0)
     b.apply("genre", genre("tv", 100.0))

@@ -136,6 +136,14 @@ def test_the_isrc_comes_from_the_providers_metadata(provider, tmp_path):
         assert set(server.calls[0]["fields"]["return"].split(",")) >= {"apple_music", "spotify"}
 
 
+def test_the_providers_genres_are_mapped_and_kept_as_given(provider, tmp_path):
+    kind, _, cfg = provider
+    got = make(cfg, tmp_path).handle(request(0))["genres"]
+    given = {"acrcloud": ["Hip Hop", "R&B"], "audd": ["Hip-Hop/Rap", "Music"]}[kind]
+    assert got == [{"genre": "hiphop", "given": given[0], "source": kind},
+                   {"genre": None, "given": given[1], "source": kind}]   # not in the taxonomy: kept
+
+
 def test_a_redelivered_request_is_never_paid_twice_even_after_a_restart(provider, tmp_path):
     kind, server, cfg = provider
     rec = make(cfg, tmp_path)

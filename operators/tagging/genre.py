@@ -1,5 +1,5 @@
 """Genre tags for music: a softmax head over per-frame inputs, optionally blended
-with YAMNet's own AudioSet genre classes, aggregated over a music segment.
+with YAMNet's own AudioSet genre classes, aggregated over a song.
 
 A frame's input is one or more blocks (the embedding and, with YAMNet, band means of two
 inner layers: operators.models.embed); the head's meta names them (`inputs`, `input_dims`). They
@@ -12,6 +12,7 @@ to at most 1.
 from __future__ import annotations
 
 import csv
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,65 +110,127 @@ class GenreParams:
         return cls(section["min_music_s"], section["update_s"], section["top_k"])
 
 
-class GenreTagger:
-    """Per channel: genre records for the open music segment as it plays."""
+class SongGenres:
+    """Per channel: the genre of each song, with the debouncer's song boundaries (the same songs as
+    the requests). A song's record opens once it has `min_music_s` of music, is sent again every
+    `update_s` and whenever the provider's genres become known, and closes with the song.
 
-    def __init__(self, channel: str, model: GenreModel, params: GenreParams = GenreParams()):
-        self.channel, self.model = channel, model
+    Boundaries are found late (a change is accepted a few frames after it, an early dip moves the
+    start back): frames wait `delay_s` before they count for a song, so the ones after a boundary
+    found late go to the song they belong to. Evidence is music the talk-over head does not flag."""
+
+    def __init__(self, channel: str, model: GenreModel, params: GenreParams = GenreParams(), delay_s: float = 10.0):
+        self.channel, self.model, self.delay_s = channel, model, delay_s
         self.min_music_s, self.update_s, self.top_k = params.min_music_s, params.update_s, params.top_k
-        self._reset()
+        self._recent: deque = deque()      # (time, input or None, class scores or None) not counted yet
+        self._open(None)
 
-    def _reset(self) -> None:
-        self.start = None
-        self._sum = None
-        self._scores = None
+    def _open(self, start: float | None) -> None:
+        self.start = start
+        self._end = None                   # end of the song's last music frame
+        self._playing = False              # the last frame decided was the song's music
+        self._sum = self._scores = None
         self._n = 0
         self._last_emit = None
+        self._emitted = False
+        self.provider: list[dict] = []     # provider_tags of the recording identified in this song
 
-    def push(self, time: float, music: bool, x: np.ndarray, class_scores=None) -> list[dict]:
-        """x: the frame's genre input (GenreModel.frame_inputs); None for a frame restored from a
-        snapshot written for another genre head, which then counts for time only."""
-        if not music:
-            return self.close(time)
-        if self.start is None:
-            self.start = time
+    def push(self, time: float, music: bool, x, class_scores, song_start: float | None) -> list[dict]:
+        """One decided frame at `time`; `song_start`: the debouncer's song once it has seen the frame."""
+        out = self._boundary(song_start) if song_start != self.start else []
+        self._playing = music and self.start is not None and time >= self.start
+        if self._playing:
+            self._recent.append((time, x, class_scores))
+            self._end = time + HOP_S
+        while self._recent and self._recent[0][0] < time - self.delay_s:
+            self._count(self._recent.popleft())
+        if self._due(self._last_emit is None or self._end - self._last_emit >= self.update_s):
+            out += self._record(None)
+        return out
+
+    def identified(self, tags: list[dict]) -> list[dict]:
+        """The provider's genres of the recording identified in the open song: an update at once."""
+        if self.start is None or tags == self.provider:
+            return []
+        self.provider = tags
+        return self._record(None) if self._due(True) else []
+
+    def close(self, end_time: float) -> list[dict]:
+        """The song ends (end of input, an outage): its closing record."""
+        return self._boundary(None, end_time)
+
+    def _due(self, when: bool) -> bool:
+        return self.start is not None and self._end is not None and self._end - self.start >= self.min_music_s \
+            and when
+
+    def _boundary(self, new_start: float | None, end_time: float | None = None) -> list[dict]:
+        out = []
+        if self.start is not None:
+            cut = new_start if new_start is not None and new_start > self.start else float("inf")
+            while self._recent and self._recent[0][0] < cut:
+                self._count(self._recent.popleft())
+            end = self._end if self._end is not None else self.start
+            if cut != float("inf"):
+                end = min(end, cut)
+            elif end_time is not None and (self._end is None or self._playing):
+                end = max(end, end_time)      # playing to the end of input: the song ends with it
+            if self._emitted or end - self.start >= self.min_music_s:
+                out = self._record(end)
+        keep = [f for f in self._recent if new_start is not None and f[0] >= new_start]
+        self._recent = deque(keep)
+        self._open(new_start)
+        if keep:
+            self._end = keep[-1][0] + HOP_S
+        return out
+
+    def _count(self, frame) -> None:
+        _, x, scores = frame
         if x is not None:
             e = np.asarray(x, np.float64)
             self._sum = e if self._sum is None else self._sum + e
-        if class_scores is not None:
-            s = np.asarray(class_scores, np.float64)
+        if scores is not None:
+            s = np.asarray(scores, np.float64)
             self._scores = s if self._scores is None else self._scores + s
         self._n += 1
-        now = time + HOP_S
-        if now - self.start >= self.min_music_s and (self._last_emit is None or now - self._last_emit >= self.update_s):
-            self._last_emit = now
-            return self._record(None)
-        return []
-
-    def close(self, end_time: float) -> list[dict]:
-        out = []
-        if self.start is not None and end_time - self.start >= self.min_music_s:
-            out = self._record(end_time)
-        self._reset()
-        return out
 
     def _record(self, end) -> list[dict]:
-        if self._sum is None:      # no frame with an input yet: nothing to tag from
+        total, scores, n = self._sum, self._scores, self._n
+        for _, x, sc in self._recent:          # the frames still waiting are this song's too
+            if x is not None:
+                total = np.asarray(x, np.float64) if total is None else total + x
+            if sc is not None:
+                scores = np.asarray(sc, np.float64) if scores is None else scores + sc
+            n += 1
+        if total is None and not self.provider:
             return []
-        scores = None if self._scores is None else self._scores / self._n
-        # dividing by all frames, with or without input, changes the mean's norm, not its direction
-        p = self.model.probs(self._sum / self._n, scores)
-        return [{"channel": self.channel, "segment_start": round(self.start, 3),
-                 "segment_end": None if end is None else round(end, 3), "tags": self.model.tags(p, self.top_k)}]
+        tags = []
+        if total is not None:
+            # dividing by all frames, with or without input, changes the mean's norm, not its direction
+            p = self.model.probs(total / n, None if scores is None else scores / n)
+            tags = [{**t, "source": "model"} for t in self.model.tags(p, self.top_k)]
+        self._emitted, self._last_emit = True, self._end
+        end = None if end is None else round(end, 3)
+        return [{"channel": self.channel, "song_start": round(self.start, 3), "song_end": end,
+                 "status": "open" if end is None else "closed", "tags": tags, "provider_tags": list(self.provider),
+                 "segment_start": round(self.start, 3), "segment_end": end}]
 
     def snapshot(self) -> dict:
-        return {"start": self.start, "n": self._n, "last_emit": self._last_emit,
-                "sum": to_text(self._sum, "<f8"), "scores": to_text(self._scores, "<f8")}
+        return {"start": self.start, "end": self._end, "playing": self._playing, "n": self._n,
+                "last_emit": self._last_emit,
+                "emitted": self._emitted, "provider": self.provider,
+                "sum": to_text(self._sum, "<f8"), "scores": to_text(self._scores, "<f8"),
+                "recent": [(t, to_text(x), to_text(sc)) for t, x, sc in self._recent]}
 
     def restore(self, d: dict) -> None:
-        self.start, self._n, self._last_emit = d["start"], d["n"], d["last_emit"]
+        if "recent" not in d:          # written by the per-segment tagger: the song starts afresh
+            return
+        self.start, self._end, self._n, self._last_emit = d["start"], d["end"], d["n"], d["last_emit"]
+        self._playing = d["playing"]
+        self._emitted, self.provider = d["emitted"], d["provider"]
         self._sum = from_text(d["sum"], "<f8")
         self._scores = from_text(d["scores"], "<f8")
-        if self._sum is not None and self._sum.size != self.model.head.dim:
-            self._sum = None       # written for another genre head: the segment goes on from here
-
+        dim = self.model.head.dim
+        if self._sum is not None and self._sum.size != dim:
+            self._sum = None       # written for another genre head: the song goes on from here
+        self._recent = deque((t, x if x is not None and x.size == dim else None, sc)
+                             for t, x, sc in ((t, from_text(x), from_text(sc)) for t, x, sc in d["recent"]))

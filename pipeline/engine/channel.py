@@ -28,7 +28,8 @@ from operators.decisions.debounce import Debouncer
 from operators.decisions.hmm import FixedLagHMM
 from operators.decisions.segments import SegmentBuilder
 from operators.state import from_text, to_text
-from operators.tagging.genre import GenreTagger
+from operators.tagging.genre import SongGenres
+from operators.tagging.provider_genres import provider_tags
 from pipeline.clock import StreamClock, iso
 from pipeline.heads import TALK_CLASS, Heads
 from pipeline.identity.live import LiveIdentity
@@ -80,7 +81,9 @@ class ChannelDetector:
         # early requests only where the fingerprint index answers the repeats they would otherwise pay
         deb = params.debounce if index is not None else dataclasses.replace(params.debounce, first_request_s=0.0)
         self.debouncer = Debouncer(channel, deb, audio=self._recent_audio)
-        self.genre = None if models.genre is None else GenreTagger(channel, models.genre, params.genre)
+        # frames wait as long as the debouncer may place a song boundary behind the newest decision
+        wait_s = HOP_S * (2 * deb.window_frames + deb.peak_wait_frames + 2)
+        self.genre = None if models.genre is None else SongGenres(channel, models.genre, params.genre, wait_s)
         # the fingerprint index on this channel's audio (pipeline.identity.live), when one is open
         self.identity = None if index is None else LiveIdentity(
             channel, index, self._held_audio, lambda song_start: play_id(channel, self.clock.iso(song_start)), metrics)
@@ -217,14 +220,17 @@ class ChannelDetector:
         emb, (lmin, lmed), scores, p_talk, genre_in = self._pending.popleft()
         if self._ahead:
             self._ahead.popleft()
-        if self.genre is not None:
-            out += self._genres(self.genre.push(d.time, d.state == 1, genre_in, scores))
         vetoes = self.debouncer.same_recording_vetoes
         talk = p_talk > self._talk_threshold
         intents = self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time, talk=talk,
                                       ahead_is_music=all(self._ahead))
         if self.identity is not None:
             intents += self.identity.step(self.debouncer, newest_time, d.state == 1 and not talk, d.time + HOP_S)
+        if self.genre is not None:
+            out += self._genres(self.genre.push(d.time, d.state == 1 and not talk, genre_in, scores,
+                                                self.debouncer.song_start))
+            if self.identity is not None and self.identity.current is not None:
+                out += self._genres(self.genre.identified(provider_tags(self.identity.current.get("answer"))))
         if self.debouncer.same_recording_vetoes > vetoes:
             self.metrics.same_recording.labels(self.channel).inc(self.debouncer.same_recording_vetoes - vetoes)
         for intent in intents:
@@ -253,9 +259,11 @@ class ChannelDetector:
 
     def _genres(self, recs: list[dict]) -> Records:
         for r in recs:
-            end = r["segment_end"]
-            r["segment_start_utc"] = self.clock.iso(r["segment_start"])
-            r["segment_end_utc"] = None if end is None else self.clock.iso(end)
+            end = r["song_end"]
+            start_utc = self.clock.iso(r["song_start"])
+            r["play_id"] = play_id(self.channel, start_utc)
+            r["song_start_utc"] = r["segment_start_utc"] = start_utc
+            r["song_end_utc"] = r["segment_end_utc"] = None if end is None else self.clock.iso(end)
             r["clock"] = self.clock.kind
         return [("genres", r) for r in recs]
 

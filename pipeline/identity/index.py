@@ -31,7 +31,7 @@ log = logging.getLogger("onair.identity")
 PAIR_S = MAX_DT * FRAME_S      # a landmark's pair reaches this far after its anchor
 UNKNOWN_BEFORE_S = 10.0       # an unknown item's play is indexed from this long before the clip heard ...
 UNKNOWN_AFTER_S = 40.0        # ... to this long after the clip's start
-ANSWER_FIELDS = ("title", "artist", "album", "isrc", "provider", "score")
+ANSWER_FIELDS = ("title", "artist", "album", "isrc", "provider", "score", "genres")
 
 
 @dataclass(frozen=True)

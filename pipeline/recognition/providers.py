@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import requests
 
 from operators.audio.clip import decode_clip
+from operators.tagging.provider_genres import provider_tags
 from operators.utc import iso
 from pipeline.metrics import Metrics
 
@@ -41,6 +42,7 @@ class Answer:
     isrc: str | None = None
     score: float | None = None
     extra: dict = field(default_factory=dict)
+    genres: list = field(default_factory=list)   # the provider's genre names, as given
 
 
 class ProviderError(Exception):
@@ -137,7 +139,8 @@ class ACRCloud(Provider):
                           {"acrid": music.get("acrid"), "duration_ms": _num(music.get("duration_ms")),
                            "play_offset_ms": _num(music.get("play_offset_ms")),
                            "sample_begin_ms": _num(music.get("sample_begin_time_offset_ms")),
-                           "sample_end_ms": _num(music.get("sample_end_time_offset_ms"))})
+                           "sample_end_ms": _num(music.get("sample_end_time_offset_ms"))},
+                          _names(_dict(g).get("name") for g in _list(music.get("genres"))))
         if code == 1001:
             return Answer(False)
         msg = _text(status.get("msg")) or ""
@@ -168,7 +171,8 @@ class AudD(Provider):
             return Answer(True, _text(res.get("title")), _text(res.get("artist")), _text(res.get("album")),
                           _audd_isrc(res), None,
                           {"timecode": _text(res.get("timecode")), "song_link": _text(res.get("song_link")),
-                           "play_offset_ms": _timecode_ms(res.get("timecode"))})
+                           "play_offset_ms": _timecode_ms(res.get("timecode"))},
+                          _names(_list(_dict(res.get("apple_music")).get("genreNames"))))
         err = doc.get("error")
         if doc.get("status") != "error" or not isinstance(err, dict):
             raise billed_error("AudD answer that is neither success nor error")
@@ -177,6 +181,16 @@ class AudD(Provider):
         # 900/300/500: token or request faults
         raise ProviderError(f"AudD error {code}: {_text(err.get('error_message')) or ''}",
                             retryable=code in (901, 902), status=200)
+
+
+def _names(values) -> list[str]:
+    """Genre names as given: strings only, each once, in the provider's order."""
+    out: list[str] = []
+    for v in values:
+        t = _text(v)
+        if t and t not in out:
+            out.append(t)
+    return out
 
 
 def _audd_isrc(res: dict) -> str | None:
@@ -378,7 +392,7 @@ class Recognizer:
         outcome = "matched" if answer.matched else "no_match"
         label = None if not answer.matched else {
             "title": answer.title, "artist": answer.artist, "album": answer.album, "isrc": answer.isrc,
-            "provider": self.provider.name, "score": answer.score}
+            "provider": self.provider.name, "score": answer.score, "genres": answer.genres}
         nowplaying = None if label is None else self._nowplaying(
             req, label, "provider", ms_to_s(answer.extra.get("play_offset_ms")), ms_to_s(answer.extra.get("duration_ms")))
         detail = ""
@@ -469,7 +483,7 @@ class Recognizer:
                "provider": label.get("provider") or self.provider.name, "score": label.get("score"),
                "started_at": req.get("song_start", req["clip_start"]),
                "started_at_utc": req.get("song_start_utc", req.get("clip_start_utc")), "clock": req.get("clock"),
-               "identified_by": by}
+               "identified_by": by, "genres": provider_tags(label)}
         if position_s is not None:
             rec["position_s"] = round(float(position_s), 2)    # in the recording, at the clip's end
         if duration_s is not None:

@@ -149,7 +149,9 @@ def _genre(d: dict) -> Genre | None:
     if d.get("segment_end_utc") is None:
         return None                     # still open: its closed record comes later
     tags = d["tags"]
-    top = tags[0]["genre"] if tags else None
+    # the provider's genre of the identified recording where our taxonomy has it, else the model's
+    given = [t["genre"] for t in d.get("provider_tags") or [] if isinstance(t, dict) and isinstance(t.get("genre"), str)]
+    top = given[0] if given else tags[0]["genre"] if tags else None
     if top is None:
         return None
     return Genre(_text(d, "channel"), _utc(d, "segment_start_utc"), _utc(d, "segment_end_utc"), str(top))
