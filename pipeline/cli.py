@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--frames-per-file", type=int, default=48, help="at most this many frames per file")
     t.add_argument("--compose", type=int, default=0, metavar="N",
                    help="also train on N 15-minute programmes composed from the manifest's clips")
+    t.add_argument("--beds", type=int, default=0, metavar="N",
+                   help="also train on N 10-minute programmes of music beds 9-21 dB under speech (music)")
     t.add_argument("--composer", default=None,
                    help="broadcast_sim.py that composes them (default: ../shared/tools/broadcast_sim.py)")
     _config_args(t)
@@ -308,7 +310,7 @@ def cmd_train(args, cfg) -> int:
         return 0
     meta = train_music_head(embedder, Path(args.manifest), [Path(d) for d in args.music_dir],
                             Path(args.programmes) if args.programmes else None, out, Path(args.cache),
-                            cap=args.frames_per_file, composer=_composer(args), compose=args.compose,
+                            cap=args.frames_per_file, composer=_composer(args), compose=args.compose, beds=args.beds,
                             lag=cfg["hmm"]["lag_frames"])
     print(main_report(meta))
     return 0

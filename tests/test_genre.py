@@ -65,11 +65,17 @@ def test_a_jingle_gets_no_genre_record_and_talk_is_no_evidence():
     tagger = SongGenres("ch", model, GenreParams(min_music_s=10))
     assert _play(tagger, [(i * 0.96, True, 1, 0.0) for i in range(10)], rng) == []
     assert tagger.push(5.0, False, None, None, None) == []       # a 5 s jingle, then the run ended
-    # music flagged as talk over a bed: the song stays open (a gap) but the bed is not its genre
-    frames = [(20 + i * 0.96, True, -1, 20.0) for i in range(30)] + \
-             [(20 + i * 0.96, False, 1, 20.0) for i in range(30, 60)]
-    out = _play(tagger, frames, rng) + tagger.close(60.0)
+    # music flagged as talk over a bed: the song stays open (a gap) but the bed is not its genre;
+    # it is what the song's usage is made of: a third foreground, two thirds under speech
+    out = []
+    for i in range(90):
+        talk = i >= 30
+        out += tagger.push(20 + i * 0.96, True, rng.normal(1 if talk else -1, 1, 8), None, 20.0, talk=talk,
+                           p_background=0.9 if talk else 0.1)
+    out += tagger.close(20 + 90 * 0.96)
     assert out and all(r["tags"][0]["genre"] == "a" for r in out)
+    assert out[0]["usage"] == "foreground" and out[-1]["usage"] == "background"
+    assert out[-1]["usage_confidence"] == pytest.approx((60 * 0.9 + 30 * 0.1) / 90, abs=1e-3)
 
 
 def test_provider_genres_update_the_song_at_once_and_unknown_names_are_kept():
@@ -167,9 +173,14 @@ def test_run_writes_one_genre_record_stream_per_song_the_requests_ask_about(prog
     requests = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
     plays = {r["request_id"].rsplit(":", 1)[0] for r in requests}
     assert {r["play_id"] for r in recs} == plays          # the same songs as the requests, by id
+    # the programme's songs are plain music, its talk is not music: foreground, on every kind
+    assert all(s["usage"] == "foreground" and 0.5 <= s["usage_confidence"] <= 1 for s in segs if s["label"] == "music")
+    assert all("usage" not in s for s in segs if s["label"] != "music")
+    assert requests and all(r["usage"] == "foreground" for r in requests)
     for r in recs:
         assert set(r) >= {"channel", "play_id", "song_start", "song_start_utc", "song_end", "song_end_utc",
-                          "status", "tags", "provider_tags", "segment_start", "segment_end"}
+                          "status", "tags", "provider_tags", "segment_start", "segment_end", "usage"}
+        assert r["usage"] == "foreground"
         assert r["play_id"] == f"p:{r['song_start_utc']}" and (r["song_end"] is None) == (r["status"] == "open")
 
 

@@ -67,3 +67,25 @@ def test_segments_cover_the_stream_in_order():
     for a, b in zip(segs, segs[1:]):
         assert a["end"] == b["start"]
     assert set(segs[0]) >= {"channel", "label", "start", "end", "confidence"}
+
+
+def test_a_music_segment_says_whether_it_is_foreground_or_a_bed_under_speech():
+    import json
+    b = SegmentBuilder("ch")
+    out = []
+    for i in range(10):                              # a song: speech does not dominate it
+        out += b.push(i * 0.96, 1, 0.9, 0.05)
+    for i in range(10, 15):
+        out += b.push(i * 0.96, 0, 0.9, 0.8)         # talk: not music, its p_background is no usage
+    assert b.usage == {"usage": None, "usage_confidence": None}
+    for i in range(15, 40):                          # a bed under an advert's voice
+        out += b.push(i * 0.96, 1, 0.8, 0.7 if i % 5 else 0.3)
+        if i == 20:
+            restored = SegmentBuilder("ch")
+            restored.restore(json.loads(json.dumps(b.snapshot())))
+            b = restored
+    out += b.close(40 * 0.96)
+    song, talk, bed = out
+    assert (song["usage"], song["usage_confidence"]) == ("foreground", 0.95)
+    assert "usage" not in talk
+    assert bed["usage"] == "background" and bed["usage_confidence"] == round((20 * 0.7 + 5 * 0.3) / 25, 4)

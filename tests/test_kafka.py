@@ -79,8 +79,9 @@ def test_kafka_path_gives_the_direct_path_segments(kafka_broker, programme, tmp_
     assert all(r["request_id"].startswith(f"p:{r['song_start_utc']}:") for r in reqs["p"])
     genres = [json.loads(m.value) for m in read_topic(cfg, cfg["kafka"]["topic_genres"])]
     strip_ch = lambda recs: [{k: v for k, v in r.items()  # noqa: E731
-                              if k != "channel" and k != "clock" and not k.endswith("_utc")} for r in recs]
+                              if k not in ("channel", "clock", "play_id") and not k.endswith("_utc")} for r in recs]
     assert strip_ch(genres) == strip_ch(direct_segments(programme["ts"], tmp_path, what="genres"))
+    assert all(g["play_id"] == f"p:{g['song_start_utc']}" for g in genres)
     # every media record (chunks + end of stream) was handled
     assert w.processed == res["p"]["chunks"] + 1
     if audio_only:

@@ -136,9 +136,11 @@ def test_the_isrc_comes_from_the_providers_metadata(provider, tmp_path):
         assert set(server.calls[0]["fields"]["return"].split(",")) >= {"apple_music", "spotify"}
 
 
-def test_the_providers_genres_are_mapped_and_kept_as_given(provider, tmp_path):
+def test_the_providers_genres_are_mapped_and_kept_as_given_with_the_usage(provider, tmp_path):
     kind, _, cfg = provider
-    got = make(cfg, tmp_path).handle(request(0))["genres"]
+    rec = make(cfg, tmp_path).handle({**request(0), "usage": "background", "usage_confidence": 0.8})
+    assert (rec["usage"], rec["usage_confidence"]) == ("background", 0.8)     # as the request says
+    got = rec["genres"]
     given = {"acrcloud": ["Hip Hop", "R&B"], "audd": ["Hip-Hop/Rap", "Music"]}[kind]
     assert got == [{"genre": "hiphop", "given": given[0], "source": kind},
                    {"genre": None, "given": given[1], "source": kind}]   # not in the taxonomy: kept

@@ -124,7 +124,8 @@ def make_days(root: Path) -> Path:
         add(root, "ledger", c)
     add(root, "genres", {"channel": "chA", "segment_start": 0, "segment_end": 600, "segment_start_utc": P2,
                          "segment_end_utc": t("00:25:00"), "tags": [{"genre": "jazz", "score": 0.8}],
-                         "clock": "given"})
+                         "provider_tags": [{"genre": None, "given": "Film Score", "source": "acrcloud"}],
+                         "usage": "background", "clock": "given"})
     add(root, "genres", {"channel": "chA", "segment_start": 0, "segment_end": None, "segment_start_utc": P4[:11] +
                          "23:50:00.000Z", "segment_end_utc": None, "tags": [{"genre": "rock", "score": 0.6}],
                          "clock": "given"})
@@ -147,14 +148,14 @@ def test_cue_sheets_and_figures_of_a_day(out, caplog):
     assert (folder / "chA.csv").read_text(encoding="utf-8").splitlines()[0] == ",".join(COLUMNS)
     assert rows(folder / "chA.csv")[1:] == [
         ["chA", P1, t("00:04:00"), "180.000", TITLE, "Ann & Bob", "Side A\nSide B", "", "acrcloud", "88",
-         f"chA:{P1}:1", "recognised"],
-        ["chA", P2, P3, "300.000", "", "", "", "", "", "", f"chA:{P2}:0", "unidentified"],
+         f"chA:{P1}:1", "recognised", "", ""],
+        ["chA", P2, P3, "300.000", "", "", "", "", "", "", f"chA:{P2}:0", "unidentified", "jazz", "background"],
         ["chA", P3, t("00:25:00"), "300.000", "Plain Song", "Some Artist", "Some Album", "GBAYE0000001",
-         "acrcloud", "93", f"chA:{P3}:0", "recognised"],
-        ["chA", P4, P5, "420.000", "Late Song", "Zoë", "", "", "acrcloud", "88", f"chA:{P4}:0", "recognised"]]
+         "acrcloud", "93", f"chA:{P3}:0", "recognised", "jazz", "background"],
+        ["chA", P4, P5, "420.000", "Late Song", "Zoë", "", "", "acrcloud", "88", f"chA:{P4}:0", "recognised", "", ""]]
     assert rows(folder / f"{tv}.csv")[1:] == [
-        [TV, Q1, t("08:10:00"), "600.000", "", "", "", "", "", "", f"{TV}:{Q1}:0", "unidentified"],
-        [TV, Q2, t("08:12:10"), "10.000", "", "", "", "", "", "", f"{TV}:{Q2}:0", "unidentified"]]
+        [TV, Q1, t("08:10:00"), "600.000", "", "", "", "", "", "", f"{TV}:{Q1}:0", "unidentified", "", ""],
+        [TV, Q2, t("08:12:10"), "10.000", "", "", "", "", "", "", f"{TV}:{Q2}:0", "unidentified", "", ""]]
 
     # music 4 + 10 + 360 + 10 min, non-music 11 + 35, no signal 180: 610 of 1440 min have a record
     assert json.loads((folder / "chA.json").read_text()) == {
@@ -178,7 +179,7 @@ def test_cue_sheets_and_figures_of_a_day(out, caplog):
     write_report(out, BEFORE, channel="chA")
     assert rows(out / "reports" / BEFORE / "chA.csv")[1:] == [
         ["chA", P0, P1, "150.000", "Before Midnight", "Ann & Bob", "", "", "acrcloud", "88", f"chA:{P0}:0",
-         "recognised"]]
+         "recognised", "", ""]]
 
 
 def test_without_the_requests_file_the_titled_plays_still_come_from_the_now_playing_records(out):

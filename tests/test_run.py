@@ -106,6 +106,8 @@ def test_audio_track_selection_by_pid_and_index(programme, tmp_path):
     assert r.returncode == 0
 
 
+# the golden records (tests/test_golden.py) run MP2 and AC-3 channels in the default suite
+@pytest.mark.slow
 @pytest.mark.parametrize("codec", ["mp2", "ac3"])
 def test_other_broadcast_codecs_run(programme, tmp_path, codec):
     ts = write_ts(tmp_path / f"p-{codec}.ts", programme["audio"], codec)

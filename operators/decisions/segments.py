@@ -7,6 +7,8 @@ the last one ends at the end of the audio.
 """
 from __future__ import annotations
 
+from operators.tagging.usage import Usage
+
 LABELS = ("non_music", "music")
 NO_SIGNAL = "no_signal"    # an outage of the source: neither label, and no frames to be confident about
 
@@ -18,6 +20,7 @@ class SegmentBuilder:
         self._start = 0.0
         self._conf_sum = 0.0
         self._count = 0
+        self._usage = Usage()
 
     @property
     def open_segment(self) -> dict | None:
@@ -25,7 +28,8 @@ class SegmentBuilder:
             return None
         return {"channel": self.channel, "label": self._label, "start": self._start}
 
-    def push(self, time: float, state: int, posterior: float) -> list[dict]:
+    def push(self, time: float, state: int, posterior: float, p_background: float | None = None) -> list[dict]:
+        """`p_background`: for a music frame, the probability that speech dominates it (usage)."""
         label = LABELS[state]
         out = []
         if self._label is None:
@@ -35,7 +39,14 @@ class SegmentBuilder:
             self._label, self._start = label, time
         self._conf_sum += posterior
         self._count += 1
+        if state == 1 and p_background is not None:
+            self._usage.add(p_background)
         return out
+
+    @property
+    def usage(self) -> dict:
+        """The open music segment's usage so far (None outside music)."""
+        return self._usage.fields()
 
     def close(self, end_time: float) -> list[dict]:
         if self._label is None:
@@ -55,12 +66,16 @@ class SegmentBuilder:
     def _close(self, end: float) -> dict:
         seg = {"channel": self.channel, "label": self._label, "start": round(self._start, 3),
                "end": round(end, 3), "confidence": round(self._conf_sum / max(self._count, 1), 4)}
-        self._conf_sum, self._count = 0.0, 0
+        if self._label == "music":
+            seg.update(self._usage.fields())
+        self._conf_sum, self._count, self._usage = 0.0, 0, Usage()
         return seg
 
     def snapshot(self) -> dict:
-        return {"label": self._label, "start": self._start, "conf_sum": self._conf_sum, "count": self._count}
+        return {"label": self._label, "start": self._start, "conf_sum": self._conf_sum, "count": self._count,
+                "usage": self._usage.snapshot()}
 
     def restore(self, d: dict) -> None:
         self._label, self._start = d["label"], d["start"]
         self._conf_sum, self._count = d["conf_sum"], d["count"]
+        self._usage = Usage.restored(d.get("usage"))

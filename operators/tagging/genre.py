@@ -20,6 +20,7 @@ import numpy as np
 from operators.audio.constants import HOP_S
 from operators.models.classify import Head
 from operators.state import from_text, to_text
+from operators.tagging.usage import Usage
 
 POOLING = "mean of frame inputs, each block L2-normalised"
 # what heads trained on the embedding alone say: the same pooling with one block
@@ -122,11 +123,12 @@ class SongGenres:
     def __init__(self, channel: str, model: GenreModel, params: GenreParams = GenreParams(), delay_s: float = 10.0):
         self.channel, self.model, self.delay_s = channel, model, delay_s
         self.min_music_s, self.update_s, self.top_k = params.min_music_s, params.update_s, params.top_k
-        self._recent: deque = deque()      # (time, input or None, class scores or None) not counted yet
+        self._recent: deque = deque()      # (time, input, class scores, talk, p_background) not counted yet
         self._open(None)
 
     def _open(self, start: float | None) -> None:
         self.start = start
+        self._usage = Usage()
         self._end = None                   # end of the song's last music frame
         self._playing = False              # the last frame decided was the song's music
         self._sum = self._scores = None
@@ -135,12 +137,14 @@ class SongGenres:
         self._emitted = False
         self.provider: list[dict] = []     # provider_tags of the recording identified in this song
 
-    def push(self, time: float, music: bool, x, class_scores, song_start: float | None) -> list[dict]:
-        """One decided frame at `time`; `song_start`: the debouncer's song once it has seen the frame."""
+    def push(self, time: float, music: bool, x, class_scores, song_start: float | None, talk: bool = False,
+             p_background: float | None = None) -> list[dict]:
+        """One decided frame at `time`; `song_start`: the debouncer's song once it has seen the frame;
+        `talk`: speech dominates it (usage counts it, the genre does not); `p_background`: how likely."""
         out = self._boundary(song_start) if song_start != self.start else []
         self._playing = music and self.start is not None and time >= self.start
         if self._playing:
-            self._recent.append((time, x, class_scores))
+            self._recent.append((time, None if talk else x, None if talk else class_scores, talk, p_background))
             self._end = time + HOP_S
         while self._recent and self._recent[0][0] < time - self.delay_s:
             self._count(self._recent.popleft())
@@ -184,7 +188,11 @@ class SongGenres:
         return out
 
     def _count(self, frame) -> None:
-        _, x, scores = frame
+        _, x, scores, talk, p_bg = frame
+        if p_bg is not None:
+            self._usage.add(p_bg)
+        if talk:
+            return
         if x is not None:
             e = np.asarray(x, np.float64)
             self._sum = e if self._sum is None else self._sum + e
@@ -195,7 +203,12 @@ class SongGenres:
 
     def _record(self, end) -> list[dict]:
         total, scores, n = self._sum, self._scores, self._n
-        for _, x, sc in self._recent:          # the frames still waiting are this song's too
+        usage = Usage.restored(self._usage.snapshot())
+        for _, x, sc, talk, p_bg in self._recent:          # the frames still waiting are this song's too
+            if p_bg is not None:
+                usage.add(p_bg)
+            if talk:
+                continue
             if x is not None:
                 total = np.asarray(x, np.float64) if total is None else total + x
             if sc is not None:
@@ -212,14 +225,15 @@ class SongGenres:
         end = None if end is None else round(end, 3)
         return [{"channel": self.channel, "song_start": round(self.start, 3), "song_end": end,
                  "status": "open" if end is None else "closed", "tags": tags, "provider_tags": list(self.provider),
+                 **usage.fields(),
                  "segment_start": round(self.start, 3), "segment_end": end}]
 
     def snapshot(self) -> dict:
         return {"start": self.start, "end": self._end, "playing": self._playing, "n": self._n,
                 "last_emit": self._last_emit,
-                "emitted": self._emitted, "provider": self.provider,
+                "emitted": self._emitted, "provider": self.provider, "usage": self._usage.snapshot(),
                 "sum": to_text(self._sum, "<f8"), "scores": to_text(self._scores, "<f8"),
-                "recent": [(t, to_text(x), to_text(sc)) for t, x, sc in self._recent]}
+                "recent": [(t, to_text(x), to_text(sc), talk, p) for t, x, sc, talk, p in self._recent]}
 
     def restore(self, d: dict) -> None:
         if "recent" not in d:          # written by the per-segment tagger: the song starts afresh
@@ -227,10 +241,12 @@ class SongGenres:
         self.start, self._end, self._n, self._last_emit = d["start"], d["end"], d["n"], d["last_emit"]
         self._playing = d["playing"]
         self._emitted, self.provider = d["emitted"], d["provider"]
+        self._usage = Usage.restored(d.get("usage"))
         self._sum = from_text(d["sum"], "<f8")
         self._scores = from_text(d["scores"], "<f8")
         dim = self.model.head.dim
         if self._sum is not None and self._sum.size != dim:
             self._sum = None       # written for another genre head: the song goes on from here
-        self._recent = deque((t, x if x is not None and x.size == dim else None, sc)
-                             for t, x, sc in ((t, from_text(x), from_text(sc)) for t, x, sc in d["recent"]))
+        self._recent = deque((t, x if x is not None and x.size == dim else None, sc, talk, p)
+                             for t, x, sc, talk, p in ((t, from_text(x), from_text(sc), talk, p)
+                                                       for t, x, sc, talk, p in d["recent"]))

@@ -216,8 +216,8 @@ class ChannelDetector:
         out: Records = []
         while self._gaps and d.time >= self._gaps[0][1] - 1e-6:
             out += self._no_signal(*self._gaps.popleft())
-        out += self._segments(self.segments.push(d.time, d.state, d.posterior))
         emb, (lmin, lmed), scores, p_talk, genre_in = self._pending.popleft()
+        out += self._segments(self.segments.push(d.time, d.state, d.posterior, p_talk))
         if self._ahead:
             self._ahead.popleft()
         vetoes = self.debouncer.same_recording_vetoes
@@ -227,8 +227,8 @@ class ChannelDetector:
         if self.identity is not None:
             intents += self.identity.step(self.debouncer, newest_time, d.state == 1 and not talk, d.time + HOP_S)
         if self.genre is not None:
-            out += self._genres(self.genre.push(d.time, d.state == 1 and not talk, genre_in, scores,
-                                                self.debouncer.song_start))
+            out += self._genres(self.genre.push(d.time, d.state == 1, genre_in, scores, self.debouncer.song_start,
+                                                talk=talk, p_background=p_talk))
             if self.identity is not None and self.identity.current is not None:
                 out += self._genres(self.genre.identified(provider_tags(self.identity.current.get("answer"))))
         if self.debouncer.same_recording_vetoes > vetoes:
@@ -255,6 +255,7 @@ class ChannelDetector:
                 "song_start": intent.song_start, "reason": intent.reason, "song_start_utc": song_utc,
                 "clip_start_utc": iso(u(start)), "clip_end_utc": iso(u(end)),
                 "emitted_at_utc": iso(u(intent.emitted_at)), "clock": self.clock.kind,
+                **self.segments.usage,
                 "audio": audio_field(samples, self.audio_codec)}
 
     def _genres(self, recs: list[dict]) -> Records:

@@ -483,7 +483,9 @@ class Recognizer:
                "provider": label.get("provider") or self.provider.name, "score": label.get("score"),
                "started_at": req.get("song_start", req["clip_start"]),
                "started_at_utc": req.get("song_start_utc", req.get("clip_start_utc")), "clock": req.get("clock"),
-               "identified_by": by, "genres": provider_tags(label)}
+               "identified_by": by, "genres": provider_tags(label),
+               # how the music is used where it was asked about (foreground, or a bed under speech)
+               "usage": req.get("usage"), "usage_confidence": req.get("usage_confidence")}
         if position_s is not None:
             rec["position_s"] = round(float(position_s), 2)    # in the recording, at the clip's end
         if duration_s is not None:

@@ -14,7 +14,7 @@ from pipeline.report.plays import ChannelDay
 from pipeline.report.times import shown, zone_name
 
 COLUMNS = ("channel", "start_utc", "end_utc", "duration_s", "title", "artist", "album", "isrc", "provider", "score",
-           "request_id", "status")
+           "request_id", "status", "genre", "usage")
 LOCAL_COLUMNS = ("start_local", "end_local", "tz")
 
 _BARE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,79}")      # kept as it is: not hidden, no option, short
@@ -52,7 +52,7 @@ def write_csv(path: Path, cd: ChannelDay, tz: dt.tzinfo | None) -> None:
         for p in cd.plays:
             row = [p.channel, iso(p.start), "" if p.end is None else iso(p.end), _num(p.duration), p.title or "",
                    p.artist or "", p.album or "", p.isrc or "", p.provider or "",
-                   "" if p.score is None else str(p.score), p.request_id, p.status]
+                   "" if p.score is None else str(p.score), p.request_id, p.status, p.genre or "", p.usage or ""]
             if tz:
                 row += [shown(p.start, tz), "" if p.end is None else shown(p.end, tz), zone_name(tz)]
             w.writerow(row)

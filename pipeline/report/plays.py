@@ -35,6 +35,7 @@ class Play:
     provider: str | None = None
     score: float | None = None
     genre: str | None = None
+    usage: str | None = None     # foreground | background: how the song was used on air
 
     @property
     def status(self) -> str:
@@ -84,7 +85,7 @@ def build_plays(records: Records, channel: str) -> list[Play]:
         plays.append(Play(channel, start, None if end is None else max(end, start),
                           hit.request_id if hit else group[0][1],
                           *((hit.title, hit.artist, hit.album, hit.isrc, hit.provider, hit.score) if hit else ()),
-                          genre=g.genre if g else None))
+                          genre=g.genre if g else None, usage=g.usage if g else None))
     return plays
 
 

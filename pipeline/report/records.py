@@ -71,7 +71,8 @@ class Genre:
     channel: str
     start: float
     end: float
-    genre: str          # the closed record's top tag
+    genre: str | None   # the closed record's top tag (the provider's, mapped, first)
+    usage: str | None = None   # foreground | background (older records: None)
 
 
 @dataclass
@@ -152,9 +153,11 @@ def _genre(d: dict) -> Genre | None:
     # the provider's genre of the identified recording where our taxonomy has it, else the model's
     given = [t["genre"] for t in d.get("provider_tags") or [] if isinstance(t, dict) and isinstance(t.get("genre"), str)]
     top = given[0] if given else tags[0]["genre"] if tags else None
-    if top is None:
+    usage = d.get("usage") if d.get("usage") in ("foreground", "background") else None
+    if top is None and usage is None:
         return None
-    return Genre(_text(d, "channel"), _utc(d, "segment_start_utc"), _utc(d, "segment_end_utc"), str(top))
+    return Genre(_text(d, "channel"), _utc(d, "segment_start_utc"), _utc(d, "segment_end_utc"),
+                 None if top is None else str(top), usage)
 
 
 def read_kind(path: Path, parse):

@@ -23,6 +23,7 @@ from operators.tagging.genre import POOLING, frame_inputs, pool
 from operators.decisions.hmm import fit_transitions
 from operators.models.probe import fingerprint
 from pipeline.training.audiofile import frames_of, read_audio
+from pipeline.training.beds import bed_frames
 from pipeline.training.evaluate import music_f1, read_labels, replay
 from pipeline.heads import TALK_CLASS
 
@@ -161,8 +162,10 @@ def composed_frames(composer: Path, manifest: Path, count: int, minutes: float, 
 
 
 def music_or_not(labels) -> list[str]:
-    """The music head's two classes from the composer's labels (speech over music is non-music)."""
-    return ["music" if lab == "music" else "non_music" for lab in labels]
+    """The music head's two classes from the composers' labels. Speech over music (an advert's
+    bed, a presenter over an intro) and a bed under speech are music: a monitor counts that music
+    (issue #22); that it is background is the talk-over head's to say, and requests skip it."""
+    return ["music" if lab in ("music", TALK_CLASS, "bed") else "non_music" for lab in labels]
 
 
 def calibrate_hmm(head, embedder, programmes: list[Path], transition: np.ndarray, lag: int) -> dict:
@@ -211,8 +214,12 @@ def binary_report(head, x, y) -> dict:
 
 
 def train_music_head(embedder, manifest: Path, music_dirs: list[Path], programmes: Path | None, out: Path,
-                     cache_dir: Path, cap: int = 48, l2: float = 1e-3, composer: Path | None = None,
-                     compose: int = 0, lag: int = 4) -> dict:
+                     cache_dir: Path, cap: int = 48, l2: float = 0.1, composer: Path | None = None,
+                     compose: int = 0, lag: int = 4, beds: int = 0) -> dict:
+    """`beds`: also train on that many 10-minute programmes of music beds under speech
+    (pipeline.training.beds). With them the head needs more regularisation (l2 0.1 rather than
+    1e-3): a bed's frames sit close to speech's, and a loose head learns the voices, calling plain
+    speech music (docs/figures.md, "Beds")."""
     items = manifest_items(manifest, music_dirs)
     log.info("training on %d files (%d music)", len(items), sum(i["class"] == "music" for i in items))
     x, y, groups, bad = embed_items(items, embedder, EmbeddingCache(cache_dir, embedder.name), cap)
@@ -225,6 +232,9 @@ def train_music_head(embedder, manifest: Path, music_dirs: list[Path], programme
         x, y = np.concatenate([x, cx]), list(y) + music_or_not(clabels)
         train_talkover_head(cx, clabels, cprog, out.with_name("talkover.json"), embedder.name,
                             probe=probe_meta(embedder))
+    if beds:
+        bx, blabels = bed_frames(manifest, beds, 10.0, embedder, cache_dir / "beds")
+        x, y = np.concatenate([x, bx]), list(y) + music_or_not(blabels)
     head = fit_head(x, y, ["non_music", "music"], l2=l2)
     hmm = {"p_enter_music": 0.01, "p_leave_music": 0.01, "class_prior": [0.5, 0.5], "emission_weight": 1.0,
            "fitted_on": []}
@@ -237,7 +247,7 @@ def train_music_head(embedder, manifest: Path, music_dirs: list[Path], programme
             hmm.update(calibrate_hmm(head, embedder, labelled, A, lag))
     head.meta.update({"backend": embedder.name, "kind": "music", "hmm": hmm, "validation": validation,
                       "files": len(items) - bad, "frames": int(len(y)), "frames_per_file_max": cap,
-                      "composed_programmes": compose, "l2": l2,
+                      "composed_programmes": compose, "bed_programmes": beds, "l2": l2,
                       "manifest": manifest.name, "music_dirs": [Path(d).name for d in music_dirs],
                       **probe_meta(embedder)})
     head.save(out)
