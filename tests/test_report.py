@@ -103,7 +103,9 @@ def make_days(root: Path) -> Path:
               seg("chA", "music", t("03:25:00"), t("09:25:00")),
               seg("chA", "non_music", t("09:25:00"), t("10:00:00")),
               seg("chA", "music", t("23:50:00"), t("00:05:00", AFTER)),
-              seg(TV, "music", Q1, t("08:10:00"))]:
+              seg(TV, "music", Q1, t("08:10:00")),
+              # a bed under an advert's voice: background music, never a song asked about
+              {**seg(TV, "music", t("08:20:00"), t("08:21:30")), "usage": "background", "usage_confidence": 0.9}]:
         add(root, "segments", s)
     add_raw(root, D, "segments", '{"id": "chA:broken", "channel": "chA", "label": "mus')      # damaged
     for r in [req("chA", P0, 0), req("chA", P1, 0), req("chA", P1, 1), req("chA", P1, 2), req("chA", P1, 1),
@@ -155,18 +157,20 @@ def test_cue_sheets_and_figures_of_a_day(out, caplog):
         ["chA", P4, P5, "420.000", "Late Song", "Zoë", "", "", "acrcloud", "88", f"chA:{P4}:0", "recognised", "", ""]]
     assert rows(folder / f"{tv}.csv")[1:] == [
         [TV, Q1, t("08:10:00"), "600.000", "", "", "", "", "", "", f"{TV}:{Q1}:0", "unidentified", "", ""],
-        [TV, Q2, t("08:12:10"), "10.000", "", "", "", "", "", "", f"{TV}:{Q2}:0", "unidentified", "", ""]]
+        [TV, Q2, t("08:12:10"), "10.000", "", "", "", "", "", "", f"{TV}:{Q2}:0", "unidentified", "", ""],
+        [TV, t("08:20:00"), t("08:21:30"), "90.000", "", "", "", "", "", "", "", "background", "", "background"]]
 
     # music 4 + 10 + 360 + 10 min, non-music 11 + 35, no signal 180: 610 of 1440 min have a record
     assert json.loads((folder / "chA.json").read_text()) == {
         "channel": "chA", "day": D, "music_minutes": 384.0, "music_share": round(384 / (384 + 46), 4),
         "plays": 4, "recognised": 3, "recognised_share": 0.75, "paid_calls": 5, "spend": 0.0125, "currency": "USD",
         "budget_skipped": 1, "answered_locally": 0, "outage_minutes": 180.0, "unaccounted_minutes": 830.0,
-        "tz": "UTC"}
+        "tz": "UTC", "background_music": 0, "background_music_minutes": 0.0}
     assert json.loads((folder / f"{tv}.json").read_text()) == {
-        "channel": TV, "day": D, "music_minutes": 10.0, "music_share": 1.0, "plays": 2, "recognised": 0,
+        "channel": TV, "day": D, "music_minutes": 11.5, "music_share": 1.0, "plays": 2, "recognised": 0,
         "recognised_share": 0.0, "paid_calls": 1, "spend": 0.0025, "currency": "USD", "budget_skipped": 0,
-        "answered_locally": 0, "outage_minutes": 0.0, "unaccounted_minutes": 1430.0, "tz": "UTC"}
+        "answered_locally": 0, "outage_minutes": 0.0, "unaccounted_minutes": 1428.5, "tz": "UTC",
+        "background_music": 1, "background_music_minutes": 1.5}
 
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 2, warnings

@@ -11,9 +11,10 @@ from pipeline.report.plays import ChannelDay, Play
 from pipeline.report.times import DAY_S, offset_label, shown, zone_name
 
 COLOURS = {"music": "#2e9e5b", "non_music": "#b8c1cc", "no_signal": "#d64541", "recognised": "#2f6fd6",
-           "unidentified": "#f0a030", "spend": "#6b4fbb"}
+           "unidentified": "#f0a030", "background": "#9ad0b0", "spend": "#6b4fbb"}
 LEGEND = (("music", "Music"), ("non_music", "Speech, adverts, other non-music"), ("no_signal", "No signal (outage)"),
-          (None, "No records"), ("recognised", "Play, title recognised"), ("unidentified", "Play, not identified"))
+          (None, "No records"), ("recognised", "Play, title recognised"), ("unidentified", "Play, not identified"),
+          ("background", "Background music (a bed under speech)"))
 NAMES = dict(LEGEND)
 
 WIDTH, LEFT, RIGHT = 1200, 110, 20           # SVG user units; LEFT holds the lane names

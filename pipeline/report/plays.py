@@ -36,9 +36,12 @@ class Play:
     score: float | None = None
     genre: str | None = None
     usage: str | None = None     # foreground | background: how the song was used on air
+    bed: bool = False            # background music that was never a song (no request): a bed
 
     @property
     def status(self) -> str:
+        if self.bed:
+            return "background"
         return "recognised" if self.title else "unidentified"
 
     @property
@@ -86,7 +89,15 @@ def build_plays(records: Records, channel: str) -> list[Play]:
                           hit.request_id if hit else group[0][1],
                           *((hit.title, hit.artist, hit.album, hit.isrc, hit.provider, hit.score) if hit else ()),
                           genre=g.genre if g else None, usage=g.usage if g else None))
-    return plays
+    # music used as a bed under speech is music a collecting society counts, though it was never a
+    # song to ask about: a background music segment no play starts in is a row of its own
+    starts_at = sorted(p.start for p in plays)
+    for s in records.segments:
+        if s.channel == channel and s.label == "music" and s.usage == "background":
+            i = bisect.bisect_left(starts_at, s.start - EPS)
+            if i == len(starts_at) or starts_at[i] >= s.end:
+                plays.append(Play(channel, s.start, s.end, "", usage="background", bed=True))
+    return sorted(plays, key=lambda p: p.start)
 
 
 def partition(segments: list[Segment], start: float, end: float) -> list[tuple[float, float, str]]:
@@ -154,7 +165,9 @@ class ChannelDay:
         """The figures of `<channel>.json` (docs/report.md says how each is computed)."""
         s = self.seconds
         signal = s["music"] + s["non_music"]
-        recognised = sum(1 for p in self.plays if p.status == "recognised")
+        songs = [p for p in self.plays if not p.bed]
+        beds = [p for p in self.plays if p.bed]
+        recognised = sum(1 for p in songs if p.status == "recognised")
         spend, currency = self.spend()
         return {
             "channel": self.channel,
@@ -162,9 +175,11 @@ class ChannelDay:
             "music_minutes": round(s["music"] / 60, 3),
             # of the seconds on air with a signal: an outage is not "less music", it is its own figure
             "music_share": round(s["music"] / signal, 4) if signal else None,
-            "plays": len(self.plays),
+            "plays": len(songs),
             "recognised": recognised,
-            "recognised_share": round(recognised / len(self.plays), 4) if self.plays else None,
+            "recognised_share": round(recognised / len(songs), 4) if songs else None,
+            "background_music": len(beds),
+            "background_music_minutes": round(sum(p.duration or 0.0 for p in beds) / 60, 3),
             "paid_calls": sum(1 for c in self.charges if c.paid),
             "spend": spend,
             "currency": currency,

@@ -30,6 +30,7 @@ class Segment:
     label: str          # music | non_music | no_signal
     start: float        # Unix seconds
     end: float
+    usage: str | None = None    # music: foreground | background (records before usage: None)
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ def _segment(d: dict) -> Segment:
     channel = _text(d, "channel")
     # an id is what drops Kafka copies; a segment written without one is keyed as onair keys it
     sid = _text(d, "id") if d.get("id") is not None else f"{channel}/{d['start_utc']}"
-    return Segment(sid, channel, label, start, end)
+    usage = d.get("usage") if d.get("usage") in ("foreground", "background") else None
+    return Segment(sid, channel, label, start, end, usage)
 
 
 def _request(d: dict) -> Request:
