@@ -38,6 +38,7 @@ import math
 import time
 from dataclasses import dataclass
 
+from operators.tagging.provider_genres import shown_genre
 from operators.utc import parse_iso
 
 EPS_S = 0.5          # below one 0.96 s frame: rounding between stages, never a real gap
@@ -210,9 +211,6 @@ class NowPlayingBoard:
         track = c.track if c.track is not None and c.track_t >= current else None
         genre = c.genre if c.genre is not None and c.genre_t >= current else None
         tags = list(genre["tags"]) if genre else []
-        # the provider's genre of the identified recording, where our taxonomy has it, before the model's
-        given = [t["genre"] for t in (genre.get("provider_tags") if genre else None) or []
-                 if isinstance(t, dict) and isinstance(t.get("genre"), str)]
         title = track.get("title") if track else None
         return {
             "channel": channel, "visible": c.visible, "music": c.music, "stale": c.stale,
@@ -226,7 +224,7 @@ class NowPlayingBoard:
             "request_id": track.get("request_id") if track else None,
             "started_at": track.get("started_at") if track else None,
             "started_at_utc": track.get("started_at_utc") if track else None,
-            "genre": given[0] if given else tags[0]["genre"] if tags else None,
+            "genre": shown_genre(genre),
             "genres": tags,
             "segment_start": genre["segment_start"] if genre else None,
             "stream_time": c.stream_t,

@@ -50,3 +50,15 @@ def provider_tags(answer: dict | None, classes=None) -> list[dict]:
         seen.add(name)
         out.append({"genre": to_taxonomy(name, classes), "given": name, "source": source})
     return out
+
+
+def shown_genre(record: dict | None) -> str | None:
+    """The genre a genre record shows a person (the overlay's card, the cue sheet): the provider's,
+    where our taxonomy has it, before the model's top tag."""
+    if not record:
+        return None
+    for t in record.get("provider_tags") or []:
+        if isinstance(t, dict) and isinstance(t.get("genre"), str):
+            return t["genre"]
+    tags = record["tags"]
+    return tags[0]["genre"] if tags else None

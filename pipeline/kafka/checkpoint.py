@@ -89,9 +89,10 @@ class StateStore:
         except KafkaError as e:
             raise StateUnavailable(f"cannot reach Kafka to read {self.topic}: {e}") from None
         try:
-            if self.topic not in topic_metadata(c, min(self.timeout_s, 30.0)):
-                return self._swap(latest)
-            tps = [TopicPartition(self.topic, p) for p in sorted(c.partitions_for_topic(self.topic) or ())]
+            # no such topic yet (nothing was ever saved): no states, and that is a complete read
+            known = self.topic in topic_metadata(c, min(self.timeout_s, 30.0))
+            tps = [TopicPartition(self.topic, p) for p in sorted(c.partitions_for_topic(self.topic) or ())] \
+                if known else []
             if tps:
                 c.assign(tps)
                 c.seek_to_beginning(*tps)
@@ -109,9 +110,6 @@ class StateStore:
             raise StateUnavailable(f"reading {self.topic}: {e}") from None
         finally:
             c.close()
-        self._swap(latest)
-
-    def _swap(self, latest: dict) -> None:
         self.latest, self.fresh = latest, True
 
     @staticmethod

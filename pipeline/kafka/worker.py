@@ -164,16 +164,16 @@ class Worker:
 
     # -- the loop
     def run(self, idle_exit_s: float | None = None) -> None:
-        last = time.monotonic()
         try:
-            self._loop(idle_exit_s, last)
+            self._loop(idle_exit_s)
         except StateUnavailable:
             if not self.stop.is_set():
                 raise
         finally:
             self.close()
 
-    def _loop(self, idle_exit_s: float | None, last: float) -> None:
+    def _loop(self, idle_exit_s: float | None) -> None:
+        last = time.monotonic()
         while not self.stop.is_set():
             records = self.consumer.poll(timeout_ms=self.k["poll_ms"])
             self._lag()
@@ -291,13 +291,12 @@ class Worker:
         except Exception as e:  # rebalance or broker away: the chunks come again and are skipped by offset
             log.warning("offset commit failed (%s); redelivered chunks will be skipped by state", e)
 
-    def _follows(self, st: ChannelState, m, header: dict) -> int | None:
+    def _follows(self, st: ChannelState, m, header: dict, seq: int | None) -> int | None:
         """Check a record against its channel's state by the envelope's `seq`. Returns the offset
         this worker sought back to when the state is older than the group's committed offset (the
         chunks in between were covered by a state that is lost or was overwritten), else None."""
-        seq, restored = header.get("seq"), st.restored
-        st.restored = False
-        if not isinstance(seq, int) or isinstance(seq, bool):
+        restored, st.restored = st.restored, False
+        if seq is None:
             return None
         if st.seq is None:
             if st.offset < 0 and seq > 0 and not restored:
@@ -329,7 +328,9 @@ class Worker:
         if st.partition == m.partition and m.offset <= st.offset:
             self.metrics.media_skipped.labels(channel).inc()
             return None
-        back = self._follows(st, m, header)
+        seq = header.get("seq")
+        seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+        back = self._follows(st, m, header, seq)
         if back is not None:
             return back
         if st.ended and header["kind"] == "media":
@@ -358,9 +359,8 @@ class Worker:
                 self._dlq(m, "undecodable", str(e))
                 return None
             self.metrics.media_chunks.labels(channel).inc()
-        seq = header.get("seq")
         # only a record that decoded moves `seq`: a damaged one must not set what the next restore expects
-        st.seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+        st.seq = seq
         if wall is not None:
             st.last_wall = wall
             if chunks:

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from operators.tagging.provider_genres import shown_genre
 from pipeline.clock import parse_iso
 from pipeline.outputs import day_dirs, read_jsonl
 from pipeline.report.times import is_day, next_day
@@ -109,6 +110,11 @@ def _opt_utc(d: dict, key: str) -> float | None:
     return None if d.get(key) is None else parse_iso(d[key])
 
 
+def _usage(d: dict) -> str | None:
+    """A record's `usage` where it is one onair writes (records before usage have none)."""
+    return d["usage"] if d.get("usage") in ("foreground", "background") else None
+
+
 def _segment(d: dict) -> Segment:
     label = d["label"]
     if label not in LABELS:
@@ -119,8 +125,7 @@ def _segment(d: dict) -> Segment:
     channel = _text(d, "channel")
     # an id is what drops Kafka copies; a segment written without one is keyed as onair keys it
     sid = _text(d, "id") if d.get("id") is not None else f"{channel}/{d['start_utc']}"
-    usage = d.get("usage") if d.get("usage") in ("foreground", "background") else None
-    return Segment(sid, channel, label, start, end, usage)
+    return Segment(sid, channel, label, start, end, _usage(d))
 
 
 def _request(d: dict) -> Request:
@@ -151,11 +156,7 @@ def _charge(d: dict) -> Charge:
 def _genre(d: dict) -> Genre | None:
     if d.get("segment_end_utc") is None:
         return None                     # still open: its closed record comes later
-    tags = d["tags"]
-    # the provider's genre of the identified recording where our taxonomy has it, else the model's
-    given = [t["genre"] for t in d.get("provider_tags") or [] if isinstance(t, dict) and isinstance(t.get("genre"), str)]
-    top = given[0] if given else tags[0]["genre"] if tags else None
-    usage = d.get("usage") if d.get("usage") in ("foreground", "background") else None
+    top, usage = shown_genre(d), _usage(d)
     if top is None and usage is None:
         return None
     return Genre(_text(d, "channel"), _utc(d, "segment_start_utc"), _utc(d, "segment_end_utc"),

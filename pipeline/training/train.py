@@ -23,7 +23,7 @@ from operators.tagging.genre import POOLING, frame_inputs, pool
 from operators.decisions.hmm import fit_transitions
 from operators.models.probe import fingerprint
 from pipeline.training.audiofile import frames_of, read_audio
-from pipeline.training.beds import bed_frames
+from pipeline.training.beds import bed_frames, frame_labels
 from pipeline.training.evaluate import music_f1, read_labels, replay
 from pipeline.heads import TALK_CLASS
 
@@ -145,11 +145,7 @@ def composed_frames(composer: Path, manifest: Path, count: int, minutes: float, 
             rs = av.AudioResampler(format="flt", layout="mono", rate=16000)
             a16 = np.concatenate([f.to_ndarray().reshape(-1) for f in rs.resample(frame) + rs.resample(None)])
             frames = frames_of(a16)
-            t0 = np.arange(len(frames)) * HOP_S
-            lab = []
-            for a in t0:
-                inside = [L for s, e, L in labels if s <= a and a + 0.975 <= e]
-                lab.append(inside[0] if inside else "")
+            lab = frame_labels(labels, len(frames))
             cache.mkdir(parents=True, exist_ok=True)
             np.savez(key, emb=embedder.embed(frames).embeddings, labels=np.array(lab))
             log.info("composed programme %d (%s, %.0f min) embedded", seed, profile, minutes)
