@@ -99,6 +99,46 @@ def test_a_clip_mostly_of_something_else_is_not_a_match(songs):
     assert best_match(qh, qt, h, np.zeros(len(h), np.int64), t, 345, loose) is not None
 
 
+def test_partial_entries_of_one_item_count_together_where_each_alone_is_too_little(songs):
+    """Two entries hold 10-14 s and 14-18 s of one recording, each in its own time base; a 10 s
+    query over 9.5-19.5 s spans 4 s of each: neither alone covers half of it, both together do,
+    and the match names one entry at its own offset. Unrelated entries are not counted with them."""
+    p = FingerprintParams()
+    x, aired = songs[0]
+    (ha, ta), (hb, tb) = fingerprint(cut(x, 10, 14), p), fingerprint(cut(x, 14, 18), p)
+    ho, to = fingerprint(cut(songs[1][0], 10, 30), p)
+    rh = np.concatenate([ha, hb, ho])
+    items = np.concatenate([np.full(len(ha), 11), np.full(len(hb), 12), np.full(len(ho), 13)]).astype(np.int64)
+    rt = np.concatenate([ta, tb, to]).astype(np.int64)
+    qh, qt = fingerprint(cut(aired, 9.5, 19.5), p)
+    frames = int(10 / 0.0232)
+    assert best_match(qh, qt, rh, items, rt, frames, p) is None
+
+    def groups(ids):        # 11 and 12 placed in item 10 (its time: the recording's), 13 alone
+        place = {11: (10, 10.0), 12: (10, 14.0)}
+        return (np.array([place.get(int(i), (int(i), 0))[0] for i in ids]),
+                np.array([int(round(place.get(int(i), (0, 0.0))[1] / 0.02322)) for i in ids]))
+    m = best_match(qh, qt, rh, items, rt, frames, p, groups)
+    assert m is not None and m.item in (11, 12) and m.coverage >= 0.7
+    assert m.offset_s + (10.0 if m.item == 11 else 14.0) == pytest.approx(9.5, abs=0.1)
+
+
+def store_groups_entries_placed_in_their_canonical_item(store):
+    now = "2026-12-06T10:00:00.000Z"
+    canon = store.new_item("unknown", now, rec_offset_s=0.0)
+    placed = store.new_item("indexed", now, same_as=canon, rec_offset_s=-3.5)
+    unplaced = store.new_item("indexed", now, same_as=canon)
+    alone = store.new_item("unknown", now, rec_offset_s=0.0)
+    g = store.groups([canon, placed, unplaced, alone])
+    assert g == {placed: (canon, -3.5)}
+
+
+def test_the_store_groups_entries_placed_in_their_canonical_item(tmp_path):
+    store = SqliteStore(tmp_path / "fp.sqlite")
+    store.create()
+    store_groups_entries_placed_in_their_canonical_item(store)
+
+
 # -- the recognizer with the index
 
 @pytest.fixture
@@ -172,23 +212,33 @@ def test_an_unknown_item_identified_later_corrects_its_earlier_plays(songs, acr,
     assert all(f["title"] == "Song Title" and f["corrects"] == "unidentified" for f in fixes)
 
 
-def test_an_unknown_items_play_is_indexed_around_the_clip_heard(songs, tmp_path):
+def test_an_unknown_items_play_is_indexed_around_the_clip_heard(songs, tmp_path, monkeypatch):
     """A song the provider did not know was heard 10-18 s into its play; the play as it aired goes
-    into the index from 10 s before the clip to 40 s after its start, so a later play clipped at
-    30-38 s is known (not paid again) and one clipped past that bound is not."""
+    into the index from 10 s before the clip to UNKNOWN_AFTER_S after its start (240 s: the whole
+    of this 60 s play), so a later play clipped at 30-38 s or at its last 8 s is known (not paid
+    again); with a bound of 40 s the end is not."""
     fp = FingerprintParams(peaks_per_s=22)
-    index = AudioIndex(SqliteStore(tmp_path / "i.sqlite"), IdentityParams(), Metrics(), Clock())
-    index.create()
     x, aired = songs[1]
-    assert index.learn("a", cut(aired, 10, 18), None, "a:0", None, clip_in_play_s=18.0) is not None
-    assert index.answer(cut(x, 30, 38), "b") is None            # the clip alone does not reach there
     h, t = fingerprint(cut(aired, 0, 60), fp)
+
+    def indexed(name):
+        index = AudioIndex(SqliteStore(tmp_path / f"{name}.sqlite"), IdentityParams(), Metrics(), Clock())
+        index.create()
+        assert index.learn("a", cut(aired, 10, 18), None, "a:0", None, clip_in_play_s=18.0) is not None
+        return index
+    index = indexed("full")
+    assert index.answer(cut(x, 30, 38), "b") is None            # the clip alone does not reach there
     assert index.add_play("a", "a:0", h, t, 60.0) is not None
     assert index.add_play("a", "a:0", h, t, 60.0) is None       # held already: nothing added twice
     later = index.answer(cut(x, 30, 38), "b", "b:0", 38.0)
     assert later is not None and later.outcome == "known_unidentified"
     assert later.position_s == pytest.approx(28.0, abs=0.5)     # placed in the first clip's time base
-    assert index.answer(cut(x, 52, 60), "b") is None            # past the bound: a song run into it
+    assert index.answer(cut(x, 52, 60), "b").outcome == "known_unidentified"
+    monkeypatch.setattr("pipeline.identity.index.UNKNOWN_AFTER_S", 40.0)
+    index = indexed("bounded")
+    assert index.add_play("a", "a:0", h, t, 60.0) is not None
+    assert index.answer(cut(x, 30, 38), "b").outcome == "known_unidentified"
+    assert index.answer(cut(x, 52, 60), "b") is None            # past the bound
 
 
 def test_a_play_is_placed_by_all_of_its_audio_and_a_loop_is_not_placed(songs, tmp_path):
@@ -465,6 +515,7 @@ def test_postgres_index_shared_by_two_recognizers(songs, postgres):
     assert two.answer(cut(songs[2][1], 4, 11), "b", "b:p5") is None
     assert two.store.play("b:p3")[0] == got.item["id"]
     assert "onair" not in PostgresStore(postgres.dsn).describe()       # no user or password in logs
+    store_groups_entries_placed_in_their_canonical_item(two.store)
 
 
 # -- the engine's checks on the channel's own audio
@@ -518,6 +569,50 @@ def test_a_song_answered_unknown_is_asked_again_once_the_index_knows_it(songs, t
         intents += live.step(deb, t + 5.0, True, t + 0.96)
         t += 0.96
     assert [i.reason for i in intents] == ["index_match"]
+
+
+def test_a_loop_found_mid_way_is_taken_when_two_checks_agree_on_the_item(tmp_path):
+    """Music that repeats itself sample for sample matches each check at some repeat (not placed):
+    two checks in a row naming the item are enough, not two that agree on a place it has none of.
+    Placed matches still must agree on where the recording began."""
+    from operators.fingerprint.landmarks import Match
+    store = SqliteStore(tmp_path / "fp.sqlite")
+    store.create()
+    index = AudioIndex(store, IdentityParams(), Metrics(), Clock())
+    item = {"id": 7, "kind": "recording", "rec_offset_s": 0.0, "duration_s": 300.0, "t_end_s": 90.0}
+
+    def checks(repeat, second_at=15.0):
+        deb = Debouncer("x", DebounceParams(first_request_s=0.0))
+        deb._start_song(100.0, "new_music")
+        live = LiveIdentity("x", index, lambda a, b: (a, np.zeros(0, np.float32)), lambda s: f"x:{s}", Metrics())
+        live.song = 100.0
+        first = live._decide(deb, (Match(7, 60, 40.0, 0.9, 0, repeat), item), 100.0, 106.0, 106.0)
+        second = live._decide(deb, (Match(7, 60, second_at, 0.9, 0, repeat), item), 102.0, 108.0, 108.0)
+        return first, second
+    first, second = checks(repeat=58)                # a loop: the places differ by a repeat
+    assert first == [] and [r.reason for r in second] == ["index_match"]
+    first, second = checks(repeat=0, second_at=70.0)  # placed, 28 s apart: not one recording
+    assert first == [] and second == []
+
+
+def test_a_song_answered_otherwise_is_asked_again_when_its_loop_is_found_a_repeat_away(tmp_path):
+    """The song was asked about and answered "unknown" (the clip began on the song before); the
+    index then finds a looped recording on air, at one repeat and then another: the second check
+    must still ask again (the place found first holds, the question is not skipped with it)."""
+    from operators.fingerprint.landmarks import Match
+    store = SqliteStore(tmp_path / "fp.sqlite")
+    store.create()
+    index = AudioIndex(store, IdentityParams(), Metrics(), Clock())
+    store.set_play("x:100.0", store.new_item("unknown", "2026-12-06T10:00:00.000Z", rec_offset_s=0.0))
+    item = {"id": 7, "kind": "recording", "rec_offset_s": 0.0, "duration_s": 300.0, "t_end_s": 90.0}
+    deb = Debouncer("x", DebounceParams(first_request_s=0.0))
+    deb._start_song(100.0, "new_music")
+    deb.requested = True
+    live = LiveIdentity("x", index, lambda a, b: (a, np.zeros(0, np.float32)), lambda s: f"x:{s}", Metrics())
+    live.song, live.current, live._began = 100.0, item, 150.0
+    live.matched = (7, 90.0, 10.0, 150.0)
+    out = live._decide(deb, (Match(7, 60, 40.0, 0.9, 0, 0), item), 200.0, 206.0, 206.0)
+    assert [r.reason for r in out] == ["index_match"] and live._began == 150.0
 
 
 def test_early_requests_need_clean_music_ahead_and_are_confirmed_unless_identified():

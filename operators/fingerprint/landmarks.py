@@ -129,9 +129,16 @@ def ranges(lo: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 
 def best_match(qh: np.ndarray, qt: np.ndarray, rh: np.ndarray, items: np.ndarray, rt: np.ndarray,
-               duration_frames: int, p: FingerprintParams = FingerprintParams()) -> Match | None:
+               duration_frames: int, p: FingerprintParams = FingerprintParams(), groups=None) -> Match | None:
     """The item the query (hashes qh at frames qt) is, among index rows (hash rh, item, frame rt)
-    found for its hashes; None unless one item passes `min_aligned` and `min_coverage`."""
+    found for its hashes; None unless one item passes `min_aligned` and `min_coverage`.
+
+    `groups(ids) -> (group, shift)`, when given, says which entries hold one recording and where
+    (frames added to an entry's times give the group's): their hashes are counted together, so
+    several partial entries of one item (plays clipped at different places) add up to a match
+    that none of them holds alone. The match names the entry with most of the aligned hashes, at
+    its own offset. Groups are tried from the most aligned hashes down: one whose hashes span
+    too little of the query (a jingle cut from the song queried) leaves the next its chance."""
     if len(qh) == 0 or len(rh) == 0:
         return None
     o = np.argsort(qh, kind="stable")
@@ -155,26 +162,54 @@ def best_match(qh: np.ndarray, qt: np.ndarray, rh: np.ndarray, items: np.ndarray
     n, lo = n[keep].astype(np.int64), lo_of[rh[keep]].astype(np.int64)
     item = items[keep].astype(np.int64)
     rows = np.repeat(keep, n)
-    qpos = ranges(lo, n)
-    item = np.repeat(item, n)
-    tq = st[qpos].astype(np.int64)
-    delta = rt[rows].astype(np.int64) - tq
+    tq = st[ranges(lo, n)].astype(np.int64)
+    rt_rows = rt[rows].astype(np.int64)
+    m = _aligned(np.repeat(item, n), np.repeat(item, n), rt_rows, 0, tq, duration_frames, p, tries=1)
+    if m is not None or groups is None:
+        return m
+    ids = np.unique(item)
+    g, s = groups(ids)
+    g, s = np.asarray(g, np.int64), np.asarray(s, np.int64)
+    if len(np.unique(g)) == len(g):
+        return None        # no entries to count together: the answer above stands
+    at = np.searchsorted(ids, item)
+    return _aligned(np.repeat(item, n), np.repeat(g[at], n), rt_rows, np.repeat(s[at], n), tq,
+                    duration_frames, p, tries=8)
+
+
+def _aligned(item: np.ndarray, group: np.ndarray, rt: np.ndarray, shift, tq: np.ndarray, duration_frames: int,
+             p: FingerprintParams, tries: int) -> Match | None:
+    """The best of up to `tries` groups by hashes at one offset (rt + shift - tq, +-1 frame), the
+    first that passes min_aligned and min_coverage; reported as the entry with most of those
+    hashes, at its own offset."""
+    delta = rt + shift - tq
     base = int(delta.min()) - 1
     span = int(delta.max()) - base + 2
-    key = item * span + (delta - base)
+    key = group * span + (delta - base)
     u, c = np.unique(key, return_counts=True)
     sm = c.copy()
     for d in (-1, 1):          # a peak one frame off still counts
         j = np.clip(np.searchsorted(u, u + d), 0, len(u) - 1)
         sm += np.where(u[j] == u + d, c[j], 0)
-    its = u // span
-    b = int(np.argmax(sm))
-    best_item, best_key = int(its[b]), int(u[b])
-    other = sm[its != best_item]
-    again = sm[(its == best_item) & (np.abs(u - best_key) > 2)]
-    near = (item == best_item) & (np.abs(key - best_key) <= 1)
-    times = tq[near]
-    cover = (times.max() - times.min()) / max(1, duration_frames) if len(times) else 0.0
-    m = Match(best_item, int(sm[b]), float((best_key % span + base) * FRAME_S), round(float(cover), 3),
-              int(other.max()) if len(other) else 0, int(again.max()) if len(again) else 0)
-    return m if m.aligned >= p.min_aligned and m.coverage >= p.min_coverage else None
+    gs = u // span
+    tried: set[int] = set()
+    for b in np.argsort(-sm, kind="stable"):
+        if sm[b] < p.min_aligned or len(tried) >= tries:
+            return None
+        best_group, best_key = int(gs[b]), int(u[b])
+        if best_group in tried:
+            continue
+        tried.add(best_group)
+        near = (group == best_group) & (np.abs(key - best_key) <= 1)
+        times = tq[near]
+        cover = (times.max() - times.min()) / max(1, duration_frames) if len(times) else 0.0
+        if cover < p.min_coverage:
+            continue
+        other = sm[gs != best_group]
+        again = sm[(gs == best_group) & (np.abs(u - best_key) > 2)]
+        ents, votes = np.unique(item[near], return_counts=True)
+        entry = int(ents[np.argmax(votes)])
+        own = int(np.broadcast_to(shift, item.shape)[near][item[near] == entry][0])
+        return Match(entry, int(sm[b]), float((best_key % span + base - own) * FRAME_S), round(float(cover), 3),
+                     int(other.max()) if len(other) else 0, int(again.max()) if len(again) else 0)
+    return None

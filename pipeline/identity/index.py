@@ -30,7 +30,8 @@ from pipeline.secrets import read_secret
 log = logging.getLogger("onair.identity")
 PAIR_S = MAX_DT * FRAME_S      # a landmark's pair reaches this far after its anchor
 UNKNOWN_BEFORE_S = 10.0       # an unknown item's play is indexed from this long before the clip heard ...
-UNKNOWN_AFTER_S = 40.0        # ... to this long after the clip's start
+UNKNOWN_AFTER_S = 240.0       # ... to this long after the clip's start: the debouncer's re-query horizon,
+                              # the longest it takes a run of music without a boundary to be one song
 ANSWER_FIELDS = ("title", "artist", "album", "isrc", "provider", "score", "genres")
 
 
@@ -118,7 +119,7 @@ class AudioIndex:
         try:
             rh, items, rt = self.store.rows_for(h)
             for _ in range(4):
-                m = best_match(h, t, rh, items, rt, int(seconds / FRAME_S), self.p.fp)
+                m = best_match(h, t, rh, items, rt, int(seconds / FRAME_S), self.p.fp, self._groups)
                 item = self.store.canonical(m.item) if m is not None else None
                 if m is None or item is not None:
                     break
@@ -131,6 +132,17 @@ class AudioIndex:
         finally:
             self.metrics.identity_lookups.labels(by).observe(time.perf_counter() - t0)
         return (m, item) if item is not None else None
+
+    def _groups(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """best_match's groups: an entry placed in its canonical item counts with it (its hashes
+        moved into the canonical's time); any other entry stands alone."""
+        placed = self.store.groups(ids.tolist())
+        group, shift = ids.copy(), np.zeros(len(ids), np.int64)
+        for k, i in enumerate(ids.tolist()):
+            if i in placed:
+                group[k] = placed[i][0]
+                shift[k] = int(round(placed[i][1] / FRAME_S))
+        return group, shift
 
     def answer(self, pcm: np.ndarray, channel: str, play_id: str | None = None,
                clip_in_play_s: float | None = None) -> LocalAnswer | None:
@@ -298,10 +310,10 @@ class AudioIndex:
     @staticmethod
     def _unknown_part(entries: dict, rec_start: float, seconds: float) -> tuple[float, float]:
         """The part of an unknown item's play worth indexing, in play time: around the stretch the
-        provider heard (item time 0 at `rec_start`), so that a later play clipped a few seconds
-        earlier or later still matches; bounded, since the item's end is not known and a song run
-        into it without a dip must not become "unknown"; nothing the item's entries already hold
-        (then an empty stretch)."""
+        provider heard (item time 0 at `rec_start`), so that a later play clipped earlier or later
+        (a song split by a detection gap asks about its tail) still matches; bounded, since the
+        item's end is not known and a song run into it without a dip must not become "unknown";
+        nothing the item's entries already hold (then an empty stretch)."""
         lo, hi = max(0.0, rec_start - UNKNOWN_BEFORE_S), min(seconds, rec_start + UNKNOWN_AFTER_S)
         for _, a, b in entries.values():
             if a + rec_start <= lo + 5.0 and b + rec_start >= hi - 5.0:   # item time -> play time

@@ -63,7 +63,7 @@ class LiveIdentity:
         self._requested = False
         self._collect_until = float("inf")   # no anchors after the song's first gap
         self._decided = -1e12                 # decided stream time: anchors are collected up to it
-        self._last_seen = None        # (item, where it began) of the last check that found a recording
+        self._last_seen = None        # (item, where it began, placed) of the last check that found a recording
         self._began = None            # where the identified recording began on air, as first found
         self._reasked = False         # asked again: the song's answer named something else
 
@@ -136,14 +136,16 @@ class LiveIdentity:
             # the last seconds of a recording, at a song's start: a sting or jingle cut from its
             # end, or its fade; not a song to title
             return out
-        seen = (item["id"], b - at_end if began is None else began)
+        seen = (item["id"], b - at_end if began is None else began, m.placed)
         last, self._last_seen = self._last_seen, seen
         if (self.current is None or item["id"] != self.current["id"]) and not (
                 began is not None and began >= self.song - EARLY_START_S):
             # a recording found mid-way at a song's start needs two checks in a row that agree on it
             # and on where it began: one window can be a jingle or a bed that sounds like part of a
-            # song; one that began with the music (or after it: a crossfade) is taken at once
-            if last is None or last[0] != seen[0] or abs(last[1] - seen[1]) > 1.5:
+            # song; one that began with the music (or after it: a crossfade) is taken at once. A
+            # loop (not placed) matches one repeat here and another there: the item must agree
+            if last is None or last[0] != seen[0] or (
+                    abs(last[1] - seen[1]) > 1.5 and (seen[2] or last[2])):
                 return out
         if self.current is not None and item["id"] != self.current["id"]:
             # another recording than the one identified: the recording changed without a dip
@@ -160,22 +162,27 @@ class LiveIdentity:
             # the same recording one repeat away (a loop repeated sample for sample): the place it
             # was found first holds, or its predicted end would move by a loop's length
             self.misses = 0
-            return out
+            return out + self._ask(deb, item, a, b, newest_time)
         self._began = began if began is not None else self._began
         self.current, self.misses = item, 0
         deb.identified = True
         self.matched = (m.item, float(row.get("t_end_s") or 0.0), at_end, b)
         if item.get("duration_s") and pos is not None:
             self.predicted_end = b + item["duration_s"] - pos
+        return out + self._ask(deb, item, a, b, newest_time)
+
+    def _ask(self, deb: Debouncer, item: dict, a: float, b: float, newest_time: float) -> list[RequestIntent]:
+        """The index found `item` on air in [a, b): the song is asked about with that clip (the
+        recognizer answers it from the index) unless it was, and answered so."""
         if not deb.requested:
-            out += deb.request_now(a, b, newest_time, "index_match")
-        elif not self._reasked and self._answered_otherwise(item):
+            return deb.request_now(a, b, newest_time, "index_match")
+        if not self._reasked and self._answered_otherwise(item):
             # the song was asked about, and its answer was something else (an item the provider did
             # not know, or a recording's tail, not shown: a clip that began on a jingle or on the
             # previous song run into this recording): the index knows what is on air now
             self._reasked = True
-            out += deb.request_now(a, b, newest_time, "index_match", again=True)
-        return out
+            return deb.request_now(a, b, newest_time, "index_match", again=True)
+        return []
 
     def _answered_otherwise(self, found: dict) -> bool:
         try:

@@ -226,6 +226,19 @@ class SqlStore:
                             "WHERE (id = ? OR same_as = ?) AND rec_offset_s IS NOT NULL", (item, item), fetch=True)
         return {int(i): (float(o), float(o + a), float(o + b)) for i, o, a, b in rows}
 
+    def groups(self, ids: list[int]) -> dict[int, tuple[int, float]]:
+        """For entries `ids`: {entry: (its canonical item, seconds its times move to be in the
+        canonical's)} where both are placed in one time base; entries not placed so are left out."""
+        out = {}
+        for i in range(0, len(ids), 900):
+            part = ids[i:i + 900]
+            rows = self.execute(
+                "SELECT e.id, c.id, e.rec_offset_s - c.rec_offset_s FROM items e JOIN items c ON c.id = e.same_as "
+                f"WHERE e.id IN ({','.join('?' * len(part))}) AND c.same_as IS NULL "
+                "AND e.rec_offset_s IS NOT NULL AND c.rec_offset_s IS NOT NULL", part, fetch=True)
+            out.update({int(e): (int(c), float(d)) for e, c, d in rows})
+        return out
+
     def plays_of(self, item: int) -> list[str]:
         """Plays answered by `item` or by items found to be it."""
         rows = self.execute("SELECT play_id FROM plays WHERE item = ? OR item IN "
