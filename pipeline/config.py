@@ -232,6 +232,15 @@ SCHEMA: dict[str, dict[str, Any]] = {
                                      "this long to the newest audio, before its boundaries are confirmed "
                                      "(repeats are then answered from the index, free); 0 = wait for "
                                      "`min_music_s`"),
+        "index_start_wait_s": Float(4.0, 0.0, 30.0,
+                                    doc="a song the index began (a recording's predicted end passed, or the "
+                                        "recording changed) is asked about this much later than "
+                                        "`first_request_s`, with the newest audio: stations put jingles there"),
+        "talk_intro_s": Float(4.0, 0.0, 12.0,
+                              doc="with the fingerprint index on: a song that starts as clean music straight "
+                                  "after 2-15 s of music under speech (a presenter talking over its intro; an "
+                                  "advert's voice runs over its whole bed) is asked about once it has lasted "
+                                  "this long to the newest audio, instead of `first_request_s`; 0 = off"),
         "clip_s": Float(10.0, 3.0, 12.0, doc="seconds of audio sent for recognition (providers take 3-12)"),
         "lead_in_s": Float(1.5, 0.0, 30.0, doc="the clip starts this far into the song, after the fade-in"),
         "requery_after_s": Float(240.0, 30.0, 86400.0,

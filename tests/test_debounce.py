@@ -1,5 +1,6 @@
 """Debounce on synthetic decided frames: songs are clusters of embeddings."""
 import numpy as np
+import pytest
 
 from operators.decisions.debounce import Debouncer, DebounceParams
 
@@ -117,6 +118,31 @@ def test_an_advert_on_a_music_bed_costs_nothing_and_the_song_after_it_is_asked_o
     # without the flag the advert and the song are one run, asked once, from inside the advert
     blind = feed(Debouncer("c"), [("music", advert), ("music", a)])
     assert len(blind) == 1 and blind[0].clip_start < 25 * HOP
+
+
+def test_a_talked_over_intro_is_asked_about_soon_after_the_talk_with_clean_music_only():
+    """A presenter talks over a song's first 6 s: with `talk_intro_s` the song is asked about once
+    4 s of clean music are in (the newest audio, the talk decided 4.8 s behind it), its clip the
+    clean music from where the talk ended; a confirm request follows once the song is confirmed.
+    Talk over music for one frame only, or for a whole advert (25 s), or speech with no music
+    under it, is no talked intro."""
+    rng = np.random.default_rng(8)
+    intro, _ = song(rng, 6)
+    a, _ = song(rng, 60)
+    p = DebounceParams(talk_intro_s=4.0, first_request_s=8.0, cooldown_s=0.0)
+    newest = {}
+    reqs = feed(Debouncer("c", p), [("advert", intro), ("music", a)], newest=newest)
+    assert [r.reason for r in reqs] == ["talk_intro", "confirm"]
+    start = 6 * HOP
+    assert reqs[0].song_start == pytest.approx(start) and reqs[0].clip_start == pytest.approx(start)
+    assert reqs[0].emitted_at - start == pytest.approx(4.8 + 0.975, abs=0.05)   # the first clean frame decided
+    advert, _ = song(rng, 25)
+    for blocks in ([("advert", intro[:1]), ("music", a)], [("speech", intro), ("music", a)],
+                   [("advert", advert), ("music", a)]):
+        later = feed(Debouncer("c", p), blocks)
+        assert later[0].reason == "new_music" and later[0].emitted_at - later[0].song_start >= 8.0
+    off = feed(Debouncer("c", DebounceParams(first_request_s=8.0, cooldown_s=0.0)), [("advert", intro), ("music", a)])
+    assert off[0].reason == "new_music" and off[0].emitted_at - off[0].song_start >= 8.0
 
 
 def test_a_jingle_then_a_short_gap_then_a_song_cuts_the_clip_from_the_song():

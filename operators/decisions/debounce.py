@@ -47,10 +47,12 @@ from operators.state import from_text, to_text
 GAP_LEVEL_DB = -200.0    # level given to the first frame after a gap: a dip deeper than any threshold
 
 
-# songs begun by the index (pipeline.identity.live) are asked about this much later, with the newest
-# audio: the point where a recording ended or changed is where stations put jingles
+# songs begun by the index (pipeline.identity.live) are asked about `index_start_wait_s` later, with
+# the newest audio: the point where a recording ended or changed is where stations put jingles
 INDEX_STARTS = ("predicted_end", "index_change")
-INDEX_START_WAIT_S = 4.0
+# music under speech from two frames to 15 s, then clean music: a presenter talked over a song's
+# intro (the ramp); an advert's voice runs over its bed for the whole spot
+TALK_INTRO_MIN_S, TALK_INTRO_MAX_S = 1.5, 15.0
 
 
 @dataclass
@@ -75,6 +77,9 @@ class DebounceParams:
     restart_on_early_dip: bool = True
     first_request_s: float = 0.0  # > 0: ask once the song has lasted this long to the newest audio,
                                   # before its boundaries are confirmed (the fingerprint index answers repeats)
+    index_start_wait_s: float = 4.0
+    talk_intro_s: float = 0.0     # > 0: a song whose intro is talked over is asked about once this much
+                                  # clean music follows the talk, early like `first_request_s`
 
     @classmethod
     def from_config(cls, section: dict) -> "DebounceParams":
@@ -100,7 +105,8 @@ class RequestIntent:
     clip_end: float
     emitted_at: float
     song_start: float
-    reason: str            # new_music | song_change | requery | confirm | index_match | index_change | predicted_end
+    reason: str            # new_music | talk_intro | song_change | requery | confirm | index_match | index_change
+                           # | predicted_end
     seq: int = 0           # this song's n-th request, from 0
 
 
@@ -124,6 +130,7 @@ class Debouncer:
         self._protos: list[np.ndarray] = []  # window means of this run of music, before the windows
         self._block: list[np.ndarray] = []
         self._gap_since = None               # start of a short non-music gap inside the run
+        self._talk_from = None               # start of the run of music under speech this frame is in
 
     # -- per decided frame
     def push(self, time: float, music: bool, embedding: np.ndarray, level_min_db: float, level_med_db: float,
@@ -131,9 +138,12 @@ class Debouncer:
         """`ahead_is_music`: the frames after this one, not decided yet, all sound like music (the
         head's own scores): an early request (`first_request_s`) needs clean music up to the newest
         audio, so a jingle followed by talk is never asked about."""
+        talk_from, self._talk_from = self._talk_from, None
         # speech over music (adverts, a presenter over a bed) is not a song to pay for: to the
         # debouncer it is a gap like any other non-music
         if not music or talk:
+            if music:
+                self._talk_from = time if talk_from is None else talk_from
             # a short gap (a silence between records, a misclassified second) keeps the song open:
             # the change test across it decides whether the music after it is the same song
             if self.song_start is not None:
@@ -151,7 +161,11 @@ class Debouncer:
         if after_gap and self._frames:
             level_min_db = GAP_LEVEL_DB     # the gap is the dip the change test looks for
         if self.song_start is None:
-            self.song_start, self.song_reason = time, "new_music"
+            # clean music straight after a few seconds of music under speech: a presenter talked
+            # over the song's intro; it is asked about sooner
+            talked = self.p.talk_intro_s > 0 and talk_from is not None \
+                and TALK_INTRO_MIN_S <= time - talk_from <= TALK_INTRO_MAX_S
+            self.song_start, self.song_reason = time, "talk_intro" if talked else "new_music"
         e = np.asarray(embedding, np.float32)
         e = e / (np.linalg.norm(e) + 1e-9)
         self._frames.append((time, e, float(level_min_db), float(level_med_db)))
@@ -271,12 +285,14 @@ class Debouncer:
                 return []
             reason, start = "requery", max(self.song_start, min(conf, newest_time) - p.clip_s)
         else:
-            wait = INDEX_START_WAIT_S if self.song_reason in INDEX_STARTS else 0.0
-            early = p.first_request_s > 0 and not self.hold and ahead_is_music \
-                and newest_time - self.song_start >= p.first_request_s + wait
+            wait = p.index_start_wait_s if self.song_reason in INDEX_STARTS else 0.0
+            intro = self.song_reason == "talk_intro"
+            first = p.talk_intro_s if intro else p.first_request_s
+            early = first > 0 and not self.hold and ahead_is_music and newest_time - self.song_start >= first + wait
             if conf - self.song_start < p.min_music_s and not early:
                 return []
-            reason, start = self.song_reason, self.song_start + p.lead_in_s
+            # a talked-over song is well under way when the talk ends: no fade-in to skip
+            reason, start = self.song_reason, self.song_start + (0.0 if intro else p.lead_in_s)
             if wait:
                 # the song began where the index last heard the recording before it; a jingle or a
                 # sting often airs there: the clip is the newest audio, after it
@@ -340,7 +356,7 @@ class Debouncer:
                 "early": self.early, "identified": self.identified,
                 "last_clip_start": self.last_clip_start, "last_request_at": self.last_request_at,
                 "requests": self.requests, "same_recording_vetoes": self.same_recording_vetoes,
-                "candidate": self._candidate, "_gap_since": self._gap_since,
+                "candidate": self._candidate, "_gap_since": self._gap_since, "_talk_from": self._talk_from,
                 "frames": [(t, to_text(e), lo, med) for t, e, lo, med in self._frames],
                 "protos": [to_text(e) for e in self._protos], "block": [to_text(e) for e in self._block]}
 
@@ -350,6 +366,7 @@ class Debouncer:
             setattr(self, k, d[k])
         self.same_recording_vetoes = d.get("same_recording_vetoes", 0)   # absent from older snapshots
         self.hold = d.get("hold", False)
+        self._talk_from = d.get("_talk_from")
         self.early, self.identified = d.get("early", False), d.get("identified", False)
         self._candidate = tuple(d["candidate"]) if d["candidate"] else None
         self._frames = deque((t, from_text(e), lo, med) for t, e, lo, med in d["frames"])

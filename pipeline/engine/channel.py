@@ -79,7 +79,8 @@ class ChannelDetector:
         self.audio_codec = params.audio_codec
         self.history = AudioHistory(params.history_s)
         # early requests only where the fingerprint index answers the repeats they would otherwise pay
-        deb = params.debounce if index is not None else dataclasses.replace(params.debounce, first_request_s=0.0)
+        deb = params.debounce if index is not None else dataclasses.replace(params.debounce, first_request_s=0.0,
+                                                                             talk_intro_s=0.0)
         self.debouncer = Debouncer(channel, deb, audio=self._recent_audio)
         # frames wait as long as the debouncer may place a song boundary behind the newest decision
         wait_s = HOP_S * (2 * deb.window_frames + deb.peak_wait_frames + 2)
