@@ -45,3 +45,29 @@ def test_a_channel_gives_its_debouncer_the_audio_it_heard():
     got = det.debouncer.audio(2.0, 7.0)
     assert len(got) == 5 * 16000
     assert np.max(np.abs(got - audio[32000:112000])) < 1e-3
+
+
+def test_the_index_and_the_requests_name_a_play_alike(tmp_path):
+    """The engine's checks find a play's answer by the id its requests carry. A song starting at a
+    frame time with more decimals than the request keeps (2794.1048... s, sent as 2794.105) must
+    not land on the next millisecond in UTC, or the answer is never found (the play is then
+    neither indexed nor asked again when the index hears another recording)."""
+    from pipeline import config
+    from pipeline.clock import StreamClock
+    from pipeline.engine.channel import ChannelDetector
+    from pipeline.heads import Heads, hmm_params, load_music_head
+    from pipeline.identity.index import AudioIndex
+    from pipeline.identity.store import SqliteStore
+    from pipeline.metrics import Metrics
+    from pipeline.params import ChannelParams
+    from operators.decisions.debounce import RequestIntent
+    cfg = config.load()
+    head = load_music_head(cfg, "yamnet", 1024)
+    index = AudioIndex(SqliteStore(tmp_path / "fp.sqlite"))
+    det = ChannelDetector("c", Heads(head, None, None), ChannelParams.from_config(cfg, hmm_params(head, cfg)),
+                          Metrics(), StreamClock.fixed("run_start", 1_800_000_000.0006), index)
+    t = 2794.1048163265305
+    s = round(t, 3)
+    record_ = det.request_record(RequestIntent("c", "c:x:0", s, s + 5.0, s + 5.0, s, "new_music", 0))
+    assert record_["request_id"] == det.identity.play_id(t) + ":0"
+    assert det.clock.iso(t) != det.clock.iso(s)        # the case this is about

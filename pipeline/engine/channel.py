@@ -86,8 +86,7 @@ class ChannelDetector:
         wait_s = HOP_S * (2 * deb.window_frames + deb.peak_wait_frames + 2)
         self.genre = None if models.genre is None else SongGenres(channel, models.genre, params.genre, wait_s)
         # the fingerprint index on this channel's audio (pipeline.identity.live), when one is open
-        self.identity = None if index is None else LiveIdentity(
-            channel, index, self._held_audio, lambda song_start: play_id(channel, self.clock.iso(song_start)), metrics)
+        self.identity = None if index is None else LiveIdentity(channel, index, self._held_audio, self._play_id, metrics)
         # per frame inside the HMM window: (embedding, levels, class scores, speech-over-music
         # probability, genre input or None)
         self._pending: deque = deque()
@@ -242,6 +241,11 @@ class ChannelDetector:
     def _held_audio(self, start: float, end: float) -> tuple[float, np.ndarray]:
         start, samples = self.history.clip(start, end)
         return start, samples.astype(np.float32) / 32768.0
+
+    def _play_id(self, song_start: float) -> str:
+        """The play's id as the requests name it: from the song start rounded to the millisecond,
+        as the request carries it (the unrounded time can round to the next millisecond in UTC)."""
+        return play_id(self.channel, self.clock.iso(round(song_start, 3)))
 
     def _recent_audio(self, start: float, end: float) -> np.ndarray:
         return self._held_audio(start, end)[1]
