@@ -17,14 +17,19 @@ def feed(deb, blocks, lag_s=4.8, newest=None):
     flags); returns the request intents. `newest`, a dict, gets the newest audio time ("t") before
     each frame goes in."""
     out, t = [], 0.0
+    kinds = [kind for kind, embs in blocks for _ in embs]
+    ahead_n = int(round(lag_s / HOP))           # frames heard, not decided yet
+    k = 0
     for kind, embs in blocks:
         for i, e in enumerate(embs):
             music = kind != "speech"
             level = -60.0 if kind == "fade" else -20.0
             if newest is not None:
                 newest["t"] = t + 0.975 + lag_s
-            out += deb.push(t, music, e, level, -20.0, t + 0.975 + lag_s, talk=kind == "advert")
+            ahead = all(x in ("music", "fade") for x in kinds[k + 1:k + 1 + ahead_n])
+            out += deb.push(t, music, e, level, -20.0, t + 0.975 + lag_s, talk=kind == "advert", ahead_is_music=ahead)
             t += HOP
+            k += 1
     return out
 
 
@@ -137,8 +142,10 @@ def test_a_talked_over_intro_is_asked_about_soon_after_the_talk_with_clean_music
     assert reqs[0].song_start == pytest.approx(start) and reqs[0].clip_start == pytest.approx(start)
     assert reqs[0].emitted_at - start == pytest.approx(4.8 + 0.975, abs=0.05)   # the first clean frame decided
     advert, _ = song(rng, 25)
+    # the talk-over head calls two frames in the middle of an advert clean: still one advert
+    flicker = [("advert", advert[:12]), ("music", advert[12:14]), ("advert", advert[14:])]
     for blocks in ([("advert", intro[:1]), ("music", a)], [("speech", intro), ("music", a)],
-                   [("advert", advert), ("music", a)]):
+                   [("advert", advert), ("music", a)], flicker + [("music", a)]):
         later = feed(Debouncer("c", p), blocks)
         assert later[0].reason == "new_music" and later[0].emitted_at - later[0].song_start >= 8.0
     off = feed(Debouncer("c", DebounceParams(first_request_s=8.0, cooldown_s=0.0)), [("advert", intro), ("music", a)])

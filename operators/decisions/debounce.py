@@ -51,8 +51,10 @@ GAP_LEVEL_DB = -200.0    # level given to the first frame after a gap: a dip dee
 # the newest audio: the point where a recording ended or changed is where stations put jingles
 INDEX_STARTS = ("predicted_end", "index_change")
 # music under speech from two frames to 15 s, then clean music: a presenter talked over a song's
-# intro (the ramp); an advert's voice runs over its bed for the whole spot
-TALK_INTRO_MIN_S, TALK_INTRO_MAX_S = 1.5, 15.0
+# intro (the ramp); an advert's voice runs over its bed for the whole spot. The talk-over head calls
+# a frame or two of a spot clean now and then: clean music shorter than TALK_GAP_S does not end the
+# stretch of talk
+TALK_INTRO_MIN_S, TALK_INTRO_MAX_S, TALK_GAP_S = 1.5, 15.0, 2.5
 
 
 @dataclass
@@ -118,6 +120,9 @@ class Debouncer:
         self.channel = channel
         self.p = params or DebounceParams()
         self.audio = audio
+        # what the frames say, whatever the runs: the stretch of music under speech the newest
+        # frame is in (or just after), and the clean music it is in
+        self._talk_from = self._clean_since = None
         self.reset_run()
         self.last_request_at = -1e12
         self.requests = 0
@@ -130,7 +135,6 @@ class Debouncer:
         self._protos: list[np.ndarray] = []  # window means of this run of music, before the windows
         self._block: list[np.ndarray] = []
         self._gap_since = None               # start of a short non-music gap inside the run
-        self._talk_from = None               # start of the run of music under speech this frame is in
 
     # -- per decided frame
     def push(self, time: float, music: bool, embedding: np.ndarray, level_min_db: float, level_med_db: float,
@@ -138,12 +142,11 @@ class Debouncer:
         """`ahead_is_music`: the frames after this one, not decided yet, all sound like music (the
         head's own scores): an early request (`first_request_s`) needs clean music up to the newest
         audio, so a jingle followed by talk is never asked about."""
-        talk_from, self._talk_from = self._talk_from, None
+        talk_from = self._talk_from
+        self._follow_talk(time, music, talk)
         # speech over music (adverts, a presenter over a bed) is not a song to pay for: to the
         # debouncer it is a gap like any other non-music
         if not music or talk:
-            if music:
-                self._talk_from = time if talk_from is None else talk_from
             # a short gap (a silence between records, a misclassified second) keeps the song open:
             # the change test across it decides whether the music after it is the same song
             if self.song_start is not None:
@@ -172,6 +175,17 @@ class Debouncer:
         self._detect_change(newest_time)
         self._restart_after_early_dip()
         return self._maybe_request(newest_time, ahead_is_music)
+
+    def _follow_talk(self, time: float, music: bool, talk: bool) -> None:
+        if not music:
+            self._talk_from = self._clean_since = None
+        elif talk:
+            self._talk_from = time if self._talk_from is None else self._talk_from
+            self._clean_since = None
+        else:
+            self._clean_since = time if self._clean_since is None else self._clean_since
+            if time - self._clean_since >= TALK_GAP_S:
+                self._talk_from = None
 
     def _restart_after_early_dip(self) -> None:
         # a dip before the song has lasted min_music_s: what came before it was a jingle or an ident
@@ -357,6 +371,7 @@ class Debouncer:
                 "last_clip_start": self.last_clip_start, "last_request_at": self.last_request_at,
                 "requests": self.requests, "same_recording_vetoes": self.same_recording_vetoes,
                 "candidate": self._candidate, "_gap_since": self._gap_since, "_talk_from": self._talk_from,
+                "_clean_since": self._clean_since,
                 "frames": [(t, to_text(e), lo, med) for t, e, lo, med in self._frames],
                 "protos": [to_text(e) for e in self._protos], "block": [to_text(e) for e in self._block]}
 
@@ -366,7 +381,7 @@ class Debouncer:
             setattr(self, k, d[k])
         self.same_recording_vetoes = d.get("same_recording_vetoes", 0)   # absent from older snapshots
         self.hold = d.get("hold", False)
-        self._talk_from = d.get("_talk_from")
+        self._talk_from, self._clean_since = d.get("_talk_from"), d.get("_clean_since")
         self.early, self.identified = d.get("early", False), d.get("identified", False)
         self._candidate = tuple(d["candidate"]) if d["candidate"] else None
         self._frames = deque((t, from_text(e), lo, med) for t, e, lo, med in d["frames"])
