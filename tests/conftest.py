@@ -2,6 +2,7 @@
 streams made here with PyAV (H.264 video + one audio track, as broadcast)."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -151,6 +152,14 @@ def kafka_broker(tmp_path_factory):
 
 
 _DIRECT_RUNS: dict[tuple, Path] = {}
+
+
+def run_records(path: Path) -> list[dict]:
+    """The records of `out/<kind>.jsonl` from every day folder, oldest day first: a run that crosses
+    UTC midnight writes two, and the top-level file links to the newest only."""
+    days = sorted(path.parent.glob(f"[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/{path.name}"))
+    files = days or ([path] if path.exists() else [])
+    return [json.loads(x) for f in files for x in f.read_text().splitlines() if x.strip()]
 
 
 GIVEN_START = 1767225600.0     # 2026-01-01T00:00:00Z: the --start-time of runs whose ids are compared

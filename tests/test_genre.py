@@ -10,7 +10,7 @@ from operators.models.classify import fit_head
 from operators.tagging.genre import POOLING, GenreModel, GenreParams, SongGenres, pool
 from operators.tagging.provider_genres import provider_tags, to_taxonomy
 from pipeline.training.train import genre_cross_validation
-from tests.conftest import write_manifest
+from tests.conftest import run_records, write_manifest
 from tests.test_run import onair
 
 
@@ -164,13 +164,13 @@ def test_genre_command_and_training_on_a_small_manifest(shared, tmp_path):
 def test_run_writes_one_genre_record_stream_per_song_the_requests_ask_about(programme, tmp_path):
     out = tmp_path / "out"
     assert onair("run", "--out", str(out), "--input", f"p={programme['ts']}").returncode == 0
-    recs = [json.loads(x) for x in (out / "genres.jsonl").read_text().splitlines()]
+    recs = run_records(out / "genres.jsonl")
     finals = [r for r in recs if r["status"] == "closed"]
-    segs = [json.loads(x) for x in (out / "segments.jsonl").read_text().splitlines()]
+    segs = run_records(out / "segments.jsonl")
     music = [(s["start"], s["end"]) for s in segs if s["label"] == "music" and s["end"] - s["start"] >= 12]
     # two songs apart by talk: each song is its music segment here, the last one to the end of input
     assert [(r["song_start"], r["song_end"]) for r in finals] == music
-    requests = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    requests = run_records(out / "requests.jsonl")
     plays = {r["request_id"].rsplit(":", 1)[0] for r in requests}
     assert {r["play_id"] for r in recs} == plays          # the same songs as the requests, by id
     # the programme's songs are plain music, its talk is not music: foreground, on every kind

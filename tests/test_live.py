@@ -14,7 +14,7 @@ import pytest
 from pipeline import config
 from pipeline.metrics import Metrics
 from pipeline.direct import DirectRun
-from tests.conftest import write_ts
+from tests.conftest import run_records, write_ts
 from tests.waiting import wait_until
 
 
@@ -87,8 +87,7 @@ def test_udp_source_stalls_reconnects_and_recovers(programme, tmp_path):
     decoded = value("onair_audio_decoded_seconds_total", channel="live")
     assert 30.0 < decoded <= 41.0, decoded
     assert value("onair_discontinuities_total", channel="live", kind="gap") >= 1
-    import json
-    segs = [json.loads(x) for x in (tmp_path / "out" / "segments.jsonl").read_text().splitlines()]
+    segs = run_records(tmp_path / "out" / "segments.jsonl")
     assert segs and segs[0]["start"] == 0.0
     for a, b in zip(segs, segs[1:]):
         assert a["end"] == b["start"]
@@ -157,7 +156,6 @@ def test_protocol_missing_from_the_build_fails_once_not_forever(tmp_path):
 # one handler serves both; the default suite runs Ctrl-C, the one that used to lose the open segment
 @pytest.mark.parametrize("sig", [pytest.param("SIGTERM", marks=pytest.mark.slow), "SIGINT"])
 def test_live_run_ends_cleanly_on_sigterm_and_ctrl_c(programme, tmp_path, sig):
-    import json
     import signal
     import subprocess
     import sys
@@ -194,7 +192,7 @@ def test_live_run_ends_cleanly_on_sigterm_and_ctrl_c(programme, tmp_path, sig):
         err = log.read()
         log.close()
     assert proc.returncode == 0, err
-    segs = [json.loads(x) for x in (out / "segments.jsonl").read_text().splitlines()]
+    segs = run_records(out / "segments.jsonl")
     assert segs and segs[0]["start"] == 0.0 and segs[-1]["end"] > 20.0
     # a clean stop: nothing is reconnected, and the summary counts the audio that was decoded
     after = err[err.index(f"{sig}: stopping"):]
@@ -202,6 +200,6 @@ def test_live_run_ends_cleanly_on_sigterm_and_ctrl_c(programme, tmp_path, sig):
     audio = float(re.search(r"channel live: ok, ([0-9.]+) s of audio", err).group(1))
     assert audio >= 28.0
     # the open genre record was closed at the stop: the overlay must not go on showing music
-    genres = [json.loads(x) for x in (out / "genres.jsonl").read_text().splitlines()]
+    genres = run_records(out / "genres.jsonl")
     if genres:
         assert genres[-1]["segment_end"] is not None and genres[-1]["segment_end_utc"] is not None

@@ -15,7 +15,7 @@ import pytest
 from operators.audio.clip import audio_field
 from pipeline.kafka.broker import free_port
 from pipeline.metrics import Metrics
-from tests.conftest import REPO
+from tests.conftest import REPO, run_records
 from tests.waiting import wait_until
 from tests.provider_servers import ProviderServer
 
@@ -66,7 +66,7 @@ def test_counters_agree_with_the_records(programme, programme_run):
 
     def total(name):
         return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
-    lines = lambda f: len((out / f).read_text().splitlines())  # noqa: E731
+    lines = lambda f: len(run_records(out / f))  # noqa: E731
     assert total("onair_segments_total") == lines("segments.jsonl")
     assert total("onair_recognition_requests_emitted_total") == lines("requests.jsonl") > 0
     assert abs(total("onair_audio_decoded_seconds_total") - len(programme["audio"]) / 48000) < 0.1

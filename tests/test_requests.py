@@ -7,6 +7,7 @@ import shutil
 import av
 import numpy as np
 
+from tests.conftest import run_records
 from tests.provider_servers import ProviderServer
 from tests.test_run import onair
 
@@ -14,7 +15,7 @@ SECRET = "tok-very-secret"
 
 
 def read(path):
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    return run_records(path)
 
 
 def test_offline_default_makes_requests_and_sends_nothing(programme, programme_run, tmp_path):

@@ -1,5 +1,4 @@
 """`onair run` end to end on MPEG-TS made here, with good and bad inputs side by side."""
-import json
 import struct
 import subprocess
 import sys
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.training.evaluate import music_f1
-from tests.conftest import REPO, tone, write_ts
+from tests.conftest import REPO, run_records, tone, write_ts
 
 
 def onair(*args, timeout=300):
@@ -17,8 +16,7 @@ def onair(*args, timeout=300):
 
 
 def segments(out_dir, channel):
-    lines = (out_dir / "segments.jsonl").read_text().splitlines()
-    return [s for s in map(json.loads, lines) if s["channel"] == channel]
+    return [s for s in run_records(out_dir / "segments.jsonl") if s["channel"] == channel]
 
 
 def check_cover(segs, duration):
@@ -125,3 +123,13 @@ def _strip_audio(src, dst):
                 continue
             p.stream = v
             o.mux(p)
+
+
+def test_a_run_across_utc_midnight_is_read_whole(tmp_path):
+    """The tests read what a run wrote from every day folder: a run crossing 00:00 UTC writes two,
+    and the top-level file links to the newest only."""
+    for day, start in (("2026-12-06", 0.0), ("2026-12-07", 24.96)):
+        (tmp_path / day).mkdir()
+        (tmp_path / day / "segments.jsonl").write_text(f'{{"channel": "c", "start": {start}}}\n')
+    (tmp_path / "segments.jsonl").symlink_to("2026-12-07/segments.jsonl")
+    assert [s["start"] for s in segments(tmp_path, "c")] == [0.0, 24.96]
