@@ -16,7 +16,7 @@ from pipeline.metrics import Metrics
 from pipeline.models import load_embedder
 from pipeline.outputs import DailyJsonl, dumps
 from pipeline.recognition.stage import Ledger
-from tests.conftest import write_ts
+from tests.conftest import run_records, write_ts
 from tests.provider_servers import ProviderServer
 
 DAY = 86400.0
@@ -147,10 +147,8 @@ def test_two_runs_into_one_folder_never_share_an_id_or_an_answer(programme, tmp_
         DirectRun([("ch", str(second))], out, cfg, Metrics(), embedder).run()
     finally:
         server.close()
-    segs = [r for d in sorted(out.glob("2026-*")) for r in lines(d / "segments.jsonl")]
-    reqs = [r for d in sorted(out.glob("2026-*")) for r in lines(d / "requests.jsonl")]
-    now = [r for d in sorted(out.glob("2026-*")) for r in lines(d / "nowplaying.jsonl")]
-    ledger = [r for d in sorted(out.glob("2026-*")) for r in lines(d / "ledger.jsonl")]
+    # the first run is dated 2026-12-06 by --start-time, the second and the ledger by the wall clock
+    segs, reqs, now, ledger = (run_records(out / f"{k}.jsonl") for k in ("segments", "requests", "nowplaying", "ledger"))
     runs = {r["clock"] for r in segs}
     assert runs == {"given", "run_start"}
     # both runs' records are there, each run's timeline from 0, ids unique across the two

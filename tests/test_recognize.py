@@ -3,6 +3,7 @@ import base64
 import json
 import logging
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from operators.recognition.budget import Budget, Caps
 from operators.audio.clip import audio_field
 from pipeline import config
+from pipeline.clock import day_of
 from pipeline.metrics import Metrics
 from pipeline.recognition.stage import follow_dir, make_recognizer
 from tests.provider_servers import ProviderServer
@@ -230,7 +232,9 @@ def test_recognize_dir_parks_bad_lines_and_goes_on_after_restarts(tmp_path, monk
     monkeypatch.setenv("ACRCLOUD_ACCESS_SECRET", SECRET)
     cfg = config.load(None, ["recognition.provider=acrcloud", f"recognition.acrcloud_url={server.url}",
                              "identity.enabled=false", "recognition.rate_per_s=1000"])
-    day = tmp_path / "out" / "2026-12-06"
+    # records without a UTC time (these requests) and what is written of them go under today's
+    # folder: a fixed date here failed from the day after it was written
+    day = tmp_path / "out" / day_of(time.time())
     day.mkdir(parents=True)
     no_audio = {k: v for k, v in request(5).items() if k != "audio"}
     bad_b64 = {**request(6), "audio": {**request(6)["audio"], "data": "@@ not base64 @@"}}
