@@ -164,7 +164,8 @@ def best_match(qh: np.ndarray, qt: np.ndarray, rh: np.ndarray, items: np.ndarray
     rows = np.repeat(keep, n)
     tq = st[ranges(lo, n)].astype(np.int64)
     rt_rows = rt[rows].astype(np.int64)
-    m = _aligned(np.repeat(item, n), np.repeat(item, n), rt_rows, 0, tq, duration_frames, p, tries=1)
+    item_rows = np.repeat(item, n)
+    m = _aligned(item_rows, item_rows, rt_rows, 0, tq, duration_frames, p, tries=1)
     if m is not None or groups is None:
         return m
     ids = np.unique(item)
@@ -173,8 +174,7 @@ def best_match(qh: np.ndarray, qt: np.ndarray, rh: np.ndarray, items: np.ndarray
     if len(np.unique(g)) == len(g):
         return None        # no entries to count together: the answer above stands
     at = np.searchsorted(ids, item)
-    return _aligned(np.repeat(item, n), np.repeat(g[at], n), rt_rows, np.repeat(s[at], n), tq,
-                    duration_frames, p, tries=8)
+    return _aligned(item_rows, np.repeat(g[at], n), rt_rows, np.repeat(s[at], n), tq, duration_frames, p, tries=8)
 
 
 def _aligned(item: np.ndarray, group: np.ndarray, rt: np.ndarray, shift, tq: np.ndarray, duration_frames: int,

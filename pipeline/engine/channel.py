@@ -242,10 +242,14 @@ class ChannelDetector:
         start, samples = self.history.clip(start, end)
         return start, samples.astype(np.float32) / 32768.0
 
+    def _song_utc(self, song_start: float) -> str:
+        """A song's start in UTC, as every record naming its play has it: from the start rounded to
+        the millisecond, as records carry it (the unrounded time can round to the next millisecond
+        in UTC, and the engine's checks would then not find the play's answer)."""
+        return self.clock.iso(round(song_start, 3))
+
     def _play_id(self, song_start: float) -> str:
-        """The play's id as the requests name it: from the song start rounded to the millisecond,
-        as the request carries it (the unrounded time can round to the next millisecond in UTC)."""
-        return play_id(self.channel, self.clock.iso(round(song_start, 3)))
+        return play_id(self.channel, self._song_utc(song_start))
 
     def _recent_audio(self, start: float, end: float) -> np.ndarray:
         return self._held_audio(start, end)[1]
@@ -254,7 +258,7 @@ class ChannelDetector:
         start, samples = self.history.clip(intent.clip_start, intent.clip_end)
         end = start + len(samples) / SAMPLE_RATE
         u = self.clock.utc
-        song_utc = iso(u(intent.song_start))
+        song_utc = self._song_utc(intent.song_start)
         return {"request_id": request_id(intent.channel, song_utc, intent.seq), "channel": intent.channel,
                 "clip_start": round(start, 3), "clip_end": round(end, 3), "emitted_at": intent.emitted_at,
                 "song_start": intent.song_start, "reason": intent.reason, "song_start_utc": song_utc,
@@ -266,7 +270,7 @@ class ChannelDetector:
     def _genres(self, recs: list[dict]) -> Records:
         for r in recs:
             end = r["song_end"]
-            start_utc = self.clock.iso(r["song_start"])
+            start_utc = self._song_utc(r["song_start"])
             r["play_id"] = play_id(self.channel, start_utc)
             r["song_start_utc"] = r["segment_start_utc"] = start_utc
             r["song_end_utc"] = r["segment_end_utc"] = None if end is None else self.clock.iso(end)
