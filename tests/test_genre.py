@@ -321,7 +321,7 @@ def test_a_song_the_index_identifies_carries_the_providers_genres(programme, tmp
             DirectRun([("ch", str(programme["ts"]))], out, cfg, Metrics(), embedder).run()
     finally:
         server.close()
-    recs = [json.loads(x) for d in sorted(out.glob("2026-*")) for x in (d / "genres.jsonl").read_text().splitlines()]
+    recs = run_records(out / "genres.jsonl")
     closed = [r for r in recs if r["status"] == "closed"]
     assert len(closed) == 4                                   # two songs, twice
     want = [{"genre": "hiphop", "given": "Hip Hop", "source": "acrcloud"},

@@ -202,7 +202,7 @@ def test_a_stream_whose_pts_wraps_runs_straight_through(programme, tmp_path, emb
     res = DirectRun([("w", str(ts))], tmp_path / "out", config.load(None, []), metrics, embedder,
                     start_time=given).run()
     assert res["w"].ok and res["w"].audio_s == pytest.approx(40.0, abs=0.1)
-    segs = [r for d in sorted((tmp_path / "out").glob("2026-*")) for r in lines(d / "segments.jsonl")]
+    segs = run_records(tmp_path / "out" / "segments.jsonl")
     assert segs[0]["start"] == 0.0 and segs[-1]["end"] == pytest.approx(40.0, abs=0.1)
     for a, b in zip(segs, segs[1:]):
         assert a["end"] == b["start"] and a["end_utc"] == b["start_utc"]
@@ -281,7 +281,7 @@ def test_a_file_with_a_creation_time_runs_on_it(programme, tmp_path, embedder):
     res = DirectRun([("t", str(tagged)), ("u", str(plain))], tmp_path / "out", config.load(None, []), Metrics(),
                     embedder).run()
     assert res["t"].ok and res["u"].ok
-    segs = [r for d in sorted((tmp_path / "out").glob("2026-*")) for r in lines(d / "segments.jsonl")]
+    segs = run_records(tmp_path / "out" / "segments.jsonl")
     t = [s for s in segs if s["channel"] == "t"]
     assert {s["clock"] for s in t} == {"container"} and t[0]["start_utc"] == "2026-12-05T10:00:00.000Z"
     assert (tmp_path / "out" / "2026-12-05" / "segments.jsonl").exists()
