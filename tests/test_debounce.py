@@ -216,3 +216,35 @@ def test_the_history_the_config_check_asks_for_holds_what_the_identity_test_read
     deb = Debouncer("c", p, audio=history)
     feed(deb, blocks, lag_s=lag_frames * HOP, newest=newest)
     assert sides == [int(p.identity_before_s * 16000)] and deb.same_recording_vetoes == 1
+
+
+def test_a_song_begun_by_the_index_waits_for_a_jingle_only_where_the_level_breaks():
+    """A song the index began (the recording before it was predicted to end) waits
+    `index_start_wait_s` more only where the level breaks at its start (stations put a jingle after
+    a record's end); out of a crossfade it is asked at `first_request_s` like any song. A dip found
+    later than a jingle's length after the start ends whatever aired there: a song of its own."""
+    rng = np.random.default_rng(11)
+    a, _ = song(rng, 40)
+    p = DebounceParams(first_request_s=8.0, index_start_wait_s=4.0, cooldown_s=0.0)
+    steady = np.random.default_rng(1).normal(0, 0.1, 16000 * 200).astype(np.float32)
+    broken = steady.copy()
+    broken[int(100.4 * 16000):int(100.8 * 16000)] = 0.0     # 0.4 s of silence after the record's end
+
+    def asked(audio, dip_at=None):
+        deb = Debouncer("c", p, audio=lambda s, e: audio[int(max(0, s) * 16000):int(e * 16000)])
+        deb._start_song(100.0, "predicted_end")
+        out, t = [], 100.0
+        for e in a:
+            lo = -80.0 if dip_at is not None and abs(t - dip_at) < 0.5 else -20.0
+            out += deb.push(t, True, e, lo, -20.0, t + 5.8)
+            t += HOP
+        return out[0], deb
+    first, _ = asked(steady)
+    assert first.reason == "predicted_end" and first.emitted_at - 100.0 == pytest.approx(8.0, abs=1.0)
+    first, _ = asked(broken)
+    assert first.reason == "predicted_end" and first.emitted_at - 100.0 == pytest.approx(12.0, abs=1.0)
+    assert first.clip_start >= first.emitted_at - p.clip_s - 0.01       # the newest audio, after a jingle
+    first, deb = asked(broken, dip_at=100.0 + 6 * HOP)                   # a 5.8 s jingle, then the song
+    assert first.reason == "new_music" and first.song_start == pytest.approx(100.0 + 6 * HOP)
+    assert first.emitted_at - first.song_start == pytest.approx(8.0, abs=1.0)
+

@@ -573,8 +573,8 @@ def test_a_song_answered_unknown_is_asked_again_once_the_index_knows_it(songs, t
 
 def test_a_loop_found_mid_way_is_taken_when_two_checks_agree_on_the_item(tmp_path):
     """Music that repeats itself sample for sample matches each check at some repeat (not placed):
-    two checks in a row naming the item are enough, not two that agree on a place it has none of.
-    Placed matches still must agree on where the recording began."""
+    two checks in a row naming the item are enough, not two that agree on a place it has none of;
+    the second comes a frame later. Placed matches still must agree on where the recording began."""
     from operators.fingerprint.landmarks import Match
     store = SqliteStore(tmp_path / "fp.sqlite")
     store.create()
@@ -585,8 +585,10 @@ def test_a_loop_found_mid_way_is_taken_when_two_checks_agree_on_the_item(tmp_pat
         deb = Debouncer("x", DebounceParams(first_request_s=0.0))
         deb._start_song(100.0, "new_music")
         live = LiveIdentity("x", index, lambda a, b: (a, np.zeros(0, np.float32)), lambda s: f"x:{s}", Metrics())
-        live.song = 100.0
+        live.song, live.last_check = 100.0, 106.0
         first = live._decide(deb, (Match(7, 60, 40.0, 0.9, 0, repeat), item), 100.0, 106.0, 106.0)
+        # the second check comes with the next frame's audio, not check_every_s later
+        assert first != [] or 106.0 + 0.96 - live.last_check >= live.p.check_every_s
         second = live._decide(deb, (Match(7, 60, second_at, 0.9, 0, repeat), item), 102.0, 108.0, 108.0)
         return first, second
     first, second = checks(repeat=58)                # a loop: the places differ by a repeat
@@ -663,3 +665,55 @@ def test_fingerprints_command_lists_exports_and_prunes(songs, tmp_path):
     r = subprocess.run([sys.executable, "-m", "pipeline.cli", "fingerprints", "stats", "--dir",
                         str(tmp_path / "broken")], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 2 and "fingerprints.sqlite" in r.stderr and "not a database" in r.stderr
+
+
+def test_a_first_plays_answer_predicts_its_end(tmp_path):
+    """A song heard for the first time is in no index entry until it ends, so no check can place
+    it: the provider's answer (its recording, duration and offset) predicts the end, and music going
+    on past it starts a new song there. So does an answer for a song that started inside its
+    recording. An answer naming a recording already over (the previous song's tail) predicts nothing."""
+    store = SqliteStore(tmp_path / "fp.sqlite")
+    store.create()
+    index = AudioIndex(store, IdentityParams(), Metrics(), Clock())
+    rec = store.new_item("recording", "2026-12-06T10:00:00.000Z", ref="acrid:r9", duration_s=40.0,
+                         rec_offset_s=0.0, answer={"title": "T"})
+
+    def play(rec_start_s):
+        store.set_play("x:100.0", rec, rec_start_s)
+        deb = Debouncer("x", DebounceParams(first_request_s=0.0))
+        deb._start_song(100.0, "new_music")
+        deb.requested = True
+        live = LiveIdentity("x", index, lambda a, b: (a, np.zeros(0, np.float32)), lambda s: f"x:{s}", Metrics())
+        t = 100.0
+        while t < 160.0:
+            live.step(deb, t + 5.0, True, t + 0.96)
+            t += 0.96
+        return deb
+    deb = play(-1.5)                    # the recording began 1.5 s before the music was found
+    assert deb.song_reason == "predicted_end" and deb.song_start == pytest.approx(138.5, abs=0.01)
+    deb = play(-30.0)                   # a song found to start inside the recording: its end still holds
+    assert deb.song_reason == "predicted_end" and deb.song_start == pytest.approx(110.0, abs=0.01)
+    deb = play(-60.0)                   # the previous song's tail: over before the answer came
+    assert deb.song_start == 100.0 and deb.song_reason == "new_music"
+
+
+def test_checks_missing_a_recording_near_its_predicted_end_wait_for_the_end(tmp_path):
+    """Three checks in a row not finding the identified recording where the index holds its audio
+    end the song, unless its predicted end is under 15 s away: a song whose fingerprints come
+    through this channel weakly is not cut 11 s early (the predicted end starts the next song)."""
+    store = SqliteStore(tmp_path / "fp.sqlite")
+    store.create()
+    index = AudioIndex(store, IdentityParams(), Metrics(), Clock())
+    item = {"id": 7, "kind": "recording", "rec_offset_s": 0.0, "duration_s": 300.0, "t_end_s": 300.0}
+
+    def misses(predicted_end):
+        deb = Debouncer("x", DebounceParams(first_request_s=0.0))
+        deb._start_song(100.0, "new_music")
+        live = LiveIdentity("x", index, lambda a, b: (a, np.zeros(0, np.float32)), lambda s: f"x:{s}", Metrics())
+        live.song, live.current, live._began, live.predicted_end = 100.0, item, 100.0, predicted_end
+        live.matched = (7, 300.0, 20.0, 120.0)
+        for k in range(3):
+            live._decide(deb, None, 120.0 + 3 * k, 126.0 + 3 * k, 126.0 + 3 * k)
+        return deb.song_start
+    assert misses(predicted_end=170.0) == 120.0       # where it was last heard
+    assert misses(predicted_end=140.0) == 100.0

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from operators.audio.constants import HOP_S as FRAME_HOP_S
+from operators.audio.constants import LEVEL_BLOCK
 from operators.decisions.identity import compare
 from operators.state import from_text, to_text
 
@@ -48,8 +49,11 @@ GAP_LEVEL_DB = -200.0    # level given to the first frame after a gap: a dip dee
 
 
 # songs begun by the index (pipeline.identity.live) are asked about `index_start_wait_s` later, with
-# the newest audio: the point where a recording ended or changed is where stations put jingles
+# the newest audio, where the level breaks there: stations put a jingle after a record's end, not
+# inside a crossfade into the next one. A dip this long after such a start is the end of what
+# aired there (a jingle is at least this long): the song that starts at it is a song like any other
 INDEX_STARTS = ("predicted_end", "index_change")
+BREAK_SEARCH_S, JINGLE_MIN_S = 2.5, 2.5
 # music under speech from two frames to 15 s, then clean music: a presenter talked over a song's
 # intro (the ramp); an advert's voice runs over its bed for the whole spot. The talk-over head calls
 # a frame or two of a spot clean now and then: clean music shorter than TALK_GAP_S does not end the
@@ -123,6 +127,7 @@ class Debouncer:
         # what the frames say, whatever the runs: the stretch of music under speech the newest
         # frame is in (or just after), and the clean music it is in
         self._talk_from = self._clean_since = None
+        self._break = None            # (song start, does the level break there)
         self.reset_run()
         self.last_request_at = -1e12
         self.requests = 0
@@ -206,6 +211,8 @@ class Debouncer:
             for _ in range(last):
                 self._frames.popleft()
             self._protos, self._block = [], []
+            if self.song_reason in INDEX_STARTS and frames[last][0] - self.song_start >= JINGLE_MIN_S:
+                self.song_reason = "new_music"
             self.song_start = frames[last][0]
 
     def _detect_change(self, newest_time: float) -> None:
@@ -249,6 +256,22 @@ class Debouncer:
         after = self.audio(t + 0.5, min(newest_time, t + 0.5 + p.identity_after_s))
         ident = compare(before, after)   # None when either side is too short to tell
         return ident is not None and ident.same_recording(p.same_chroma, p.same_tempo)
+
+    def _break_at_start(self) -> bool:
+        """Does the level break (a gap, a dip of `dip_db`) within BREAK_SEARCH_S of the song's start?
+        Without the audio to tell, it is taken to."""
+        if self._break is not None and self._break[0] == self.song_start:
+            return self._break[1]
+        t = self.song_start
+        x = None if self.audio is None else self.audio(t - BREAK_SEARCH_S, t + BREAK_SEARCH_S)
+        n = LEVEL_BLOCK
+        if x is None or len(x) < 10 * n:
+            return True
+        blocks = np.asarray(x[: len(x) // n * n], np.float64).reshape(-1, n)
+        db = 10 * np.log10(np.mean(blocks * blocks, axis=1) + 1e-10)
+        found = bool(np.median(db) - db.min() >= self.p.dip_db)
+        self._break = (t, found)
+        return found
 
     def _remember(self, e: np.ndarray) -> None:
         # window means every W/2 frames (overlapping windows), like the windows they are compared with
@@ -299,7 +322,7 @@ class Debouncer:
                 return []
             reason, start = "requery", max(self.song_start, min(conf, newest_time) - p.clip_s)
         else:
-            wait = p.index_start_wait_s if self.song_reason in INDEX_STARTS else 0.0
+            wait = p.index_start_wait_s if self.song_reason in INDEX_STARTS and self._break_at_start() else 0.0
             intro = self.song_reason == "talk_intro"
             first = p.talk_intro_s if intro else p.first_request_s
             early = first > 0 and not self.hold and ahead_is_music and newest_time - self.song_start >= first + wait

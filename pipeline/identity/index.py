@@ -172,7 +172,8 @@ class AudioIndex:
         try:
             self.store.touch(item["id"], iso(self.clock()))
             if play_id:
-                self.store.set_play(play_id, item["id"], _minus(clip_in_play_s, pos))
+                # a loop's match names the recording, not the place in it: the play is not placed
+                self.store.set_play(play_id, item["id"], _minus(clip_in_play_s, pos) if m.placed else None)
         except IndexError_ as e:
             self._failed("write", e, channel)
         return LocalAnswer(outcome, item, m, None if pos is None else round(pos, 2))

@@ -38,6 +38,8 @@ COLLECT_MIN_S = 4.0                 # a play's anchors are fingerprinted in stre
 COLLECT_CONTEXT_S = 2.0             # ... with this much audio before each (the onset filter's memory)
 BUCKET_S = BUCKET_FRAMES * FRAME_S  # peaks are picked per this stretch
 EARLY_START_S = 20.0                # a recording found to have begun this long before the music did is mid-way
+END_SOON_S = 15.0                   # misses this close to a predicted end wait for it
+RECHECK_S = 0.9                     # a match that needs a second check gets it this soon (a frame's audio)
 
 
 class LiveIdentity:
@@ -66,6 +68,7 @@ class LiveIdentity:
         self._last_seen = None        # (item, where it began, placed) of the last check that found a recording
         self._began = None            # where the identified recording began on air, as first found
         self._reasked = False         # asked again: the song's answer named something else
+        self._answer_read = False     # the song's answer was in and read (_from_answer)
 
     def step(self, deb: Debouncer, newest_time: float, music: bool, decided_time: float) -> list[RequestIntent]:
         """After each decided frame (music or not, decided up to `decided_time`): what the index
@@ -89,6 +92,8 @@ class LiveIdentity:
         if newest_time - self.last_check < self.p.check_every_s:
             return []
         out: list[RequestIntent] = []
+        if self._requested and not self._answer_read:
+            self._from_answer(deb, newest_time)
         if self.predicted_end is not None and newest_time >= self.predicted_end + 2.0:
             out += self._change(deb, self.predicted_end, newest_time, "predicted_end")
             if self.song is None:
@@ -113,15 +118,14 @@ class LiveIdentity:
         if found is None:
             if self.current is not None and self._should_match(b):
                 self.misses += 1
-                if self.misses >= self.p.misses_to_change:
+                if self.misses >= self.p.misses_to_change and not self._ends_soon(b):
                     out += self._change(deb, self.matched[3], newest_time, "index_change")
             return out
         m, item = found
         if item["kind"] == "unknown":
             deb.hold = not deb.requested
             if self.current is not None:
-                out += self._change(deb, max(a, self.matched[3] - self.p.check_window_s / 2), newest_time,
-                                    "index_change")
+                out += self._change(deb, self._last_heard(a), newest_time, "index_change")
                 deb.hold = not deb.requested
             return out
         if item["kind"] != "recording":
@@ -146,10 +150,13 @@ class LiveIdentity:
             # loop (not placed) matches one repeat here and another there: the item must agree
             if last is None or last[0] != seen[0] or (
                     abs(last[1] - seen[1]) > 1.5 and (seen[2] or last[2])):
+                # the second check comes with the next frame's audio, not `check_every_s` later:
+                # it is what holds the title back
+                self.last_check = min(self.last_check, newest_time - self.p.check_every_s + RECHECK_S)
                 return out
         if self.current is not None and item["id"] != self.current["id"]:
             # another recording than the one identified: the recording changed without a dip
-            t = began if began is not None and began > self.song else max(a, self.matched[3] - self.p.check_window_s / 2)
+            t = began if began is not None and began > self.song else self._last_heard(a)
             out += self._change(deb, t, newest_time, "index_change")
         elif self.current is None and deb.requested and began is not None and began > self.song + 10.0:
             # the first recording identified in this song began well after the song did, which was
@@ -160,7 +167,7 @@ class LiveIdentity:
         if (self.current is not None and item["id"] == self.current["id"] and began is not None
                 and self._began is not None and abs(began - self._began) > 1.5):
             # the same recording one repeat away (a loop repeated sample for sample): the place it
-            # was found first holds, or its predicted end would move by a loop's length
+            # was found first (or answered) holds, or its predicted end would move by a loop's length
             self.misses = 0
             return out + self._ask(deb, item, a, b, newest_time)
         self._began = began if began is not None else self._began
@@ -200,8 +207,46 @@ class LiveIdentity:
             return None
         return self.current, self.matched, self.predicted_end, self._began
 
+    def _from_answer(self, deb: Debouncer, newest_time: float) -> None:
+        """The song's answer, once in: the recording it named, and where that began on air (the
+        answer's offset into it, found on this play's own clip), predict its end, in place of what a
+        check placed. A first play is in no index entry until it ends, and a recording that
+        fingerprints weakly on this channel is matched now and then, sometimes a stretch off:
+        without this, a song crossfaded into the next would hide that song until a re-query, or be
+        cut where the checks last heard it. An answer naming a recording that has ended by now (the
+        previous song's tail), or another one than the checks found, predicts nothing."""
+        try:
+            play = self.index.store.play(self.play_id(self.song))
+            item = None if play is None or play[1] is None else self.index.store.canonical(play[0])
+        except IndexError_:
+            return
+        self._answer_read = play is not None
+        if item is None or item["kind"] != "recording" or not item.get("duration_s") or (
+                self.current is not None and self.current["id"] != item["id"]):
+            return
+        began = self.song + float(play[1])
+        end = began + float(item["duration_s"])
+        if end <= newest_time:
+            return
+        self.current, self._began, self.predicted_end = item, began, end
+        deb.identified = True
+        log.debug("channel %s: answer %s began %.2f, ends %.2f", self.channel, item["id"], began, end)
+
+    def _last_heard(self, a: float) -> float:
+        """Where the identified recording was last heard (its last match, less half a window), or
+        the window's start where it was only answered, never heard."""
+        return a if self.matched is None else max(a, self.matched[3] - self.p.check_window_s / 2)
+
+    def _ends_soon(self, b: float) -> bool:
+        """The recording's predicted end is near: checks not finding it are more likely its audio
+        fingerprinting weakly on this channel than the station leaving it early, and the end, where
+        the next song starts, is known better from its duration than from where it was last heard."""
+        return self.predicted_end is not None and self.predicted_end - b <= END_SOON_S
+
     def _should_match(self, b: float) -> bool:
         """Is the identified recording's audio at this point in the index (so no match means it ended)?"""
+        if self.matched is None:
+            return False
         _, t_end_s, at_end, when = self.matched
         return at_end + (b - when) + 1.0 < t_end_s
 
