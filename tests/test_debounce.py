@@ -248,3 +248,19 @@ def test_a_song_begun_by_the_index_waits_for_a_jingle_only_where_the_level_break
     assert first.reason == "new_music" and first.song_start == pytest.approx(100.0 + 6 * HOP)
     assert first.emitted_at - first.song_start == pytest.approx(8.0, abs=1.0)
 
+
+def test_a_song_the_index_knows_as_unknown_is_asked_with_the_audio_it_heard():
+    """The index heard the song's newest audio as an item the provider did not know: no early
+    request, and the confirmed one carries that audio (the recognizer answers it for free; the
+    song's own start may lie before anything an earlier play's entry holds)."""
+    rng = np.random.default_rng(12)
+    a, _ = song(rng, 30)
+    deb = Debouncer("c", DebounceParams(first_request_s=8.0, min_music_s=12.0, cooldown_s=0.0))
+    out, t = [], 0.0
+    for e in a:
+        if t >= 1.0 and not deb.hold:
+            deb.hold, deb.heard = True, (6.0, 12.0)       # as pipeline.identity.live sets them
+        out += deb.push(t, True, e, -20.0, -20.0, t + 5.8)
+        t += HOP
+    assert [r.reason for r in out] == ["new_music"]
+    assert (out[0].clip_start, out[0].clip_end) == (6.0, 12.0) and out[0].emitted_at - out[0].song_start >= 12.0

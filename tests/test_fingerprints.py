@@ -717,3 +717,39 @@ def test_checks_missing_a_recording_near_its_predicted_end_wait_for_the_end(tmp_
         return deb.song_start
     assert misses(predicted_end=170.0) == 120.0       # where it was last heard
     assert misses(predicted_end=140.0) == 100.0
+
+
+def test_a_song_first_heard_as_unknown_in_the_frame_it_would_be_asked_is_not_paid(songs, tmp_path):
+    """The engine checks the index before the debouncer decides whether to ask: a song whose early
+    request falls on the very frame where the index first hears it as an item the provider did not
+    know is held, and asked later with the audio the index heard (answered for free), not with its
+    start, which no earlier play's entry holds (that play's intro was under talk)."""
+    from types import SimpleNamespace
+    from pipeline.clock import StreamClock
+    from pipeline.engine.channel import ChannelDetector
+    from pipeline.heads import Heads, hmm_params, load_music_head
+    from pipeline.params import ChannelParams
+    cfg = config.load()
+    head = load_music_head(cfg, "yamnet", 1024)
+    index = AudioIndex(SqliteStore(tmp_path / "fp.sqlite"), IdentityParams(), Metrics(), Clock())
+    index.create()
+    x, aired = songs[1]
+    index.learn("z", cut(x, 3.0, 20.0), None, "z:0")        # an earlier play, heard from 3 s in
+    det = ChannelDetector("c", Heads(head, None, None), ChannelParams.from_config(cfg, hmm_params(head, cfg)),
+                          Metrics(), StreamClock.fixed("run_start", 1_800_000_000.0), index)
+    hop = 0.96
+    intents = []
+    for k in range(40):
+        t = k * hop
+        det.history.push(t, cut(aired, t, t + hop))
+    for k in range(24):
+        t = k * hop
+        det._pending.append((np.ones(1024, np.float32), (-20.0, -20.0), None, 0.0, None))
+        det._ahead.append(True)
+        newest = min(t + 5.76, 38.0)
+        intents += [r for kind, r in det._decided(SimpleNamespace(time=t, state=1, posterior=0.99), newest)
+                    if kind == "requests"]
+    assert intents, "the song was asked about"
+    first = intents[0]
+    assert first["reason"] == "new_music" and first["clip_start"] > 2.0       # the audio the index heard
+    assert index.answer(cut(aired, first["clip_start"], first["clip_end"]), "c").outcome == "known_unidentified"

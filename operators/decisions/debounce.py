@@ -336,6 +336,12 @@ class Debouncer:
                 start = max(start, (newest_time if early else conf) - p.clip_s)
             # asked before min_music_s: a confirm request follows unless the index identifies the song
             self.early = early and conf - self.song_start < p.min_music_s
+            if self.hold and self.heard is not None:
+                # the index knows this song as an item the provider did not, from the audio it heard:
+                # that is the clip that the recognizer answers for free (an earlier play's entry may not
+                # reach back to this one's start)
+                start, end = self.heard
+                return [] if end - start < min(3.0, p.clip_s) else [self._intent(start, end, newest_time, reason)]
         end = start + p.clip_s
         if end > newest_time:
             end = newest_time
@@ -384,12 +390,14 @@ class Debouncer:
         self.song_start, self.song_reason = t, reason
         self.requested, self.song_requests, self.last_clip_start = False, 0, None
         self.hold = False         # the index knows it as something the provider did not: no early ask
+        self.heard = None         # ... and heard it in this stretch (start, end): the clip asked with
         self.early = False        # asked early (before min_music_s): asked again then, unless identified
         self.identified = False   # the index has identified it (pipeline.identity.live)
 
     def snapshot(self) -> dict:
         return {"params": asdict(self.p), "song_start": self.song_start, "song_reason": self.song_reason,
                 "requested": self.requested, "song_requests": self.song_requests, "hold": self.hold,
+                "heard": self.heard,
                 "early": self.early, "identified": self.identified,
                 "last_clip_start": self.last_clip_start, "last_request_at": self.last_request_at,
                 "requests": self.requests, "same_recording_vetoes": self.same_recording_vetoes,
@@ -404,6 +412,7 @@ class Debouncer:
             setattr(self, k, d[k])
         self.same_recording_vetoes = d.get("same_recording_vetoes", 0)   # absent from older snapshots
         self.hold = d.get("hold", False)
+        self.heard = tuple(d["heard"]) if d.get("heard") else None
         self._talk_from, self._clean_since = d.get("_talk_from"), d.get("_clean_since")
         self.early, self.identified = d.get("early", False), d.get("identified", False)
         self._candidate = tuple(d["candidate"]) if d["candidate"] else None

@@ -222,10 +222,15 @@ class ChannelDetector:
             self._ahead.popleft()
         vetoes = self.debouncer.same_recording_vetoes
         talk = p_talk > self._talk_threshold
-        intents = self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time, talk=talk,
-                                      ahead_is_music=all(self._ahead))
+        clean = d.state == 1 and not talk
+        # the index checks the newest audio before the debouncer decides whether to ask (what it
+        # knows holds or shapes the request) and again once a frame has opened a song
+        intents = [] if self.identity is None else self.identity.step(self.debouncer, newest_time, clean,
+                                                                       d.time + HOP_S)
+        intents += self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time, talk=talk,
+                                       ahead_is_music=all(self._ahead))
         if self.identity is not None:
-            intents += self.identity.step(self.debouncer, newest_time, d.state == 1 and not talk, d.time + HOP_S)
+            intents += self.identity.step(self.debouncer, newest_time, clean, d.time + HOP_S)
         if self.genre is not None:
             out += self._genres(self.genre.push(d.time, d.state == 1, genre_in, scores, self.debouncer.song_start,
                                                 talk=talk, p_background=p_talk))

@@ -124,6 +124,7 @@ class LiveIdentity:
         m, item = found
         if item["kind"] == "unknown":
             deb.hold = not deb.requested
+            deb.heard = (a, b) if deb.hold and a >= self.song else deb.heard
             if self.current is not None:
                 out += self._change(deb, self._last_heard(a), newest_time, "index_change")
                 deb.hold = not deb.requested
