@@ -228,6 +228,7 @@ def test_a_song_begun_by_the_index_waits_for_a_jingle_only_where_the_level_break
     p = DebounceParams(first_request_s=8.0, index_start_wait_s=4.0, cooldown_s=0.0)
     steady = np.random.default_rng(1).normal(0, 0.1, 16000 * 200).astype(np.float32)
     broken = steady.copy()
+    steady[int(99.0 * 16000):int(99.1 * 16000)] *= 0.01     # one 0.1 s block: a drum's gap, not a break
     broken[int(100.4 * 16000):int(100.8 * 16000)] = 0.0     # 0.4 s of silence after the record's end
 
     def asked(audio, dip_at=None):

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from operators.audio.constants import HOP_S as FRAME_HOP_S
-from operators.audio.constants import LEVEL_BLOCK
+from operators.audio.constants import LEVEL_BLOCK, SAMPLE_RATE
 from operators.decisions.identity import compare
 from operators.state import from_text, to_text
 
@@ -269,8 +269,12 @@ class Debouncer:
             return True
         blocks = np.asarray(x[: len(x) // n * n], np.float64).reshape(-1, n)
         db = 10 * np.log10(np.mean(blocks * blocks, axis=1) + 1e-10)
-        found = bool(np.median(db) - db.min() >= self.p.dip_db)
-        self._break = (t, found)
+        low = (db <= np.median(db) - self.p.dip_db).astype(np.int8)
+        # two blocks in a row: percussive music dips that deep for a single 0.1 s block now and then
+        # (a crossfade on the dev day: one block at most; the gap before a jingle: three or more)
+        found = bool(np.any(low[1:] & low[:-1]))
+        if len(x) >= 2 * BREAK_SEARCH_S * SAMPLE_RATE - n:
+            self._break = (t, found)     # decided once the audio after the start is in
         return found
 
     def _remember(self, e: np.ndarray) -> None:
