@@ -125,6 +125,7 @@ class LiveIdentity:
         if item["kind"] == "unknown":
             deb.hold = not deb.requested
             deb.heard = (a, b) if deb.hold and a >= self.song else deb.heard
+            deb.unknown = True
             if self.current is not None:
                 out += self._change(deb, self._last_heard(a), newest_time, "index_change")
                 deb.hold = not deb.requested
@@ -218,11 +219,13 @@ class LiveIdentity:
         previous song's tail), or another one than the checks found, predicts nothing."""
         try:
             play = self.index.store.play(self.play_id(self.song))
-            item = None if play is None or play[1] is None else self.index.store.canonical(play[0])
+            item = None if play is None else self.index.store.canonical(play[0])
         except IndexError_:
             return
         self._answer_read = play is not None
-        if item is None or item["kind"] != "recording" or not item.get("duration_s") or (
+        if item is not None and item["kind"] == "unknown":
+            deb.unknown = True
+        if item is None or play[1] is None or item["kind"] != "recording" or not item.get("duration_s") or (
                 self.current is not None and self.current["id"] != item["id"]):
             return
         began = self.song + float(play[1])
