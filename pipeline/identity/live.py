@@ -123,9 +123,9 @@ class LiveIdentity:
             return out
         m, item = found
         if item["kind"] == "unknown":
-            deb.hold = not deb.requested
-            deb.heard = (a, b) if deb.hold and a >= self.song else deb.heard
-            deb.unknown = True
+            deb.hold, deb.unknown = not deb.requested, True
+            if deb.hold and a >= self.song:
+                deb.heard = (a, b)
             if self.current is not None:
                 out += self._change(deb, self._last_heard(a), newest_time, "index_change")
                 deb.hold = not deb.requested
