@@ -160,9 +160,29 @@ def differences(golden: dict, new: dict, tolerance: dict | None = None) -> list[
                     if tol is not None and isinstance(v, (int, float)) and isinstance(w, (int, float)):
                         if abs(v - w) > tol:
                             out.append(f"{kind} {ch} #{i} {k}: {v} -> {w} (tolerance {tol})")
+                    elif tol is not None and isinstance(v, list) and isinstance(w, list):
+                        if not _close_lists(v, w, tol):
+                            out.append(f"{kind} {ch} #{i} {k}: {v!r} -> {w!r} (tolerance {tol})")
                     elif v != w:
                         out.append(f"{kind} {ch} #{i} {k}: {v!r} -> {w!r}")
     return out
+
+
+def _close_lists(a: list, b: list, tol: float) -> bool:
+    """Lists of records (genre tags) alike but for numbers within `tol`: same length, order and
+    other fields."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if not (isinstance(x, dict) and isinstance(y, dict)) or set(x) != set(y):
+            return False
+        for k in x:
+            if isinstance(x[k], (int, float)) and isinstance(y[k], (int, float)) and not isinstance(x[k], bool):
+                if abs(x[k] - y[k]) > tol:
+                    return False
+            elif x[k] != y[k]:
+                return False
+    return True
 
 
 def run_direct(ins: list[tuple[str, Path]], out: Path, sets: list[str]) -> Path:

@@ -25,11 +25,17 @@ def direct(golden_inputs, tmp_path_factory):
     return golden.read_dir(out)
 
 
+# The golden records were made on one machine; another CPU's kernels (AVX-512 against AVX2 in
+# YAMNet's TFLite graph) move scores in the fourth decimal (seen: 0.0009 at most). Boundaries, labels,
+# times and ids must match exactly; scores within this
+SCORE_TOLERANCE = {"confidence": 0.002, "usage_confidence": 0.002, "tags": 0.002}
+
+
 def test_direct_mode_gives_the_golden_records(golden_inputs, direct):
     seconds, _ = golden_inputs
     want = golden.read_dir(golden.REPO / "tests" / "golden" / f"{seconds}s")
     assert sum(len(v) for v in want["requests"].values()) >= 6
-    assert golden.differences(want, direct) == []
+    assert golden.differences(want, direct, SCORE_TOLERANCE) == []
 
 
 def test_kafka_mode_gives_the_direct_records(golden_inputs, direct, kafka_broker):

@@ -28,6 +28,17 @@ def strip(segs):
     return [(s["label"], round(s["start"], 2), round(s["end"], 2)) for s in segs]
 
 
+def same_after_restore(got, want) -> bool:
+    """A channel resumed from a state decodes again from the chunk after it, without the previous
+    chunk's codec overlap: the first milliseconds differ in their last bits, and where a frame there
+    is a close call (the end of talk), a boundary can move by that one frame (seen on AVX-512
+    machines). Nothing may be lost, doubled or relabelled: the same segments, each boundary within
+    a frame, the same end."""
+    g, w = strip(got), strip(want)
+    return (len(g) == len(w) and [x[0] for x in g] == [x[0] for x in w] and g[-1][2] == w[-1][2]
+            and all(abs(a[1] - b[1]) <= 0.97 and abs(a[2] - b[2]) <= 0.97 for a, b in zip(g, w)))
+
+
 def run_worker(cfg, records: int, metrics=None, timeout_s: float = 300.0):
     """A worker run until it has handled `records` media records, then stopped: it closes as on
     shutdown (embedding stage drained, last states sent, offsets committed). Waiting on the count,
@@ -214,14 +225,16 @@ def test_a_state_older_than_the_committed_offsets_is_replayed_from_not_trusted(k
     finally:
         second.close()
     segs, _ = segments_by_channel(cfg)
-    assert strip(segs["p"]) == strip(direct_segments(programme["ts"], tmp_path)), old["offset"]
+    assert same_after_restore(segs["p"], direct_segments(programme["ts"], tmp_path)), (
+        old["offset"], strip(segs["p"]), strip(direct_segments(programme["ts"], tmp_path)))
     songs = {}
     for m in read_topic(cfg, cfg["kafka"]["topic_requests"]):
         r = json.loads(m.value)
         assert songs.setdefault(r["request_id"], r["song_start"]) == r["song_start"], "one id, two songs"
     reqs, _ = requests_by_channel(cfg)
-    assert [r["song_start"] for r in reqs["p"]] == [
-        r["song_start"] for r in direct_segments(programme["ts"], tmp_path, what="requests")]
+    got = [r["song_start"] for r in reqs["p"]]
+    want = [r["song_start"] for r in direct_segments(programme["ts"], tmp_path, what="requests")]
+    assert len(got) == len(want) and all(abs(a - b) <= 0.97 for a, b in zip(got, want)), (got, want)   # as above
     assert metrics.registry.get_sample_value("onair_state_gaps_total", {"channel": "p", "kind": "stale"}) == 1
 
 
@@ -448,7 +461,7 @@ def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs, b
     segs, dupes = segments_by_channel(cfg)
     reference = strip(direct_segments(programme["ts"], tmp_path))
     for ch in channels:
-        assert strip(segs[ch]) == reference, ch
+        assert same_after_restore(segs[ch], direct_segments(programme["ts"], tmp_path)), (ch, strip(segs[ch]), reference)
     print(f"duplicate segment records (dropped by id): {dupes}")
     reqs, req_dupes = requests_by_channel(cfg)
     # the replay gave the copies the ids of the first emission: after dropping copies by id, each
@@ -456,7 +469,10 @@ def _failover(kafka_broker, programme, tmp_path, cfg, channels, workers, logs, b
     key = lambda r: (r["song_start"], r["request_id"].rsplit(":", 1)[1])  # noqa: E731
     want = [key(r) for r in direct_segments(programme["ts"], tmp_path, what="requests")]
     for ch in channels:
-        assert [key(r) for r in reqs.get(ch, [])] == want, ch
+        got = [key(r) for r in reqs.get(ch, [])]
+        # song starts within a frame, as the segments above
+        assert len(got) == len(want) and all(g[1] == w[1] and abs(g[0] - w[0]) <= 0.97
+                                             for g, w in zip(got, want)), (ch, got, want)
     print(f"duplicate request records (dropped by id): {req_dupes}")
 
 
