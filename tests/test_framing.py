@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from operators.audio.framing import FRAME_SAMPLES, HOP_S, HOP_SAMPLES, FrameRing
 
@@ -42,3 +43,11 @@ def test_reset_drops_the_partial_frame_and_restarts_time():
     ring.reset(100.0)
     out = ring.push(np.zeros(FRAME_SAMPLES + HOP_SAMPLES, np.float32))
     assert [t for t, _ in out] == [100.0, 100.0 + HOP_S]
+
+
+def test_block_levels_are_the_power_of_whole_tenths_of_a_second():
+    from operators.audio.levels import block_levels_db
+    x = np.concatenate([np.full(1600, 0.1, np.float32), np.zeros(1600, np.float32), np.full(100, 1.0, np.float32)])
+    db = block_levels_db(np.stack([x, x]))
+    assert db.shape == (2, 2)                                     # the 100-sample tail is left out
+    assert db[0, 0] == pytest.approx(-20.0, abs=1e-3) and db[0, 1] == pytest.approx(-100.0)

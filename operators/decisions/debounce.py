@@ -42,6 +42,7 @@ import numpy as np
 
 from operators.audio.constants import HOP_S as FRAME_HOP_S
 from operators.audio.constants import LEVEL_BLOCK, SAMPLE_RATE
+from operators.audio.levels import block_levels_db
 from operators.decisions.identity import compare
 from operators.state import from_text, to_text
 
@@ -143,10 +144,10 @@ class Debouncer:
 
     def reset_run(self) -> None:
         if self.song_start is not None:
-            means = list(self._protos) + ([np.mean([f[1] for f in self._frames], axis=0)] if self._frames else [])
+            means = list(self._protos) + ([_unit(np.mean([f[1] for f in self._frames], axis=0))] if self._frames else [])
             end = self._gap_since if self._gap_since is not None else (self._frames[-1][0] if self._frames else None)
             if means and end is not None:
-                self._last_run = (end, [m / (np.linalg.norm(m) + 1e-9) for m in means], self.unknown)
+                self._last_run = (end, means, self.unknown)
         self._start_song(None, "new_music")
         self._frames: deque = deque()        # (time, unit embedding, level_min_db, level_med_db)
         self._candidate = None               # (score, time, index-from-now)
@@ -275,9 +276,7 @@ class Debouncer:
         last = self._last_run
         if last is None or not last[2] or not self._frames or self.song_start - last[0] > RESUME_S:
             return False
-        m = np.mean([f[1] for f in self._frames], axis=0)
-        m = m / (np.linalg.norm(m) + 1e-9)
-        return float(np.max(np.stack(last[1]) @ m)) >= RESUME_SIMILARITY
+        return _max_cosine(last[1], np.mean([f[1] for f in self._frames], axis=0)) >= RESUME_SIMILARITY
 
     def _break_at_start(self) -> bool:
         """Does the level break (a gap, a dip of `dip_db`) within BREAK_SEARCH_S of the song's start?
@@ -286,16 +285,14 @@ class Debouncer:
             return self._break[1]
         t = self.song_start
         x = None if self.audio is None else self.audio(t - BREAK_SEARCH_S, t + BREAK_SEARCH_S)
-        n = LEVEL_BLOCK
-        if x is None or len(x) < 10 * n:
+        if x is None or len(x) < 10 * LEVEL_BLOCK:
             return True
-        blocks = np.asarray(x[: len(x) // n * n], np.float64).reshape(-1, n)
-        db = 10 * np.log10(np.mean(blocks * blocks, axis=1) + 1e-10)
+        db = block_levels_db(np.asarray(x, np.float64))
         low = (db <= np.median(db) - self.p.dip_db).astype(np.int8)
         # two blocks in a row: percussive music dips that deep for a single 0.1 s block now and then
         # (a crossfade on the dev day: one block at most; the gap before a jingle: three or more)
         found = bool(np.any(low[1:] & low[:-1]))
-        if len(x) >= 2 * BREAK_SEARCH_S * SAMPLE_RATE - n:
+        if len(x) >= 2 * BREAK_SEARCH_S * SAMPLE_RATE - LEVEL_BLOCK:
             self._break = (t, found)     # decided once the audio after the start is in
         return found
 
@@ -318,10 +315,7 @@ class Debouncer:
             self._protos.append(merged / (np.linalg.norm(merged) + 1e-9))
 
     def _self_similarity(self, right: np.ndarray) -> float:
-        if not self._protos:
-            return -1.0
-        r = right / (np.linalg.norm(right) + 1e-9)
-        return float(np.max(np.stack(self._protos) @ r))
+        return _max_cosine(self._protos, right)
 
     @property
     def confirmed_time(self) -> float:
@@ -462,3 +456,11 @@ class Debouncer:
         self._protos = [from_text(e) for e in d["protos"]]
         self._block = [from_text(e) for e in d["block"]]
 
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / (np.linalg.norm(v) + 1e-9)
+
+
+def _max_cosine(unit_means: list[np.ndarray], v: np.ndarray) -> float:
+    """The largest cosine of `v` with window means already of unit length; -1 with none."""
+    return float(np.max(np.stack(unit_means) @ _unit(v))) if unit_means else -1.0

@@ -21,9 +21,10 @@ from collections import deque
 import numpy as np
 
 from operators.audio.clip import AudioHistory, audio_field
-from operators.audio.constants import FRAME_S, HOP_S, HOP_SAMPLES, LEVEL_BLOCK, SAMPLE_RATE
+from operators.audio.constants import FRAME_S, HOP_S, HOP_SAMPLES, SAMPLE_RATE
 from operators.audio.decode import Chunk
 from operators.audio.framing import FrameRing
+from operators.audio.levels import block_levels_db
 from operators.decisions.debounce import Debouncer
 from operators.decisions.hmm import FixedLagHMM
 from operators.decisions.segments import SegmentBuilder
@@ -36,7 +37,6 @@ from pipeline.identity.live import LiveIdentity
 from pipeline.metrics import Metrics
 from pipeline.params import ChannelParams
 
-LEVEL_SAMPLES = int(FRAME_S * SAMPLE_RATE) // LEVEL_BLOCK * LEVEL_BLOCK   # whole 0.1 s blocks of a frame
 log = logging.getLogger("onair.channel")
 
 Records = list[tuple[str, dict]]    # (kind, record): kind is segments | requests | genres
@@ -135,8 +135,7 @@ class ChannelDetector:
         genre_in = (self.genre.model.frame_inputs(embeddings, features) if self.genre is not None
                     else [None] * len(times))
         # levels of all frames at once (0.1 s blocks): per-frame numpy calls cost more than the maths
-        parts = np.stack([f[:LEVEL_SAMPLES] for f in frames]).reshape(len(frames), -1, LEVEL_BLOCK)
-        db = 10 * np.log10(np.mean(parts * parts, axis=2) + 1e-10)
+        db = block_levels_db(np.stack(frames))
         levels = zip(db.min(axis=1).tolist(), np.median(db, axis=1).tolist())
         out: Records = []
         for t, p, e, f, newest_time, sc, lv, pt, gx in zip(times, p_music.tolist(), embeddings, frames, newest,
