@@ -293,3 +293,23 @@ def test_music_resuming_an_unknown_song_after_a_short_gap_is_not_asked_early():
     assert out == [] and deb.last_request_at > 50.0
     assert [r.reason for r in asked(tail, unknown=False)[0]] == ["new_music"]
     assert [r.reason for r in asked(other, unknown=True)[0]] == ["new_music"]
+
+
+def test_a_song_the_index_opened_ahead_of_the_decisions_stays_open_through_the_talk_before_it():
+    """The index found a song at 0 s under 12 s of talk, its clean music from 12 s, before the
+    decisions got there: the decided talk after it is no gap (a gap of more than `gap_keep_s`
+    would end the song), and the clean music goes on in that song, which is not asked again."""
+    rng = np.random.default_rng(9)
+    talk, _ = song(rng, 12)
+    a, _ = song(rng, 40)
+    deb = Debouncer("c", DebounceParams(first_request_s=8.0, talk_intro_s=4.0, cooldown_s=0.0))
+    deb.open_song(0.0, "index_match", 12 * HOP)
+    deb.request_now(12 * HOP - 0.5, 12 * HOP + 3.0, 12 * HOP + 3.0, "index_match")
+    reqs = feed(deb, [("advert", talk), ("music", a)])
+    assert reqs == [] and deb.song_start == 0.0 and deb.requests == 1
+    # without the index, the same talk is a gap: the song would have closed in it
+    deb = Debouncer("c", DebounceParams(first_request_s=8.0, talk_intro_s=4.0, cooldown_s=0.0))
+    deb.song_start = 0.0
+    feed(deb, [("advert", talk)])
+    assert deb.song_start is None
+

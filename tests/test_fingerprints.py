@@ -11,7 +11,7 @@ import pytest
 
 from operators.audio.clip import audio_field
 from operators.decisions.debounce import DebounceParams, Debouncer
-from operators.fingerprint.landmarks import FingerprintParams, best_match, fingerprint
+from operators.fingerprint.landmarks import FRAME_S, FingerprintParams, best_match, fingerprint
 from pipeline import config
 from pipeline.identity.index import AudioIndex, IdentityParams
 from pipeline.identity.live import LiveIdentity
@@ -753,3 +753,69 @@ def test_a_song_first_heard_as_unknown_in_the_frame_it_would_be_asked_is_not_pai
     first = intents[0]
     assert first["reason"] == "new_music" and first["clip_start"] > 2.0       # the audio the index heard
     assert index.answer(cut(aired, first["clip_start"], first["clip_end"]), "c").outcome == "known_unidentified"
+
+
+def test_a_talked_over_intro_of_a_repeat_is_titled_ahead_of_the_decisions(songs, shared, tmp_path):
+    """A presenter talks over the first 8 s of a song the index knows. The decisions trail the
+    newest audio by about 5 s; the frames not decided yet hear the clean music after the talk, and
+    the index, looking it up at once, titles the song about 3 s after the talk ends, as a song that
+    began with the talk. The decided talk and music that follow keep that song (one request). Where
+    the index does not know the song, nothing is asked before the decisions reach the music."""
+    from types import SimpleNamespace
+    from pipeline.clock import StreamClock
+    from pipeline.engine.channel import ChannelDetector
+    from pipeline.heads import Heads, hmm_params, load_music_head
+    from pipeline.params import ChannelParams
+    cfg = config.load()
+    head = load_music_head(cfg, "yamnet", 1024)
+    x, aired = songs[1]
+    voice = load_clip(shared / "data" / "clips" / "speech" / "debian-asterisk-core-sounds-en__demo-instruct.opus",
+                      rate=SR, seconds=8.0)
+    stream = aired.copy()
+    stream[:len(voice)] = 0.32 * stream[:len(voice)] + 0.6 * voice / (np.abs(voice).max() + 1e-9)
+    hop, lag, talk_s = 0.96, 6, 8.0
+
+    def run(knows):
+        index = AudioIndex(SqliteStore(tmp_path / f"fp-{knows}.sqlite"), IdentityParams(), Metrics(), Clock())
+        index.create()
+        if knows:      # an earlier play, from its first second, that the provider named
+            index.learn("z", cut(x, 0.0, 10.0), {"title": "song 1", "extra": {"acrid": "r1", "duration_ms": 60000,
+                                                                              "play_offset_ms": 10000}}, "z:0", None)
+            index.add_play("z", "z:0", *fingerprint(cut(x, 0.0, 40.0), index.p.fp), 40.0)
+        det = ChannelDetector("c", Heads(head, None, None), ChannelParams.from_config(cfg, hmm_params(head, cfg)),
+                              Metrics(), StreamClock.fixed("run_start", 1_800_000_000.0), index)
+        intents = []
+        for k in range(40):
+            t = k * hop
+            det.history.push(t, cut(stream, t, t + hop))
+            talk = t + hop <= talk_s
+            det._pending.append((np.ones(1024, np.float32), (-20.0, -20.0), None, 0.9 if talk else 0.1, None))
+            det._ahead.append(not talk)
+            det._newest_frame = t
+            if k >= lag:
+                d = k - lag
+                intents += [r for kind, r in det._decided(SimpleNamespace(time=d * hop, state=1, posterior=0.99),
+                                                          t + hop) if kind == "requests"]
+        det.identity.close(det.debouncer, end=38.0)
+        return index, intents
+    added = []
+    add_play = AudioIndex.add_play
+
+    def spy(self, channel, play_id, h, t, seconds):
+        added.append((play_id, float(t.min()) * FRAME_S if len(t) else None))
+        return add_play(self, channel, play_id, h, t, seconds)
+    AudioIndex.add_play = spy
+    try:
+        index, intents = run(True)
+    finally:
+        AudioIndex.add_play = add_play
+    assert [r["reason"] for r in intents] == ["index_match"]
+    first = intents[0]
+    assert first["song_start"] == pytest.approx(0.0, abs=1.0)              # the song began with the talk
+    assert first["emitted_at"] < talk_s + 4.5 < first["emitted_at"] + lag * hop - 1.0   # ahead of the decisions
+    ans = index.answer(cut(stream, first["clip_start"], first["clip_end"]), "c")
+    assert ans.outcome == "local_match" and ans.item["answer"]["title"] == "song 1"
+    # the play's entry: from its clean music on, not the talk over its intro
+    assert [p for p, _ in added] == ["z:0", "c:" + first["song_start_utc"]] and added[1][1] >= talk_s - 1.0
+    _, intents = run(False)
+    assert intents[0]["reason"] == "talk_intro" and intents[0]["emitted_at"] >= talk_s + lag * hop - 1.0

@@ -168,7 +168,9 @@ class Debouncer:
         if not music or talk:
             # a short gap (a silence between records, a misclassified second) keeps the song open:
             # the change test across it decides whether the music after it is the same song
-            if self.song_start is not None:
+            if self.song_start is not None and time >= max(self.song_start, self._quiet_until):
+                # (frames before the music the index opened a song on, ahead of the decisions, are
+                # what preceded it: talk over its intro, speech before it)
                 if self._gap_since is None:
                     self._gap_since = time
                 elif time - self._gap_since > self.p.gap_keep_s:
@@ -404,6 +406,24 @@ class Debouncer:
             return []
         return [self._intent(start, end, newest_time, reason)]
 
+    @property
+    def talk_from(self) -> float | None:
+        """Where the stretch of music under speech that the newest decided frame is in began."""
+        return self._talk_from
+
+    @property
+    def between_songs(self) -> bool:
+        """No song is open, or the open one is in a gap (its music may be over)."""
+        return self.song_start is None or self._gap_since is not None
+
+    def open_song(self, t: float, reason: str, music_from: float) -> None:
+        """A song the index found at stream time t, ahead of the decisions, in clean music from
+        `music_from` (its intro talked over, or speech before it): whatever was open ends, and the
+        song starts at t, not asked about yet; what the frames before `music_from` say is no gap in it."""
+        self.reset_run()
+        self._start_song(t, reason)
+        self._quiet_until = music_from
+
     def new_song(self, t: float, newest_time: float, reason: str) -> None:
         """A song boundary the index found at stream time t (the recording on air changed, or the
         one identified has ended): the song, and its clip, start there."""
@@ -424,6 +444,7 @@ class Debouncer:
         self.resumed = False      # it resumes the unknown song before the last gap (_resumes_unknown)
         self.early = False        # asked early (before min_music_s): asked again then, unless identified
         self.identified = False   # the index has identified it (pipeline.identity.live)
+        self._quiet_until = -1e12  # opened by the index ahead of the decisions: no gap before this
 
     def snapshot(self) -> dict:
         return {"params": asdict(self.p), "song_start": self.song_start, "song_reason": self.song_reason,
@@ -431,7 +452,7 @@ class Debouncer:
                 "heard": self.heard, "unknown": self.unknown, "resumed": self.resumed,
                 "last_run": None if self._last_run is None else [self._last_run[0], [to_text(m) for m in self._last_run[1]],
                                                                  self._last_run[2]],
-                "early": self.early, "identified": self.identified,
+                "early": self.early, "identified": self.identified, "quiet_until": self._quiet_until,
                 "last_clip_start": self.last_clip_start, "last_request_at": self.last_request_at,
                 "requests": self.requests, "same_recording_vetoes": self.same_recording_vetoes,
                 "candidate": self._candidate, "_gap_since": self._gap_since, "_talk_from": self._talk_from,
@@ -451,6 +472,7 @@ class Debouncer:
         self._last_run = None if not last else (last[0], [from_text(m) for m in last[1]], last[2])
         self._talk_from, self._clean_since = d.get("_talk_from"), d.get("_clean_since")
         self.early, self.identified = d.get("early", False), d.get("identified", False)
+        self._quiet_until = d.get("quiet_until", -1e12)
         self._candidate = tuple(d["candidate"]) if d["candidate"] else None
         self._frames = deque((t, from_text(e), lo, med) for t, e, lo, med in d["frames"])
         self._protos = [from_text(e) for e in d["protos"]]

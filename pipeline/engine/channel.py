@@ -93,6 +93,7 @@ class ChannelDetector:
         # the music and talk-over scores of the frames in the HMM window, not decided yet: an early
         # request needs them all to say clean music
         self._ahead: deque = deque()
+        self._newest_frame = None
         # this channel's metric children, looked up once: labels() is a locked dict lookup
         self._audio_counter = metrics.audio_seconds.labels(channel)
         self._music_gauge = metrics.music.labels(channel)
@@ -143,6 +144,7 @@ class ChannelDetector:
             self.history.push(t, f[:HOP_SAMPLES])
             self._pending.append((e, lv, sc, pt, gx))
             self._ahead.append(p > 0.5 and pt <= self._talk_threshold)
+            self._newest_frame = t
             for d in self.hmm.push(p, t):
                 out += self._decided(d, newest_time)
         return out
@@ -226,6 +228,8 @@ class ChannelDetector:
         # knows holds or shapes the request) and again once a frame has opened a song
         intents = [] if self.identity is None else self.identity.step(self.debouncer, newest_time, clean,
                                                                        d.time + HOP_S)
+        if self.identity is not None and self.debouncer.between_songs:
+            intents += self.identity.probe(self.debouncer, newest_time, self._clean_ahead_since())
         intents += self.debouncer.push(d.time, d.state == 1, emb, lmin, lmed, newest_time, talk=talk,
                                        ahead_is_music=all(self._ahead))
         if self.identity is not None:
@@ -241,6 +245,16 @@ class ChannelDetector:
             self.metrics.requests_emitted.labels(self.channel, intent.reason).inc()
             out.append(("requests", self.request_record(intent)))
         return out
+
+    def _clean_ahead_since(self) -> float | None:
+        """Where the clean music that the frames not decided yet hear, up to the newest, began (by
+        the heads' own scores), or None."""
+        k = 0
+        for clean in reversed(self._ahead):
+            if not clean:
+                break
+            k += 1
+        return None if not k or self._newest_frame is None else self._newest_frame - (k - 1) * HOP_S
 
     def _held_audio(self, start: float, end: float) -> tuple[float, np.ndarray]:
         start, samples = self.history.clip(start, end)

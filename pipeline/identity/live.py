@@ -24,7 +24,7 @@ import logging
 
 import numpy as np
 
-from operators.audio.constants import SAMPLE_RATE
+from operators.audio.constants import HOP_S, SAMPLE_RATE
 from operators.decisions.debounce import Debouncer, RequestIntent
 from operators.fingerprint.landmarks import BUCKET_FRAMES, FRAME_S, MAX_DT, fingerprint
 from pipeline.identity.index import AudioIndex
@@ -40,6 +40,13 @@ BUCKET_S = BUCKET_FRAMES * FRAME_S  # peaks are picked per this stretch
 EARLY_START_S = 20.0                # a recording found to have begun this long before the music did is mid-way
 END_SOON_S = 15.0                   # misses this close to a predicted end wait for it
 RECHECK_S = 0.9                     # a match that needs a second check gets it this soon (a frame's audio)
+# clean music ahead of the decisions is looked up from just before it began (talk before it would
+# dilute the window's coverage), as soon as `min_clip_s` of it is in; the recording found must have
+# begun at most PROBE_BACK_S before it (under talk as long as a talked-over intro runs)
+PROBE_LEAD_S, PROBE_BACK_S = 0.5, 15.0
+# a probe's match not placed in its recording (a song with repeated sections) is taken alone when no
+# other item comes within this factor of it, else when the next probe agrees
+PROBE_CLEAR = 3
 
 
 class LiveIdentity:
@@ -51,6 +58,8 @@ class LiveIdentity:
         self.play_id = play_id        # callable(song_start) -> the play's id (channel:song_start_utc)
         self.metrics = metrics
         self.song = None
+        self.last_probe = -1e12
+        self._probed = None           # (clean_since, what the last probe saw) where it needs a second
         self._reset()
 
     def _reset(self) -> None:
@@ -69,6 +78,7 @@ class LiveIdentity:
         self._began = None            # where the identified recording began on air, as first found
         self._reasked = False         # asked again: the song's answer named something else
         self._answer_read = False     # the song's answer was in and read (_from_answer)
+        self._clean_from = None       # a song opened by probe(): where its clean music began
 
     def step(self, deb: Debouncer, newest_time: float, music: bool, decided_time: float) -> list[RequestIntent]:
         """After each decided frame (music or not, decided up to `decided_time`): what the index
@@ -82,6 +92,8 @@ class LiveIdentity:
                 self.current, self.matched, self.predicted_end, self._began = carried
         if self.song is None:
             return []
+        if not music and self._clean_from is not None and decided_time - HOP_S < self._clean_from:
+            return []    # what preceded the clean music of a song probe() opened: the song goes on
         if not music:
             # the play's entry ends at its first gap: what follows one (a jingle, the next song
             # after talk) may still be this song to the debouncer, but is not known to be
@@ -110,6 +122,76 @@ class LiveIdentity:
             log.debug("channel %s: check %.2f-%.2f (song %.2f): %s", self.channel, a, b, self.song,
                       None if found is None else (found[1]["id"], found[1]["kind"], found[0]))
         return out + self._decide(deb, found, a, b, newest_time)
+
+    def probe(self, deb: Debouncer, newest_time: float, clean_since: float | None) -> list[RequestIntent]:
+        """No song is open, or the open one is in a gap (talk over it), while the frames not decided
+        yet hear clean music from `clean_since`: a presenter stopped talking over an intro, or a song
+        follows plain speech. The clean music is looked up at once, ahead of the decisions (about
+        5 s). A recording the index places as having begun at most PROBE_BACK_S before that music
+        (its intro, talked over or not), or one it names clearly (PROBE_CLEAR) or twice in a row,
+        opens the song and is asked about (answered from the index). Where the decisions already
+        opened a song there, not asked about yet, the probe is a check of it. Anything else waits
+        for the decisions, as before."""
+        if clean_since is None or not deb.between_songs or newest_time - self.last_probe < RECHECK_S:
+            return []
+        a = max(clean_since - PROBE_LEAD_S, newest_time - self.p.check_window_s)
+        if newest_time - a < self.p.min_clip_s:
+            return []
+        self.last_probe = newest_time
+        a, pcm = self.audio(a, newest_time)
+        b = a + len(pcm) / SAMPLE_RATE
+        if b - a < self.p.min_clip_s:
+            return []
+        h, t = fingerprint(pcm, self.p.fp)
+        found = self.index.lookup_hashes(h, t, b - a, "engine", self.channel)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("channel %s: probe %.2f-%.2f (clean from %.2f): %s", self.channel, a, b, clean_since,
+                      None if found is None else (found[1]["id"], found[1]["kind"], found[0]))
+        # the decisions opened a song there, not asked about yet: the probe checks it
+        check = self.song is not None and self.song >= clean_since - PROBE_BACK_S and not deb.requested \
+            and self.current is None
+        last, self._probed = self._probed, None
+        if found is None or found[1]["kind"] != "recording":
+            if check:
+                self.last_check = newest_time
+                return self._decide(deb, found, a, b, newest_time)
+            return []
+        m, item = found
+        row = item if m.item == item["id"] else self.index.store.item(m.item)
+        at_end = m.offset_s + (b - a)
+        began = b - at_end - row["rec_offset_s"] if row.get("rec_offset_s") is not None and m.placed else None
+        seen = (item["id"], b - at_end if began is None else began, m.placed)
+        intro = began is not None and clean_since - PROBE_BACK_S <= began <= clean_since + PROBE_LEAD_S
+        clear = began is None and m.runner_up * PROBE_CLEAR <= m.aligned
+        if check:
+            self.last_check = newest_time
+            if clear:
+                self._last_seen = seen      # taken at once, as the check after it would take it
+            return self._decide(deb, found, a, b, newest_time)
+        agrees = last is not None and last[0] == clean_since and last[1][0] == seen[0] and (
+            not (seen[2] or last[1][2]) or abs(last[1][1] - seen[1]) <= 1.5)
+        if not (intro or clear or agrees):
+            self._probed = (clean_since, seen)
+            return []
+        talk = deb.talk_from
+        start = began if intro else (talk if talk is not None and talk >= clean_since - PROBE_BACK_S else clean_since)
+        # the request's clip is the probe's window, no shorter (the song starts no later than it): the
+        # recognizer looks up the same audio and answers from the index, where a shorter clip can fall
+        # under `min_aligned` and be paid
+        self._open(deb, min(start, a), clean_since)
+        self.last_check, self._last_seen = newest_time, seen     # (taken at once)
+        self.metrics.identity_changes.labels(self.channel, "probe").inc()
+        return self._decide(deb, found, a, b, newest_time)
+
+    def _open(self, deb: Debouncer, t: float, clean_since: float) -> None:
+        """probe() opens a song at t, ahead of the decisions; its entry is collected from its clean music."""
+        if self.song is not None:
+            self.close(deb, end=max(self.song, min(t, self._decided)))
+        else:
+            self._reset()
+        deb.open_song(t, "index_match", clean_since)
+        self.song = deb.song_start
+        self._until = self._clean_from = clean_since
 
     def _decide(self, deb: Debouncer, found, a: float, b: float, newest_time: float) -> list[RequestIntent]:
         out: list[RequestIntent] = []
