@@ -313,3 +313,18 @@ def test_a_song_the_index_opened_ahead_of_the_decisions_stays_open_through_the_t
     feed(deb, [("advert", talk)])
     assert deb.song_start is None
 
+
+def test_a_request_held_back_by_the_cooldown_is_asked_with_the_newest_confirmed_audio():
+    """A song that starts soon after the last request waits for the channel's cooldown; by then the
+    clip from its start is old news (the song may have ended, and the answer is shown when it comes):
+    it is asked with the newest confirmed audio instead."""
+    rng = np.random.default_rng(10)
+    a, _ = song(rng, 20)
+    b, _ = song(rng, 90)
+    fade = [rng.normal(size=64) * 0.01 + a[-1] for _ in range(2)]
+    reqs = feed(Debouncer("c", DebounceParams(cooldown_s=45.0)), [("music", a), ("fade", fade), ("music", b)])
+    assert [r.reason for r in reqs] == ["new_music", "song_change"]
+    held = reqs[1]
+    assert held.emitted_at - reqs[0].emitted_at >= 45.0
+    assert held.song_start < held.clip_start and held.emitted_at - held.clip_end <= 13.5
+    assert held.clip_end - held.clip_start == pytest.approx(10.0)

@@ -61,6 +61,9 @@ BREAK_SEARCH_S, JINGLE_MIN_S = 2.5, 2.5
 # past such a gap). On the dev day a tail's first 3 s scored 0.72-0.80 against its song, the first
 # 3 s of 40 other plays on the channel (songs, jingles, adverts) at most 0.69
 RESUME_S, RESUME_SIMILARITY = 20.0, 0.7
+# a request whose clip ended this long before it can go out (held back by the cooldown) is asked
+# with the newest confirmed audio: the decisions' usual lag leaves up to 13.5 s between the two
+STALE_CLIP_S = 15.0
 # music under speech from two frames to 15 s, then clean music: a presenter talked over a song's
 # intro (the ramp); an advert's voice runs over its bed for the whole spot. The talk-over head calls
 # a frame or two of a spot clean now and then: clean music shorter than TALK_GAP_S does not end the
@@ -380,6 +383,12 @@ class Debouncer:
         if end - start < min(3.0, p.clip_s) or (newest_time - self.last_request_at < p.cooldown_s
                                                  and reason != "confirm"):
             return []
+        if newest_time - end > STALE_CLIP_S:
+            # held back (the channel's cooldown) until its clip is old news: the song may have ended
+            # since, and an answer is shown when it is decided. The newest confirmed audio is asked
+            # about instead: an answer for a recording that has ended by now is then not shown
+            start = max(self.song_start, min(conf, newest_time) - p.clip_s)
+            end = start + p.clip_s
         return [self._intent(start, end, newest_time, reason)]
 
     def _intent(self, start: float, end: float, newest_time: float, reason: str) -> RequestIntent:
