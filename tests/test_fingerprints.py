@@ -486,7 +486,10 @@ def test_background_compaction_and_an_index_of_schema_1(tmp_path):
     for k in range(3):
         store.new_item("recording", "2026-12-06T10:00:00.000Z", ref=f"r{k}", answer={"title": f"r{k}"})
     assert store.segments.wait_idle(timeout=60)
-    assert store.storage()["segments"] and store.storage()["batches"] == 0
+    # the thread flushed what was due when it ran: an item moved after that may wait in a batch,
+    # below a flush's worth
+    st = store.storage()
+    assert st["segments"] and st["batch_landmarks"] < 5_000
     assert store.execute("SELECT value FROM meta WHERE key = 'schema'", fetch=True)[0][0] == "2"
     for k, (h, t) in enumerate(recs):
         assert index.lookup_hashes(*excerpt(h, t, 1000), 8.0, "test")[1]["id"] == k + 1
