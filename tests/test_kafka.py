@@ -19,7 +19,7 @@ from pipeline.kafka.client import producer
 from pipeline.metrics import Metrics
 from pipeline.clock import parse_iso
 from pipeline.kafka.worker import Worker
-from tests.conftest import REPO, direct_segments, write_ts
+from tests.conftest import REPO, direct_segments
 from tests.kafka_helpers import HeldProducer, kafka_cfg, read_topic, requests_by_channel, segments_by_channel
 from tests.waiting import wait_until
 

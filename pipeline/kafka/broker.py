@@ -158,7 +158,7 @@ def start(data_dir: str | Path, port: int | None = None, zk_port: int | None = N
 def _write_server_properties(b: Broker, partitions: int, max_message_bytes: int) -> None:
     d = Path(b.dir)
     (d / "server.properties").write_text("\n".join([
-        "broker.id=0", f"listeners=PLAINTEXT://127.0.0.1:{b.port}", f"advertised.host.name=127.0.0.1",
+        "broker.id=0", f"listeners=PLAINTEXT://127.0.0.1:{b.port}", "advertised.host.name=127.0.0.1",
         f"advertised.port={b.port}", f"log.dirs={d / 'kafka-logs'}", f"num.partitions={partitions}",
         "offsets.topic.replication.factor=1", "offsets.topic.num.partitions=4", "auto.create.topics.enable=true",
         "delete.topic.enable=true", "log.cleaner.enable=true", f"message.max.bytes={max_message_bytes}",
