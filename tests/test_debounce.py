@@ -271,7 +271,8 @@ def test_music_resuming_an_unknown_song_after_a_short_gap_is_not_asked_early():
     """A song the provider did not know goes quiet for 10 s (the music head hears no music), then
     its last 9 s play: that is the same song, not asked early (only once confirmed, which a 9 s
     tail never is), and the channel's pacing holds as after a request. Other music after the gap,
-    or the same after a song that was known, is asked early as usual."""
+    the same after a song that was known, or music after a gap where a voice was heard (the
+    talk-over head: a presenter, an advert), is asked early as usual."""
     rng = np.random.default_rng(13)
     a, center = song(rng, 40)
     tail, _ = song(rng, 9, center=center)
@@ -279,12 +280,13 @@ def test_music_resuming_an_unknown_song_after_a_short_gap_is_not_asked_early():
     quiet = [rng.normal(size=64) for _ in range(11)]
     p = DebounceParams(first_request_s=8.0, min_music_s=12.0, cooldown_s=20.0)
 
-    def asked(after, unknown):
+    def asked(after, unknown, voice=False):
         deb = Debouncer("c", p)
         out, t = [], 0.0
         for kind, embs in (("music", a), ("speech", quiet), ("music", after), ("speech", quiet)):
-            for e in embs:
-                out += [r for r in deb.push(t, kind == "music", e, -20.0, -20.0, t + 5.8) if t > 45.0]
+            for k, e in enumerate(embs):
+                talk = voice and kind == "speech" and k in (3, 4)
+                out += [r for r in deb.push(t, kind == "music", e, -20.0, -20.0, t + 5.8, talk=talk) if t > 45.0]
                 if kind == "music" and t < 45.0:
                     deb.unknown = unknown          # as pipeline.identity.live sets it
                 t += HOP
@@ -293,6 +295,7 @@ def test_music_resuming_an_unknown_song_after_a_short_gap_is_not_asked_early():
     assert out == [] and deb.last_request_at > 50.0
     assert [r.reason for r in asked(tail, unknown=False)[0]] == ["new_music"]
     assert [r.reason for r in asked(other, unknown=True)[0]] == ["new_music"]
+    assert [r.reason for r in asked(tail, unknown=True, voice=True)[0]] == ["new_music"]
 
 
 def test_a_song_the_index_opened_ahead_of_the_decisions_stays_open_through_the_talk_before_it():

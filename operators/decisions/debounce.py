@@ -139,6 +139,8 @@ class Debouncer:
         self._talk_from = self._clean_since = None
         self._break = None            # (song start, does the level break there)
         self._last_run = None         # (end, window means, unknown) of the run of music before the last gap
+        self._talk_since_music = False   # the talk-over head heard a voice since the last clean music frame
+        self._after_talk = False         # ... before the open song began
         self.song_start = None
         self.reset_run()
         self.last_request_at = -1e12
@@ -169,6 +171,7 @@ class Debouncer:
         # speech over music (adverts, a presenter over a bed) is not a song to pay for: to the
         # debouncer it is a gap like any other non-music
         if not music or talk:
+            self._talk_since_music = self._talk_since_music or talk
             # a short gap (a silence between records, a misclassified second) keeps the song open:
             # the change test across it decides whether the music after it is the same song
             if self.song_start is not None and time >= max(self.song_start, self._quiet_until):
@@ -188,11 +191,13 @@ class Debouncer:
         if after_gap and self._frames:
             level_min_db = GAP_LEVEL_DB     # the gap is the dip the change test looks for
         if self.song_start is None:
+            self._after_talk = self._talk_since_music
             # clean music straight after a few seconds of music under speech: a presenter talked
             # over the song's intro; it is asked about sooner
             talked = self.p.talk_intro_s > 0 and talk_from is not None \
                 and TALK_INTRO_MIN_S <= time - talk_from <= TALK_INTRO_MAX_S
             self.song_start, self.song_reason = time, "talk_intro" if talked else "new_music"
+        self._talk_since_music = False
         e = np.asarray(embedding, np.float32)
         e = e / (np.linalg.norm(e) + 1e-9)
         self._frames.append((time, e, float(level_min_db), float(level_med_db)))
@@ -280,6 +285,10 @@ class Debouncer:
         """Does this song resume, after a short gap, a song the provider did not know (RESUME_S)?"""
         last = self._last_run
         if last is None or not last[2] or not self._frames or self.song_start - last[0] > RESUME_S:
+            return False
+        if self._after_talk:
+            # a voice between the two (a presenter, an advert): the programme moved on; a song that
+            # merely went quiet for a while has none (day 3: two new songs after speech were held)
             return False
         return _max_cosine(last[1], np.mean([f[1] for f in self._frames], axis=0)) >= RESUME_SIMILARITY
 
@@ -462,6 +471,7 @@ class Debouncer:
                 "last_run": None if self._last_run is None else [self._last_run[0], [to_text(m) for m in self._last_run[1]],
                                                                  self._last_run[2]],
                 "early": self.early, "identified": self.identified, "quiet_until": self._quiet_until,
+                "talk_since_music": self._talk_since_music, "after_talk": self._after_talk,
                 "last_clip_start": self.last_clip_start, "last_request_at": self.last_request_at,
                 "requests": self.requests, "same_recording_vetoes": self.same_recording_vetoes,
                 "candidate": self._candidate, "_gap_since": self._gap_since, "_talk_from": self._talk_from,
@@ -482,6 +492,7 @@ class Debouncer:
         self._talk_from, self._clean_since = d.get("_talk_from"), d.get("_clean_since")
         self.early, self.identified = d.get("early", False), d.get("identified", False)
         self._quiet_until = d.get("quiet_until", -1e12)
+        self._talk_since_music, self._after_talk = d.get("talk_since_music", False), d.get("after_talk", False)
         self._candidate = tuple(d["candidate"]) if d["candidate"] else None
         self._frames = deque((t, from_text(e), lo, med) for t, e, lo, med in d["frames"])
         self._protos = [from_text(e) for e in d["protos"]]
