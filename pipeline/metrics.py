@@ -83,8 +83,7 @@ class Metrics:
         self.identity_changes = Counter("onair_identity_song_changes",
                                         "New songs found by the fingerprint index: the recording on air changed "
                                         "(index_change), its predicted end passed (predicted_end), or clean "
-                                        "music ahead of the decisions was a recording it knows (probe) or "
-                                        "followed talk over music (talk_intro)", ch + ["reason"],
+                                        "music ahead of the decisions was a recording it knows (probe)", ch + ["reason"],
                                         registry=r)
         self.identity_indexed = Counter("onair_identity_indexed_seconds",
                                         "Seconds of aired audio added to the fingerprint index", ch, registry=r)

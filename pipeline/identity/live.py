@@ -157,10 +157,7 @@ class LiveIdentity:
                 return self._decide(deb, found, a, b, newest_time)
             return []
         m, item = found
-        row = item if m.item == item["id"] else self.index.store.item(m.item)
-        at_end = m.offset_s + (b - a)
-        began = b - at_end - row["rec_offset_s"] if row.get("rec_offset_s") is not None and m.placed else None
-        seen = (item["id"], b - at_end if began is None else began, m.placed)
+        _, _, _, began, seen = self._place(m, item, a, b)
         intro = began is not None and clean_since - PROBE_BACK_S <= began <= clean_since + PROBE_LEAD_S
         clear = began is None and m.runner_up * PROBE_CLEAR <= m.aligned
         if check:
@@ -168,8 +165,7 @@ class LiveIdentity:
             if clear:
                 self._last_seen = seen      # taken at once, as the check after it would take it
             return self._decide(deb, found, a, b, newest_time)
-        agrees = last is not None and last[0] == clean_since and last[1][0] == seen[0] and (
-            not (seen[2] or last[1][2]) or abs(last[1][1] - seen[1]) <= 1.5)
+        agrees = last is not None and last[0] == clean_since and self._agree(last[1], seen)
         if not (intro or clear or agrees):
             self._probed = (clean_since, seen)
             return []
@@ -214,17 +210,12 @@ class LiveIdentity:
             return out
         if item["kind"] != "recording":
             return out
-        row = item if m.item == item["id"] else self.index.store.item(m.item)
-        at_end = m.offset_s + (b - a)
-        # where this recording began on air, as far as the index says (its position here)
-        pos = at_end + row["rec_offset_s"] if row.get("rec_offset_s") is not None and m.placed else None
-        began = None if pos is None else b - pos
+        row, at_end, pos, began, seen = self._place(m, item, a, b)
         if (self.current is None and pos is not None and (item.get("duration_s") or 0) > TAIL_MIN_DURATION_S
                 and item["duration_s"] - pos < TAIL_S):
             # the last seconds of a recording, at a song's start: a sting or jingle cut from its
             # end, or its fade; not a song to title
             return out
-        seen = (item["id"], b - at_end if began is None else began, m.placed)
         last, self._last_seen = self._last_seen, seen
         if (self.current is None or item["id"] != self.current["id"]) and not (
                 began is not None and began >= self.song - EARLY_START_S):
@@ -232,8 +223,7 @@ class LiveIdentity:
             # and on where it began: one window can be a jingle or a bed that sounds like part of a
             # song; one that began with the music (or after it: a crossfade) is taken at once. A
             # loop (not placed) matches one repeat here and another there: the item must agree
-            if last is None or last[0] != seen[0] or (
-                    abs(last[1] - seen[1]) > 1.5 and (seen[2] or last[2])):
+            if not self._agree(last, seen):
                 # the second check comes with the next frame's audio, not `check_every_s` later:
                 # it is what holds the title back
                 self.last_check = min(self.last_check, newest_time - self.p.check_every_s + RECHECK_S)
@@ -261,6 +251,22 @@ class LiveIdentity:
         if item.get("duration_s") and pos is not None:
             self.predicted_end = b + item["duration_s"] - pos
         return out + self._ask(deb, item, a, b, newest_time)
+
+    def _place(self, m, item: dict, a: float, b: float):
+        """What a match of the window [a, b) says: the entry matched, the item's time at the window's
+        end, the recording's position there and where it began on air (None where the index does
+        not place it), and what was seen (item, where it began or the item's time 0 lay, placed)."""
+        row = item if m.item == item["id"] else self.index.store.item(m.item)
+        at_end = m.offset_s + (b - a)
+        pos = at_end + row["rec_offset_s"] if row.get("rec_offset_s") is not None and m.placed else None
+        began = None if pos is None else b - pos
+        return row, at_end, pos, began, (item["id"], b - at_end if began is None else began, m.placed)
+
+    @staticmethod
+    def _agree(last, seen) -> bool:
+        """Two looks name the same item, and the same place where either was placed."""
+        return last is not None and last[0] == seen[0] and (
+            abs(last[1] - seen[1]) <= 1.5 or not (seen[2] or last[2]))
 
     def _ask(self, deb: Debouncer, item: dict, a: float, b: float, newest_time: float) -> list[RequestIntent]:
         """The index found `item` on air in [a, b): the song is asked about with that clip (the
