@@ -331,3 +331,36 @@ def test_a_request_held_back_by_the_cooldown_is_asked_with_the_newest_confirmed_
     assert held.emitted_at - reqs[0].emitted_at >= 45.0
     assert held.song_start < held.clip_start and held.emitted_at - held.clip_end <= 13.5
     assert held.clip_end - held.clip_start == pytest.approx(10.0)
+
+
+def test_an_early_request_skips_what_aired_before_a_break_and_waits_out_a_gap():
+    """Asked ahead of its confirmed boundaries, a song is asked from after the last break in level
+    (a jingle run into it, the decisions not there yet), once `first_request_s` of music follows
+    it; and not while the newest audio is a gap (what aired has ended: a jingle before speech)."""
+    rng = np.random.default_rng(13)
+    a, _ = song(rng, 40)
+    p = DebounceParams(first_request_s=8.0, talk_intro_s=4.0, cooldown_s=0.0)
+    noise = np.random.default_rng(2).normal(0, 0.1, 16000 * 200).astype(np.float32)
+
+    def first(reason, audio, ahead=lambda newest: True):
+        deb = Debouncer("c", p, audio=lambda s, e: audio[int(max(0, s) * 16000):int(e * 16000)])
+        deb._start_song(100.0, reason)
+        out, t = [], 100.0
+        for e in a:
+            out += deb.push(t, True, e, -20.0, -20.0, t + 5.8, ahead_is_music=ahead(t + 5.8))
+            t += HOP
+        return out[0]
+    jingle_first = noise.copy()
+    jingle_first[int(106.0 * 16000):int(106.5 * 16000)] = 0.0      # a 6 s jingle from 100, a gap, the song
+    q = first("song_change", jingle_first)
+    assert q.reason == "song_change" and q.clip_start >= 106.45
+    assert q.emitted_at - 106.5 == pytest.approx(8.0, abs=1.0)
+    # a talked-over intro is asked as soon as its clean music is 4 s long, but not while the newest
+    # audio is a gap; where speech follows the gap (the frames ahead), only once confirmed
+    ends = noise.copy()
+    ends[int(105.3 * 16000):int(106.0 * 16000)] = 0.0
+    assert first("talk_intro", noise).emitted_at == pytest.approx(105.8)
+    assert first("talk_intro", ends).emitted_at == pytest.approx(105.8 + HOP)
+    q = first("talk_intro", ends, ahead=lambda newest: newest < 106.0)
+    assert q.reason == "talk_intro" and q.emitted_at - 100.0 >= 12.0
+

@@ -310,6 +310,33 @@ class Debouncer:
             self._break = (t, found)     # decided once the audio after the start is in
         return found
 
+    def _early_audio(self, newest_time: float, first: float, breaks: bool) -> tuple[bool, float | None]:
+        """May the song be asked about ahead of its confirmed boundaries, and from where? The
+        decisions' frames trail the audio: where the newest audio is a gap (`dip_db` under the
+        song's median level), what aired has ended (a jingle before speech); with `breaks`, where
+        the level breaks (two blocks that deep) more than JINGLE_MIN_S into the song, what came
+        before was a jingle or a sting run into the song: the clip starts after it, once `first`
+        seconds of music follow."""
+        x = None if self.audio is None else self.audio(self.song_start, newest_time)
+        if x is None or len(x) < 10 * LEVEL_BLOCK:
+            return True, None
+        db = block_levels_db(np.asarray(x, np.float64))
+        low = db <= np.median(db) - self.p.dip_db
+        if low[-2:].any():
+            return False, None
+        if not breaks:
+            return True, None
+        skip = int(JINGLE_MIN_S * SAMPLE_RATE / LEVEL_BLOCK)
+        pairs = np.flatnonzero(low[skip + 1:] & low[skip:-1])
+        if not len(pairs):
+            return True, None
+        k = skip + int(pairs[-1]) + 1
+        while k + 1 < len(low) and low[k + 1]:
+            k += 1
+        # the held audio ends at the newest time and may begin after the song's start
+        after = newest_time - len(x) / SAMPLE_RATE + (k + 1) * LEVEL_BLOCK / SAMPLE_RATE
+        return newest_time - after >= first, after
+
     def _remember(self, e: np.ndarray) -> None:
         # window means every W/2 frames (overlapping windows), like the windows they are compared with
         self._block.append(e)
@@ -342,6 +369,7 @@ class Debouncer:
     def _maybe_request(self, newest_time: float, ahead_is_music: bool = True) -> list[RequestIntent]:
         p = self.p
         conf = self.confirmed_time
+        floor = self.song_start      # the clip starts no earlier
         if self._candidate is not None:
             conf = min(conf, self._candidate[1])
         if self.requested and self.early and not self.identified and conf - self.song_start >= p.min_music_s:
@@ -360,6 +388,9 @@ class Debouncer:
             intro = self.song_reason == "talk_intro"
             first = p.talk_intro_s if intro else p.first_request_s
             early = first > 0 and not self.hold and ahead_is_music and newest_time - self.song_start >= first + wait
+            after = None
+            if early:
+                early, after = self._early_audio(newest_time, first, breaks=self.song_reason in ("new_music", "song_change"))
             if conf - self.song_start < p.min_music_s and not early:
                 return []
             if self._resumes_unknown():
@@ -373,6 +404,8 @@ class Debouncer:
                     return []
             # a talked-over song is well under way when the talk ends: no fade-in to skip
             reason, start = self.song_reason, self.song_start + (0.0 if intro else p.lead_in_s)
+            if after is not None and early:
+                start = floor = max(start, after)
             if wait:
                 # the song began where the index last heard the recording before it; a jingle or a
                 # sting often airs there: the clip is the newest audio, after it
@@ -388,7 +421,7 @@ class Debouncer:
         end = start + p.clip_s
         if end > newest_time:
             end = newest_time
-            start = max(self.song_start, end - p.clip_s)
+            start = max(floor, end - p.clip_s)
         if end - start < min(3.0, p.clip_s) or (newest_time - self.last_request_at < p.cooldown_s
                                                  and reason != "confirm"):
             return []
