@@ -822,3 +822,25 @@ def test_a_talked_over_intro_of_a_repeat_is_titled_ahead_of_the_decisions(songs,
     assert [p for p, _ in added] == ["z:0", "c:" + first["song_start_utc"]] and added[1][1] >= talk_s - 1.0
     _, intents = run(False)
     assert intents[0]["reason"] == "talk_intro" and intents[0]["emitted_at"] >= talk_s + lag * hop - 1.0
+
+
+def test_a_play_answered_not_known_then_named_forgets_the_item_its_first_clip_made(songs, tmp_path):
+    """A play asked about ahead of its boundaries (under a voice, or with a jingle run into it) and
+    answered "not known", then named by its confirm request: the item its first clip made goes, or a
+    later play of the song would be answered as an item the provider does not know. An unknown item
+    that another play matched stays (a repeat of an unknown item)."""
+    index = AudioIndex(SqliteStore(tmp_path / "fp.sqlite"), IdentityParams(), Metrics(), Clock())
+    index.create()
+    x, aired = songs[0]
+    named = {"title": "song 0", "extra": {"acrid": "r0", "duration_ms": 60000, "play_offset_ms": 30000}}
+    index.learn("c", cut(aired, 0.0, 10.0), None, "c:1")
+    assert index.answer(cut(x, 1.0, 9.0), "d").outcome == "known_unidentified"
+    index.learn("c", cut(aired, 20.0, 30.0), named, "c:1")
+    assert [i["kind"] for i in index.store.items()] == ["recording"]
+    assert index.answer(cut(x, 1.0, 9.0), "d") is None
+    y, other = songs[1]
+    index.learn("c", cut(other, 20.0, 30.0), None, "c:2")
+    assert index.answer(cut(y, 21.0, 29.0), "d", "d:1").outcome == "known_unidentified"
+    index.learn("c", cut(other, 40.0, 50.0), {"title": "song 1", "extra": {"acrid": "r1", "duration_ms": 60000,
+                                                                           "play_offset_ms": 50000}}, "c:2")
+    assert sorted(i["kind"] for i in index.store.items()) == ["recording", "recording", "unknown"]

@@ -202,6 +202,8 @@ class AudioIndex:
                 item = self.store.new_item("unknown", now, play_id=play_id, channel=channel, rec_offset_s=0.0)
                 end_pos = seconds
             else:
+                if play_id:
+                    self._forget_own_unknown(play_id)
                 extra = answer.get("extra") or {}
                 h, t, seconds, shift = _matched_part(h, t, seconds, extra)
                 ref, label, duration, canon = self._recording(answer)
@@ -224,6 +226,17 @@ class AudioIndex:
         except IndexError_ as e:
             self._failed("write", e, channel)
             return None
+
+    def _forget_own_unknown(self, play_id: str) -> None:
+        """The play was answered "not known" before, on a clip asked ahead of its confirmed
+        boundaries (under a presenter's voice, or with a jingle run into it), and now names a
+        recording: the item that answer made, heard in this play alone, goes. Kept, it would answer a
+        later play of the recording, or the jingle, as an item the provider does not know."""
+        before = self.store.play(play_id)
+        item = None if before is None else self.store.item(before[0])
+        if item is not None and item["kind"] == "unknown" and item.get("play_id") == play_id \
+                and self.store.plays_of(item["id"]) == [play_id]:
+            self.store.delete_items([item["id"]])
 
     def _recording(self, answer: dict) -> tuple[str, dict, float | None, int | None]:
         """What a provider's answer says of its recording: (ref, label, duration, the item already
