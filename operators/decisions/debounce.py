@@ -313,7 +313,8 @@ class Debouncer:
     def _early_audio(self, newest_time: float, first: float, breaks: bool) -> tuple[bool, float | None]:
         """May the song be asked about ahead of its confirmed boundaries, and from where? The
         decisions' frames trail the audio: where the newest audio is a gap (`dip_db` under the
-        song's median level), what aired has ended (a jingle before speech); with `breaks`, where
+        song's median level), what aired has ended (a jingle before speech); with `breaks` (not
+        for a talked-over intro, asked from where the talk ended), where
         the level breaks (two blocks that deep) more than JINGLE_MIN_S into the song, what came
         before was a jingle or a sting run into the song: the clip starts after it, once `first`
         seconds of music follow."""
@@ -390,7 +391,7 @@ class Debouncer:
             early = first > 0 and not self.hold and ahead_is_music and newest_time - self.song_start >= first + wait
             after = None
             if early:
-                early, after = self._early_audio(newest_time, first, breaks=self.song_reason in ("new_music", "song_change"))
+                early, after = self._early_audio(newest_time, first, breaks=not intro)
             if conf - self.song_start < p.min_music_s and not early:
                 return []
             if self._resumes_unknown():
