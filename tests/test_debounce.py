@@ -365,3 +365,36 @@ def test_an_early_request_skips_what_aired_before_a_break_and_waits_out_a_gap():
     q = first("talk_intro", ends, ahead=lambda newest: newest < 106.0)
     assert q.reason == "talk_intro" and q.emitted_at - 100.0 >= 12.0
 
+
+
+def test_a_song_the_provider_did_not_know_is_split_only_by_material_unlike_it():
+    """A break in level inside a song with new material moderately like the old (a section of one
+    record) starts a new song, unless the song is one the provider did not know: with no recording
+    to carry it across the break, each piece would be paid as a new item, so the new material must
+    be as unlike it as a resuming song's (RESUME_SIMILARITY)."""
+    from operators.decisions.debounce import RESUME_SIMILARITY
+    rng = np.random.default_rng(21)
+    a = rng.normal(size=64)
+    a *= 8.0 / np.linalg.norm(a)
+    o = rng.normal(size=64)
+    o -= (o @ a) / (a @ a) * a
+    o *= 8.0 / np.linalg.norm(o)
+    cos = 0.74                                   # between RESUME_SIMILARITY and max_self_similarity
+    b = cos * a + np.sqrt(1 - cos ** 2) * o
+    first, _ = song(rng, 40, center=a)
+    dip = [a * 0.01 for _ in range(2)]
+    second, _ = song(rng, 40, center=b)
+
+    def asked(unknown):
+        deb = Debouncer("c", DebounceParams(cooldown_s=0.0))
+        out, t = [], 0.0
+        for kind, embs in (("music", first), ("fade", dip), ("music", second)):
+            for e in embs:
+                if t > 20.0:
+                    deb.unknown = unknown           # the song's answer: not known to the provider
+                out += deb.push(t, True, e, -60.0 if kind == "fade" else -20.0, -20.0, t + 5.8)
+                t += HOP
+        return [r.reason for r in out]
+    assert RESUME_SIMILARITY < cos < DebounceParams().max_self_similarity
+    assert asked(unknown=False) == ["new_music", "song_change"]
+    assert asked(unknown=True) == ["new_music"]

@@ -254,8 +254,12 @@ class Debouncer:
             level = np.median([f[3] for f in frames])
             dip = level - min(frames[W - 1][2], frames[W][2])
             t = frames[W][0]
+            # a song the provider did not know has no recording to carry it across a break inside it
+            # (no predicted end, no check naming it past the stretch the index holds): each piece would
+            # be paid as a new item, so new material must sound as unlike it as a resuming song's would
+            most_alike = RESUME_SIMILARITY if self.unknown else self.p.max_self_similarity
             if (novelty >= self.p.novelty_high or (novelty >= self.p.novelty_low and dip >= self.p.dip_db)) \
-                    and self._self_similarity(right) < self.p.max_self_similarity:
+                    and self._self_similarity(right) < most_alike:
                 if self._candidate is None or novelty > self._candidate[0]:
                     self._candidate = (novelty, t, 0)
         if self._candidate is not None and self._candidate[2] >= self.p.peak_wait_frames:
