@@ -844,3 +844,21 @@ def test_a_play_answered_not_known_then_named_forgets_the_item_its_first_clip_ma
     index.learn("c", cut(other, 40.0, 50.0), {"title": "song 1", "extra": {"acrid": "r1", "duration_ms": 60000,
                                                                            "play_offset_ms": 50000}}, "c:2")
     assert sorted(i["kind"] for i in index.store.items()) == ["recording", "recording", "unknown"]
+
+
+def test_a_local_answer_for_a_loop_gives_no_position(songs, tmp_path):
+    """A recording that repeats itself sample for sample matches a clip at each repeat: the local
+    answer names it without a position, or one repeat's position could put a song's start at the
+    recording's last seconds and the title would not be shown (held-out day 4, s12 on chD)."""
+    index = AudioIndex(SqliteStore(tmp_path / "i.sqlite"), IdentityParams(), Metrics(), Clock())
+    index.create()
+    loop = np.tile(cut(songs[2][0], 20, 28), 4)
+    index.learn("z", loop, {"title": "loop", "extra": {"acrid": "r1", "duration_ms": 32000,
+                                                       "play_offset_ms": 32000}}, "z:1", None)
+    ans = index.answer(0.33 * loop[10 * SR:16 * SR], "d")
+    assert ans is not None and ans.outcome == "local_match" and not ans.match.placed and ans.position_s is None
+    x = songs[0][0]
+    index.learn("z", cut(x, 10, 20), {"title": "song", "extra": {"acrid": "r0", "duration_ms": 60000,
+                                                                 "play_offset_ms": 20000}}, "z:0", None)
+    ans = index.answer(0.33 * cut(x, 12, 18), "d")
+    assert ans.outcome == "local_match" and ans.position_s == pytest.approx(18.0, abs=0.5)

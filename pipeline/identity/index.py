@@ -165,7 +165,9 @@ class AudioIndex:
             row = item if m.item == item["id"] else self.store.item(m.item)
         except IndexError_:
             row = None
-        if row is not None and row.get("rec_offset_s") is not None:
+        if row is not None and row.get("rec_offset_s") is not None and m.placed:
+            # (a loop's match names the recording, not the place in it: a repeat's place would
+            # put a song's start at the recording's end, and its title would not be shown)
             pos = row["rec_offset_s"] + m.offset_s + len(pcm) / SAMPLE_RATE
         if outcome == "stale_unknown":
             return LocalAnswer(outcome, item, m, pos)
