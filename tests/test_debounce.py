@@ -138,6 +138,16 @@ def test_a_talked_over_intro_is_asked_about_soon_after_the_talk_with_clean_music
     newest = {}
     reqs = feed(Debouncer("c", p), [("advert", intro), ("music", a)], newest=newest)
     assert [r.reason for r in reqs] == ["talk_intro", "confirm"]
+    # answered "not known" from clean music: the provider does not know the song, no confirm
+    unknown = Debouncer("c", p)
+    push = unknown.push
+
+    def answered(*args, **kw):
+        if unknown.requested:
+            unknown.unknown = True
+        return push(*args, **kw)
+    unknown.push = answered
+    assert [r.reason for r in feed(unknown, [("advert", intro), ("music", a)])] == ["talk_intro"]
     start = 6 * HOP
     assert reqs[0].song_start == pytest.approx(start) and reqs[0].clip_start == pytest.approx(start)
     assert reqs[0].emitted_at - start == pytest.approx(4.8 + 0.975, abs=0.05)   # the first clean frame decided

@@ -377,6 +377,13 @@ class Debouncer:
         floor = self.song_start      # the clip starts no earlier
         if self._candidate is not None:
             conf = min(conf, self._candidate[1])
+        if self.requested and self.early and not self.identified and conf - self.song_start >= p.min_music_s \
+                and self.song_reason == "talk_intro" and self.unknown:
+            # asked from where the talk ended, on clean music with no jingle in the clip: "not known"
+            # there is the provider not knowing the song (on the airplay days a confirm after one was
+            # never named, and each was a second paid call for the item)
+            self.early = False
+            return []
         if self.requested and self.early and not self.identified and conf - self.song_start >= p.min_music_s:
             # the early clip may have caught a jingle run into the song: once the song is confirmed,
             # ask again, unless the index has since identified it. The clip is the newest confirmed
