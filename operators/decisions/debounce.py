@@ -317,11 +317,10 @@ class Debouncer:
     def _early_audio(self, newest_time: float, first: float, breaks: bool) -> tuple[bool, float | None]:
         """May the song be asked about ahead of its confirmed boundaries, and from where? The
         decisions' frames trail the audio: where the newest audio is a gap (`dip_db` under the
-        song's median level), what aired has ended (a jingle before speech); with `breaks` (not
-        for a talked-over intro, asked from where the talk ended), where
-        the level breaks (two blocks that deep) more than JINGLE_MIN_S into the song, what came
-        before was a jingle or a sting run into the song: the clip starts after it, once `first`
-        seconds of music follow."""
+        song's median level), what aired has ended (a jingle before speech). With `breaks` (not for
+        a talked-over intro, asked from where the talk ended), where the level breaks (two blocks
+        that deep) more than JINGLE_MIN_S into the song, what came before was a jingle or a sting
+        run into the song: the clip starts after it, once `first` seconds of music follow."""
         x = None if self.audio is None else self.audio(self.song_start, newest_time)
         if x is None or len(x) < 10 * LEVEL_BLOCK:
             return True, None
@@ -377,19 +376,17 @@ class Debouncer:
         floor = self.song_start      # the clip starts no earlier
         if self._candidate is not None:
             conf = min(conf, self._candidate[1])
-        if self.requested and self.early and not self.identified and conf - self.song_start >= p.min_music_s \
-                and self.song_reason == "talk_intro" and self.unknown:
-            # asked from where the talk ended, on clean music with no jingle in the clip: "not known"
-            # there is the provider not knowing the song (on the airplay days a confirm after one was
-            # never named, and each was a second paid call for the item)
-            self.early = False
-            return []
         if self.requested and self.early and not self.identified and conf - self.song_start >= p.min_music_s:
             # the early clip may have caught a jingle run into the song: once the song is confirmed,
             # ask again, unless the index has since identified it. The clip is the newest confirmed
             # audio: closer to what is on air as it is decided than the song's start (the song may
             # have ended since), and overlapping the early clip, which the index holds (free then)
             self.early = False
+            if self.song_reason == "talk_intro" and self.unknown:
+                # asked from where the talk ended, on clean music with no jingle in the clip: "not
+                # known" there is the provider not knowing the song (on the airplay days a confirm
+                # after one never named a song, and each was a second paid call for the item)
+                return []
             reason, start = "confirm", max(self.song_start, conf - p.clip_s)
         elif self.requested:
             if self.last_clip_start is None or conf - self.last_clip_start < p.requery_after_s:
