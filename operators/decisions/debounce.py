@@ -305,11 +305,7 @@ class Debouncer:
         x = None if self.audio is None else self.audio(t - BREAK_SEARCH_S, t + BREAK_SEARCH_S)
         if x is None or len(x) < 10 * LEVEL_BLOCK:
             return True
-        db = block_levels_db(np.asarray(x, np.float64))
-        low = (db <= np.median(db) - self.p.dip_db).astype(np.int8)
-        # two blocks in a row: percussive music dips that deep for a single 0.1 s block now and then
-        # (a crossfade on the dev day: one block at most; the gap before a jingle: three or more)
-        found = bool(np.any(low[1:] & low[:-1]))
+        found = bool(len(_breaks(_quiet(x, self.p.dip_db))))
         if len(x) >= 2 * BREAK_SEARCH_S * SAMPLE_RATE - LEVEL_BLOCK:
             self._break = (t, found)     # decided once the audio after the start is in
         return found
@@ -324,14 +320,13 @@ class Debouncer:
         x = None if self.audio is None else self.audio(self.song_start, newest_time)
         if x is None or len(x) < 10 * LEVEL_BLOCK:
             return True, None
-        db = block_levels_db(np.asarray(x, np.float64))
-        low = db <= np.median(db) - self.p.dip_db
+        low = _quiet(x, self.p.dip_db)
         if low[-2:].any():
             return False, None
         if not breaks:
             return True, None
         skip = int(JINGLE_MIN_S * SAMPLE_RATE / LEVEL_BLOCK)
-        pairs = np.flatnonzero(low[skip + 1:] & low[skip:-1])
+        pairs = _breaks(low[skip:])
         if not len(pairs):
             return True, None
         k = skip + int(pairs[-1]) + 1
@@ -539,6 +534,19 @@ class Debouncer:
         self._frames = deque((t, from_text(e), lo, med) for t, e, lo, med in d["frames"])
         self._protos = [from_text(e) for e in d["protos"]]
         self._block = [from_text(e) for e in d["block"]]
+
+
+def _quiet(x: np.ndarray, dip_db: float) -> np.ndarray:
+    """Which 0.1 s blocks of the audio `x` lie `dip_db` or more under its median level."""
+    db = block_levels_db(np.asarray(x, np.float64))
+    return db <= np.median(db) - dip_db
+
+
+def _breaks(quiet: np.ndarray) -> np.ndarray:
+    """Where the level breaks: the first of each two quiet blocks in a row. Percussive music dips
+    that deep for a single 0.1 s block now and then (a crossfade on the dev day: one block at most;
+    the gap before a jingle: three or more)."""
+    return np.flatnonzero(quiet[1:] & quiet[:-1])
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
