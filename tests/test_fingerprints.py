@@ -241,6 +241,33 @@ def test_an_unknown_items_play_is_indexed_around_the_clip_heard(songs, tmp_path,
     assert index.answer(cut(x, 52, 60), "b") is None            # past the bound
 
 
+def test_a_song_that_went_quiet_early_and_ended_later_gets_its_entry(songs, tmp_path):
+    """A song the provider did not know goes quiet for a moment 13 s in (a detection gap: its
+    anchors stop there) and plays on until a gap too long ends it, 60 s in. It played long enough
+    for an entry of its own: a later play clipped inside its first 13 s is known, not paid again."""
+    index = AudioIndex(SqliteStore(tmp_path / "i.sqlite"), IdentityParams(), Metrics(), Clock())
+    index.create()
+    x, aired = songs[1]
+    index.learn("a", cut(aired, 0.5, 6.5), None, "a:0.0", None)       # the first clip: not known
+    assert index.answer(cut(x, 5.0, 12.0), "b") is None                # the clip alone does not reach there
+
+    def audio(a, b):
+        a = max(0.0, a)
+        return a, aired[int(a * SR):int(min(b, len(aired) / SR) * SR)]
+    deb = Debouncer("a", DebounceParams(first_request_s=0.0))
+    deb._start_song(0.0, "new_music")
+    deb.requested = True
+    live = LiveIdentity("a", index, audio, lambda s: f"a:{s}", Metrics())
+    t = 0.0
+    while t < 60.0:
+        live.step(deb, t + 5.0, not 13.0 <= t < 15.0, t + 0.96)
+        t += 0.96
+    deb.reset_run()                                                    # the gap too long: the song ended
+    live.step(deb, t + 5.0, False, t + 0.96)
+    later = index.answer(cut(x, 5.0, 12.0), "b")
+    assert later is not None and later.outcome == "known_unidentified"
+
+
 def test_a_play_is_placed_by_all_of_its_audio_and_a_loop_is_not_placed(songs, tmp_path):
     """The index keeps a play where all of its audio places it, whatever offset the answer said;
     music that repeats itself sample for sample matches at every repeat: the place is not known,

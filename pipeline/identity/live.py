@@ -382,10 +382,13 @@ class LiveIdentity:
         if asked and self._h:
             h, t = np.concatenate(self._h), np.concatenate(self._t)
             seconds = ((end if end is not None else (self._until or self.song)) - self.song)
+            # how long the song played: its anchors stop at its first gap, but a song that went
+            # quiet for a moment and ended later (a gap too long) is still a song worth an entry
+            played = seconds if end is not None else max(seconds, self._decided - self.song)
             if end is not None:
                 keep = t < (end - self.song) / FRAME_S
                 h, t = h[keep], t[keep]
-            if seconds >= MIN_PLAY_S and len(h):
+            if played >= MIN_PLAY_S and len(h):
                 self.index.add_play(self.channel, self.play_id(self.song), h, t, seconds)
         self.song = None
         self._reset()
