@@ -376,7 +376,6 @@ def test_an_early_request_skips_what_aired_before_a_break_and_waits_out_a_gap():
     assert q.reason == "talk_intro" and q.emitted_at - 100.0 >= 12.0
 
 
-
 def test_a_song_the_provider_did_not_know_is_split_only_by_material_unlike_it():
     """A break in level inside a song with new material moderately like the old (a section of one
     record) starts a new song, unless the song is one the provider did not know: with no recording
